@@ -1,0 +1,155 @@
+"""Time `reasonseg score` against the reference's way and a plain numpy loop, each as a whole process.
+
+Builds a test-sized synthetic split (779 queries, 1024x768 images, polygon ground truth) and predictions that
+overlap the targets imperfectly, as RLE JSON and as a PNG folder. Then, on the same inputs in the same run:
+  reference (a): benchmarks/reference_loops.py torch   (decode everything, torch.histc per query)
+  numpy (b):     benchmarks/reference_loops.py numpy   (rasterize, decode, boolean ops, one query at a time)
+  reasonseg:     `reasonseg score DATA PREDS --split test`, cold (empty ground-truth cache) and warm (cached)
+It checks that all three agree on gIoU and cIoU and prints wall times, ratios against (b), and peak RSS.
+Targets against (b): >= 3x cold, >= 8x warm, peak RSS < 500 MB.
+
+Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RSS_PROBE = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr); "
+             "print('RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+             "sys.exit(r.returncode)")
+
+
+def build_inputs(work: Path, n_images: int) -> tuple[Path, Path, Path]:
+    from reasonseg.dataset import load_split
+    from reasonseg.masks import rasterize_shapes
+    from reasonseg.sample import write_sample_release
+    from reasonseg.schema import TARGET
+    from reasonseg.submission import png_name, prediction_from_mask, write_predictions
+
+    data, preds_json, preds_png = work / "release", work / "preds.json", work / "preds_png"
+    if not data.exists():
+        write_sample_release(data, seed=7, counts={"train": 0, "val": 0, "test": n_images}, size=(768, 1024))
+    if preds_json.exists() and preds_png.exists():
+        return data, preds_json, preds_png
+    rng = np.random.default_rng(0)
+    preds_png.mkdir(exist_ok=True)
+    predictions = []
+    for sample in load_split(data, "test"):
+        target = (rasterize_shapes(sample.shapes, sample.height, sample.width) == TARGET).astype(np.uint8)
+        # An imperfect model: the target shifted and dilated or eroded, plus a spurious blob; some misses.
+        shift = rng.integers(-25, 26, size=2)
+        moved = np.roll(target, tuple(shift), axis=(0, 1))
+        k = int(rng.integers(1, 15))
+        op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+        pred = op(moved, np.ones((k, k), np.uint8))
+        cx, cy = int(rng.integers(0, sample.width)), int(rng.integers(0, sample.height))
+        cv2.circle(pred, (cx, cy), int(rng.integers(10, 80)), 1, -1)
+        if rng.random() < 0.05:
+            pred[:] = 0
+        predictions.append(prediction_from_mask(sample.id, 0, pred))
+        cv2.imwrite(str(preds_png / png_name(sample.id, 0)), pred * 255)
+    write_predictions(preds_json, predictions, "test", "bench")
+    return data, preds_json, preds_png
+
+
+def run(cmd: list[str], env: dict) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", RSS_PROBE, *cmd], capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
+    rss_kb = int(proc.stderr.rsplit("RSS_KB", 1)[1].split()[0])
+    return elapsed, rss_kb, proc.stdout
+
+
+def reasonseg_metrics(stdout: str) -> tuple[float, float]:
+    doc = json.loads(stdout)
+    return doc["groups"]["overall"]["giou"], doc["groups"]["overall"]["ciou"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=HERE / "out" / "score")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=779)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data, preds_json, preds_png = build_inputs(args.work, args.images)
+    print(f"inputs: {args.images} test images 1024x768 in {data} ({time.perf_counter() - t0:.1f}s to build)")
+    reasonseg = str(Path(sys.executable).with_name("reasonseg"))
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+
+    rows = []
+    ok = True
+    for label, preds in (("RLE JSON", preds_json), ("PNG folder", preds_png)):
+        cache = Path(tempfile.mkdtemp(prefix="reasonseg-bench-cache-"))
+        env = {**os.environ, "REASONSEG_CACHE": str(cache)}
+        score_cmd = [reasonseg, "score", str(data), str(preds), "--split", "test", "--json"]
+        results = {}
+        if have_torch:
+            t, rss, out = run([sys.executable, str(HERE / "reference_loops.py"), "torch", str(data), "test",
+                               str(preds)], env)
+            results["reference (a)"] = (t, rss, tuple(json.loads(out)[k] for k in ("giou", "ciou")))
+        times = []
+        for _ in range(args.repeats):
+            t, rss, out = run([sys.executable, str(HERE / "reference_loops.py"), "numpy", str(data), "test",
+                               str(preds)], env)
+            times.append(t)
+        results["numpy (b)"] = (statistics.median(times), rss, tuple(json.loads(out)[k] for k in ("giou", "ciou")))
+        t, rss, out = run(score_cmd, env)
+        results["reasonseg cold"] = (t, rss, reasonseg_metrics(out))
+        times, peak = [], 0
+        for _ in range(args.repeats):
+            t, rss, out = run(score_cmd, env)
+            times.append(t)
+            peak = max(peak, rss)
+        results["reasonseg warm"] = (statistics.median(times), peak, reasonseg_metrics(out))
+        times = []
+        for _ in range(args.repeats):
+            t, rss, out = run(score_cmd + ["--bootstrap", "0"], env)
+            times.append(t)
+        results["reasonseg warm, no CIs"] = (statistics.median(times), rss, reasonseg_metrics(out))
+        shutil.rmtree(cache, ignore_errors=True)
+
+        base = results["numpy (b)"]
+        ref_g, ref_c = base[2]
+        for name, (t, rss, (g, c)) in results.items():
+            agree = abs(g - ref_g) < 1e-9 and abs(c - ref_c) < 1e-6
+            ok &= agree
+            rows.append((label, name, t, base[0] / t, rss / 1024, g, c, agree))
+        cold, warm = base[0] / results["reasonseg cold"][0], base[0] / results["reasonseg warm"][0]
+        peak_mb = max(results[k][1] for k in ("reasonseg cold", "reasonseg warm")) / 1024
+        if label == "RLE JSON":
+            targets = [("cold >= 3x", cold >= 3), ("warm >= 8x", warm >= 8), ("peak RSS < 500 MB", peak_mb < 500)]
+
+    print(f"\n{'predictions':<11} {'run':<24} {'wall s':>7} {'vs (b)':>7} {'peak MB':>8} {'gIoU':>9} {'cIoU':>9} agree")
+    for label, name, t, ratio, mb, g, c, agree in rows:
+        print(f"{label:<11} {name:<24} {t:7.2f} {ratio:6.1f}x {mb:8.0f} {g:9.6f} {c:9.6f} {'yes' if agree else 'NO'}")
+    if not have_torch:
+        print("(reference (a) skipped: torch is not installed; `make bench` installs it)")
+    print("\ntargets (RLE JSON, against (b)): " + ", ".join(f"{n}: {'met' if m else 'MISSED'}" for n, m in targets))
+    print("all methods agree" if ok else "DISAGREEMENT between methods")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

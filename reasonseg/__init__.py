@@ -1,0 +1,41 @@
+"""reasonseg: the toolkit for the ReasonSeg reasoning-segmentation benchmark.
+
+The public API is re-exported here lazily, so `import reasonseg` stays cheap for the CLI.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_split": "reasonseg.dataset",
+    "validate_release": "reasonseg.dataset",
+    "write_manifest": "reasonseg.dataset",
+    "read_manifest": "reasonseg.dataset",
+    "rasterize_shapes": "reasonseg.masks",
+    "encode_rle": "reasonseg.masks",
+    "decode_rle": "reasonseg.masks",
+    "mask_to_polygons": "reasonseg.masks",
+    "read_predictions": "reasonseg.submission",
+    "write_predictions": "reasonseg.submission",
+    "load_ground_truth": "reasonseg.metrics.groundtruth",
+    "evaluate": "reasonseg.metrics.scoring",
+    "evaluate_predictions": "reasonseg.metrics.scoring",
+    "read_results": "reasonseg.metrics.report",
+    "write_results": "reasonseg.metrics.report",
+    "paired_comparison": "reasonseg.metrics.stats",
+    "Sample": "reasonseg.schema",
+    "Shape": "reasonseg.schema",
+    "Query": "reasonseg.schema",
+    "Prediction": "reasonseg.schema",
+    "ReasonSegError": "reasonseg.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'reasonseg' has no attribute {name!r}")

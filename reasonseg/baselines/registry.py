@@ -1,0 +1,71 @@
+"""One place where methods are registered by name; the CLI lists them (`reasonseg predict --list`)."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import MethodError
+from ..schema import Query, Sample
+
+
+class Method(Protocol):
+    def predict(self, sample: Sample, query: Query) -> np.ndarray:
+        """A binary mask (H x W, bool or 0/1) at the sample's original size."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    data_root: Path
+    weights: Path | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    description: str
+    build: Callable[[MethodContext], Method]
+    weights: str | None = None      # what to download, when the method needs weights
+    oracle: bool = False            # reads the ground truth: an analysis ceiling, never a real method
+
+    def weights_present(self, ctx: MethodContext | None = None) -> bool | None:
+        if self.weights is None:
+            return None
+        return bool(ctx and ctx.weights and Path(ctx.weights).exists())
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+# Modules that register methods when imported; heavy ones import their dependencies inside `build`.
+_METHOD_MODULES = ("reasonseg.baselines.trivial",)
+
+
+def register(name: str, description: str, weights: str | None = None, oracle: bool = False):
+    def decorator(build: Callable[[MethodContext], Method]):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        _REGISTRY[name] = MethodInfo(name, description, build, weights, oracle)
+        return build
+    return decorator
+
+
+def _load_all() -> None:
+    for module in _METHOD_MODULES:
+        importlib.import_module(module)
+
+
+def methods() -> dict[str, MethodInfo]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> MethodInfo:
+    available = methods()
+    if name not in available:
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(available)}",
+                          hint="see `reasonseg predict --list`")
+    return available[name]

@@ -1,0 +1,295 @@
+"""The `reasonseg` command line: parse, call the library, print. User errors exit 2 with one line."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ReasonSegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="reasonseg: build, score and compare ReasonSeg reasoning-segmentation results.")
+
+SplitOpt = typer.Option(..., "--split", help="val, test, train, or joined such as train_val")
+ProtocolOpt = typer.Option("lisa", "--protocol", help="lisa (text[0] per image, the paper) or all-texts")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@contextmanager
+def _progress(description: str, total: int):
+    """A progress bar on a terminal; silent otherwise. Yields `advance(n)`."""
+    if not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+# ------------------------------------------------------------------------------------------------------- sample
+
+@app.command()
+def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
+           seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes")):
+    """Write the deterministic synthetic ReasonSeg release (the embedded default).
+
+    Example: reasonseg sample --out /tmp/reasonseg-sample
+    """
+    from .sample import write_sample_release
+
+    path = write_sample_release(out, seed=seed)
+    typer.echo(f"wrote a synthetic release to {path}")
+
+
+# ----------------------------------------------------------------------------------------------------- validate
+
+@app.command()
+def validate(data: Path = typer.Argument(..., help="release folder holding train/ val/ test/"),
+             strict: bool = typer.Option(False, help="treat non-.jpg images as errors, as the reference loader"),
+             as_json: bool = typer.Option(False, "--json", help="print the report as JSON")):
+    """Integrity report of a release: counts, pairing, empty ground truth, encodings, labels, polygons, images.
+
+    Exits 1 when the report holds errors. Example: reasonseg validate ReasonSeg/
+    """
+    import warnings
+
+    from .dataset import validate_release
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = validate_release(data, strict=strict)
+    if as_json:
+        typer.echo(json.dumps({"root": report.root, "ok": report.ok, "splits": report.splits,
+                               "findings": [f.__dict__ for f in report.findings]}, indent=1))
+    else:
+        header = ["split", "samples", "expected", "short", "long", "texts", "empty GT", "cp1252"]
+        rows = [[name, str(s["count"]), str(s["expected"]), str(s["short"]), str(s["long"]), str(s["texts"]),
+                 str(s["empty_gt"]), str(s["cp1252"])] for name, s in report.splits.items()]
+        _print_table(header, rows, title=f"release {report.root}")
+        for finding in report.findings:
+            typer.echo(finding.render())
+        n_err = sum(f.level == "error" for f in report.findings)
+        n_warn = len(report.findings) - n_err
+        typer.echo(f"{'OK' if report.ok else 'FAILED'}: {n_err} error(s), {n_warn} warning(s)")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+# -------------------------------------------------------------------------------------------------------- score
+
+@app.command()
+def score(data: Path = typer.Argument(..., help="release folder"),
+          predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
+          split: str = SplitOpt,
+          protocol: str = ProtocolOpt,
+          out: Optional[Path] = typer.Option(None, "--out", help="write the results JSON here"),
+          bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs (0 = none)"),
+          seed: int = typer.Option(0, help="bootstrap seed"),
+          confidence: float = typer.Option(0.95, help="confidence level of the intervals"),
+          missing: str = typer.Option("error", help="error, or empty: score absent queries as empty masks"),
+          empty_union: str = typer.Option("one", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero)"),
+          method: Optional[str] = typer.Option(None, help="method name for the results (default: from file)"),
+          report: Optional[Path] = typer.Option(None, "--report", help="write an HTML report into this folder"),
+          no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
+          strict: bool = typer.Option(False, help="read .jpg images only, as the reference loader"),
+          as_json: bool = typer.Option(False, "--json", help="print the results JSON instead of the table")):
+    """Score predictions: gIoU and cIoU (×100) overall, short and long, with bootstrap CIs.
+
+    Example: reasonseg score ReasonSeg/ preds.json --split val --out results.json --report report/
+    """
+    from .metrics.report import split_table, write_results
+    from .metrics.scoring import evaluate
+
+    evaluation = evaluate(data, predictions, split, protocol, cache_dir=None if no_cache else "default",
+                          strict=strict, missing=missing, empty_union=empty_union, bootstrap=bootstrap,
+                          seed=seed, confidence=confidence, method=method)
+    doc = evaluation.document
+    if out:
+        write_results(out, doc)
+    if report:
+        from .metrics.html import write_report
+
+        write_report(report, evaluation)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    header, rows = split_table(doc)
+    _print_table(header, rows, title=f"{doc['method'] or predictions.name} · {split} · protocol {protocol} (×100)")
+    for path, what in ((out, "results"), (report and report / "index.html", "report")):
+        if path:
+            typer.echo(f"{what}: {path}")
+
+
+# ------------------------------------------------------------------------------------------------------ compare
+
+def _scores_for(data: Path, path: Path, split: str, protocol: str, empty_union: str, cache: bool):
+    """Per-query scores from a results file (as is) or from a predictions file (scored now)."""
+    from .metrics.report import read_results, scores_from_results
+    from .metrics.scoring import evaluate
+
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if b'"reasonseg-results"' in head:
+            doc = read_results(path)
+            if doc["split"] != split or doc["protocol"] != protocol:
+                raise ReasonSegError(f"results are for split {doc['split']!r}, protocol {doc['protocol']!r}; "
+                                     f"comparing split {split!r}, protocol {protocol!r}", path=str(path))
+            return scores_from_results(doc, str(path)), doc.get("method") or path.stem
+    evaluation = evaluate(data, path, split, protocol, cache_dir="default" if cache else None, bootstrap=0,
+                          empty_union=empty_union)
+    return evaluation.scores, evaluation.document.get("method") or path.stem
+
+
+@app.command()
+def compare(data: Path = typer.Argument(..., help="release folder"),
+            pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
+            pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
+            split: str = SplitOpt,
+            protocol: str = ProtocolOpt,
+            group: str = typer.Option("overall", help="overall, short, long or source:<name>"),
+            empty_union: str = typer.Option("one", help="one (LISA), zero or skip"),
+            bootstrap: int = typer.Option(2000, help="paired bootstrap resamples for the CI of B - A"),
+            permutations: int = typer.Option(10000, help="paired permutations for the p-value"),
+            seed: int = typer.Option(0, help="random seed"),
+            no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
+            as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Paired comparison of two methods on the same queries: B - A with a CI and a permutation p-value.
+
+    Example: reasonseg compare ReasonSeg/ base.json mine.json --split val
+    """
+    from .errors import ResultsError
+    from .metrics.report import group_scores
+    from .metrics.stats import image_sums, paired_comparison
+
+    scores_a, name_a = _scores_for(data, pred_a, split, protocol, empty_union, not no_cache)
+    scores_b, name_b = _scores_for(data, pred_b, split, protocol, empty_union, not no_cache)
+    groups_a, groups_b = group_scores(scores_a), group_scores(scores_b)
+    if group not in groups_a:
+        raise ResultsError(f"unknown group {group!r}; choose one of {', '.join(groups_a)}")
+    keys_a = {(s.id, s.text_index) for s in groups_a[group]}
+    keys_b = {(s.id, s.text_index) for s in groups_b[group]}
+    if keys_a != keys_b:
+        raise ResultsError(f"A and B score different queries ({len(keys_a ^ keys_b)} differ)",
+                           hint="score both on the same split and protocol")
+    diffs = paired_comparison(image_sums(groups_a[group], empty_union), image_sums(groups_b[group], empty_union),
+                              bootstrap, permutations, seed)
+    if as_json:
+        typer.echo(json.dumps({"a": name_a, "b": name_b, "split": split, "protocol": protocol, "group": group,
+                               "differences": [d.__dict__ for d in diffs]}, indent=1))
+        return
+    rows = [[d.metric, f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
+             f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", f"{d.p_value:.4f}"] for d in diffs]
+    _print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
+                 title=f"{split} · {group} · {len(keys_a)} queries (×100)")
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+
+@app.command()
+def predict(data: Optional[Path] = typer.Argument(None, help="release folder"),
+            method: Optional[str] = typer.Option(None, "--method", help="registered method name"),
+            split: Optional[str] = typer.Option(None, "--split", help="split to predict"),
+            out: Optional[Path] = typer.Option(None, "--out", help="predictions JSON to write"),
+            protocol: str = ProtocolOpt,
+            weights: Optional[Path] = typer.Option(None, help="weights folder, for methods that need one"),
+            device: str = typer.Option("cpu", help="torch device for model methods"),
+            limit: Optional[int] = typer.Option(None, help="predict only the first N images"),
+            list_methods: bool = typer.Option(False, "--list", help="list the registered methods")):
+    """Run a registered method over a split and write a predictions file.
+
+    Example: reasonseg predict --method center-prior ReasonSeg/ --split val --out preds.json
+    """
+    from .baselines.registry import MethodContext, get_method, methods
+
+    if list_methods:
+        for info in methods().values():
+            ctx = MethodContext(data or Path("."), weights, device)
+            present = info.weights_present(ctx)
+            weights_text = "no weights" if present is None else f"weights {info.weights}: " + (
+                "present" if present else "missing")
+            typer.echo(f"{info.name:<16} {'[oracle] ' if info.oracle else ''}{info.description} ({weights_text})")
+        return
+    if not (data and method and split and out):
+        raise ReasonSegError("predict needs DATA, --method, --split and --out (or --list)")
+    import warnings
+
+    from .baselines.predict import predict_samples
+    from .dataset import load_split
+    from .submission import write_predictions
+
+    info = get_method(method)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = load_split(data, split)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    samples = samples[:limit] if limit else samples
+    model = info.build(MethodContext(data, weights, device))
+    with _progress(f"{method} on {split}", len(samples)) as advance:
+        predictions = predict_samples(model, samples, protocol, advance)
+    write_predictions(out, predictions, split, method)
+    typer.echo(f"wrote {len(predictions)} predictions to {out}")
+
+
+# --------------------------------------------------------------------------------------------------------- demo
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for everything the demo writes"),
+         bootstrap: int = typer.Option(1000, help="bootstrap resamples")):
+    """The main job on the embedded default: synthetic release → baselines → scores → table and HTML reports.
+
+    Example: reasonseg demo --out demo-output
+    """
+    from .demo import run_demo
+
+    from .metrics.report import table1
+
+    result = run_demo(out, bootstrap=bootstrap)
+    header, rows = table1(result.results, with_ci=False)
+    _print_table(header, rows, title="Table 1 layout, synthetic release: gIoU / cIoU ×100")
+    typer.echo(f"95% bootstrap intervals: {out / 'results'}/*.json and the report")
+    typer.echo(f"release: {result.release}")
+    typer.echo(f"report:  {result.index}")
+
+
+# ------------------------------------------------------------------------------------------------------- main
+
+def main() -> None:
+    try:
+        app()
+    except ReasonSegError as exc:
+        typer.echo(f"error: {exc.render()}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Typed errors. The library raises these; the CLI turns them into one line and exit code 2."""
+from __future__ import annotations
+
+
+class ReasonSegError(Exception):
+    """A user-facing error: the message names the file, the sample and the field, and says what to do."""
+
+    def __init__(self, message: str, *, path: str | None = None, sample_id: str | None = None,
+                 field: str | None = None, hint: str | None = None):
+        self.message = message
+        self.path = path
+        self.sample_id = sample_id
+        self.field = field
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = [part for part in (
+            self.path,
+            f"sample {self.sample_id!r}" if self.sample_id is not None else None,
+            f"field {self.field!r}" if self.field is not None else None,
+        ) if part]
+        text = (": ".join(where) + ": " if where else "") + self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        # One line, whatever the inputs held.
+        return " ".join(text.split())
+
+
+class DatasetError(ReasonSegError):
+    """A release folder or one of its files is missing or malformed."""
+
+
+class SubmissionError(ReasonSegError):
+    """A predictions file (JSON RLE, PNG folder or zip) is invalid."""
+
+
+class MaskError(ReasonSegError):
+    """A mask or RLE is malformed."""
+
+
+class ResultsError(ReasonSegError):
+    """A results file is invalid or two results cannot be compared."""
+
+
+class BuildError(ReasonSegError):
+    """A dataset builder cannot proceed with its inputs."""
+
+
+class MethodError(ReasonSegError):
+    """A baseline method is unknown or cannot run (missing weights, bad options)."""

@@ -1,0 +1,272 @@
+"""Masks: LISA-exact ground-truth rasterization, COCO RLE, interval form, polygons, resizing.
+
+Three representations of a binary mask live here:
+- a 2-D numpy array (uint8 or bool, H x W);
+- COCO compressed RLE `{"size": [h, w], "counts": str}` (column-major runs, pycocotools' string encoding);
+- intervals: sorted, disjoint `[start, end)` ranges of foreground in the column-major flattening. Scoring works on
+  intervals, so it never materialises a full-size array for a prediction given as RLE.
+OpenCV is imported lazily: scoring from a warm ground-truth cache never needs it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import MaskError
+from .schema import IGNORE, TARGET, Shape
+
+# A value of pycocotools' string encoding is at most 7 chars of 5 bits: enough for any uint32 count.
+_MAX_CHARS_PER_VALUE = 7
+_UINT32_MAX = 2**32 - 1
+
+
+# --------------------------------------------------------------------------------------------- rasterization
+
+def _int_points(points: Sequence[Sequence[float]]) -> np.ndarray:
+    # The reference casts with np.array(points, dtype=np.int32): truncation toward zero, not rounding.
+    return np.array(points, dtype=np.float64).reshape(-1, 2).astype(np.int32)
+
+
+def _draw(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
+    import cv2
+
+    cv2.polylines(canvas, [pts], True, value, 1)
+    cv2.fillPoly(canvas, [pts], value)
+
+
+def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Bounding box of the points clipped to the image, as (x0, y0, x1, y1) with exclusive ends."""
+    x0, y0 = max(int(pts[:, 0].min()), 0), max(int(pts[:, 1].min()), 0)
+    x1, y1 = min(int(pts[:, 0].max()) + 1, width), min(int(pts[:, 1].max()) + 1, height)
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def _drawn_area(pts: np.ndarray, height: int, width: int) -> int:
+    """Pixels the shape sets when drawn alone on the H x W canvas, computed on its clipped bounding box.
+
+    Integer translation does not change OpenCV's rasterization, and clipping happens at the same absolute
+    borders, so the count equals the reference's full-canvas count (pinned by the parity tests).
+    """
+    box = _clip_box(pts, height, width)
+    if box is None:
+        return 0
+    x0, y0, x1, y1 = box
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    _draw(canvas, pts - np.array([x0, y0], np.int32), 1)
+    return int(np.count_nonzero(canvas))
+
+
+def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
+                             ) -> tuple[int, int, np.ndarray]:
+    """The ground-truth mask restricted to the bounding box of what is drawn: (x0, y0, crop).
+
+    Everything outside the crop is background. Values are 0, 1 (target) and 255 (ignore).
+    """
+    drawable = [(s, _int_points(s.points)) for s in shapes if not s.is_flag and len(s.points) > 0]
+    if not drawable:
+        return 0, 0, np.zeros((0, 0), np.uint8)
+    if len(drawable) == 1:
+        order = [0]
+    else:
+        areas = [_drawn_area(pts, height, width) for _, pts in drawable]
+        # Exactly the reference's order: argsort ascending then reversed (ties follow numpy's sort).
+        order = list(np.argsort(areas)[::-1])
+    boxes = [b for b in (_clip_box(pts, height, width) for _, pts in drawable) if b is not None]
+    if not boxes:
+        return 0, 0, np.zeros((0, 0), np.uint8)
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    offset = np.array([x0, y0], np.int32)
+    for i in order:
+        shape, pts = drawable[i]
+        _draw(crop, pts - offset, IGNORE if shape.is_ignore else TARGET)
+    return x0, y0, crop
+
+
+def rasterize_shapes(shapes: Sequence[Shape], height: int, width: int) -> np.ndarray:
+    """The LISA ground-truth mask (H x W uint8: 0 background, 1 target, 255 ignore), protocol.md §2."""
+    full = np.zeros((height, width), np.uint8)
+    x0, y0, crop = rasterize_shapes_cropped(shapes, height, width)
+    full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+    return full
+
+
+# ------------------------------------------------------------------------------------------------------ RLE
+
+def _check_size(size, where: str = "size") -> tuple[int, int]:
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+        raise MaskError(f"RLE size must be [height, width] of non-negative integers, got {size!r}", field=where)
+    return int(size[0]), int(size[1])
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a 2-D mask (any non-zero pixel is foreground), counts as a str."""
+    from pycocotools import mask as cocomask
+
+    if mask.ndim != 2:
+        raise MaskError(f"expected a 2-D mask, got shape {mask.shape}")
+    rle = cocomask.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_counts(rle: dict) -> np.ndarray:
+    """The uncompressed run lengths of a COCO RLE, validated (int64; zeros first, alternating).
+
+    Accepts compressed (str/bytes) and uncompressed (list of ints) counts. Rejects anything pycocotools would
+    misread: characters outside its alphabet, a value cut short, negative or oversized runs, and runs that do not
+    add up to height x width (pycocotools itself would write past its buffer).
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise MaskError("a mask must be an object with 'size' and 'counts'", field="mask")
+    h, w = _check_size(rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise MaskError("uncompressed RLE counts must be integers", field="counts")
+        runs = np.array(counts, dtype=np.int64)
+    elif isinstance(counts, (str, bytes)):
+        runs = _decode_count_string(counts.encode("ascii", "replace") if isinstance(counts, str) else counts)
+    else:
+        raise MaskError(f"RLE counts must be a string or a list, got {type(counts).__name__}", field="counts")
+    if runs.size and (runs.min() < 0 or runs.max() > _UINT32_MAX):
+        raise MaskError("RLE has a negative or oversized run", field="counts")
+    total = int(runs.sum())
+    if total != h * w:
+        raise MaskError(f"RLE runs cover {total} pixels but size {h}x{w} has {h * w}", field="counts",
+                        hint="encode the mask at the image's exact size")
+    return runs
+
+
+def _decode_count_string(raw: bytes) -> np.ndarray:
+    """Vectorised inverse of pycocotools' rleToString (LEB128-like, 5 bits a char, deltas from run i-2)."""
+    if not raw:
+        return np.zeros(0, np.int64)
+    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 63:
+        raise MaskError("RLE counts string has characters outside pycocotools' alphabet", field="counts")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise MaskError("RLE counts string ends in the middle of a value", field="counts")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_CHARS_PER_VALUE:
+        raise MaskError("RLE counts string has a value too long to be a run length", field="counts")
+    position = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * position), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = x.copy()
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """A 2-D uint8 mask (0/1) from a COCO RLE, after validating it."""
+    runs = rle_counts(rle)
+    h, w = int(rle["size"][0]), int(rle["size"][1])
+    values = np.zeros(runs.size, np.uint8)
+    values[1::2] = 1
+    return np.repeat(values, runs).reshape(w, h).T.copy()
+
+
+# ------------------------------------------------------------------------------------------------ intervals
+
+Intervals = tuple[np.ndarray, np.ndarray]
+EMPTY_INTERVALS: Intervals = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def runs_to_intervals(runs: np.ndarray) -> Intervals:
+    """Foreground [start, end) ranges (column-major flat index) from alternating run lengths."""
+    bounds = np.cumsum(runs)
+    n_fg = runs.size // 2
+    starts, ends = bounds[0:2 * n_fg:2], bounds[1:2 * n_fg + 1:2]
+    keep = ends > starts
+    return starts[keep], ends[keep]
+
+
+def rle_to_intervals(rle: dict) -> Intervals:
+    return runs_to_intervals(rle_counts(rle))
+
+
+def mask_to_intervals(mask: np.ndarray) -> Intervals:
+    """Foreground ranges of a 2-D mask in column-major order (the order of COCO RLE)."""
+    flat = np.ascontiguousarray(mask.T).reshape(-1) != 0
+    edges = np.diff(flat.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    return np.flatnonzero(edges == 1).astype(np.int64), np.flatnonzero(edges == -1).astype(np.int64)
+
+
+def crop_to_intervals(crop: np.ndarray, x0: int, y0: int, height: int) -> Intervals:
+    """Foreground ranges of a crop placed at (x0, y0) in an image of the given height."""
+    if crop.size == 0:
+        return EMPTY_INTERVALS
+    ch = crop.shape[0]
+    flat = np.ascontiguousarray(crop.T).reshape(-1) != 0
+    # Pad each column with a background pixel so no run crosses a column of the crop.
+    padded = np.zeros((crop.shape[1], ch + 1), bool)
+    padded[:, :ch] = flat.reshape(crop.shape[1], ch)
+    edges = np.diff(padded.reshape(-1).view(np.int8), prepend=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    col_s, row_s = np.divmod(starts, ch + 1)
+    col_e, row_e = np.divmod(ends, ch + 1)
+    return ((x0 + col_s) * height + y0 + row_s).astype(np.int64), ((x0 + col_e) * height + y0 + row_e).astype(np.int64)
+
+
+def intervals_to_mask(iv: Intervals, height: int, width: int) -> np.ndarray:
+    """The 2-D uint8 mask (0/1) of an interval set."""
+    flat = np.zeros(height * width + 1, np.int8)
+    np.add.at(flat, iv[0], 1)
+    np.add.at(flat, iv[1], -1)
+    return np.cumsum(flat[:-1], dtype=np.int8).astype(np.uint8).reshape(width, height).T.copy()
+
+
+def intervals_area(iv: Intervals) -> int:
+    return int((iv[1] - iv[0]).sum())
+
+
+def intervals_intersection_area(a: Intervals, b: Intervals) -> int:
+    """|A ∩ B| for two sorted, disjoint interval sets, in O(|A| log |B|) without materialising either."""
+    a_starts, a_ends = a
+    b_starts, b_ends = b
+    if a_starts.size == 0 or b_starts.size == 0:
+        return 0
+    prefix = np.concatenate(([0], np.cumsum(b_ends - b_starts)))
+
+    def covered_before(x: np.ndarray) -> np.ndarray:
+        # |B ∩ [0, x)|: the complete intervals starting before x, less the part of the last one beyond x.
+        k = np.searchsorted(b_starts, x, side="left")
+        overhang = np.where(k > 0, np.clip(b_ends[np.maximum(k - 1, 0)] - x, 0, None), 0)
+        return prefix[k] - overhang
+
+    return int((covered_before(a_ends) - covered_before(a_starts)).sum())
+
+
+# ------------------------------------------------------------------------------------ polygons and resizing
+
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[list[float]]]:
+    """Outer contours of a binary mask as `[[x, y], ...]` polygons (holes cannot be expressed in ReasonSeg).
+
+    Contours are pixel-centre chains; drawn back with `rasterize_shapes` they reproduce hole-free masks.
+    """
+    import cv2
+
+    contours, _ = cv2.findContours((mask != 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    polygons = []
+    for contour in contours:
+        pts = contour.reshape(-1, 2)
+        if len(pts) >= min_points:
+            polygons.append([[float(x), float(y)] for x, y in pts])
+    return polygons
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize to exactly (height, width), keeping the label values."""
+    import cv2
+
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)

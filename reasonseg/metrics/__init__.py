@@ -1,0 +1,1 @@
+"""Scoring: ground truth, per-query intersection/union, gIoU/cIoU, breakdowns and statistics."""

@@ -1,0 +1,157 @@
+"""Ground truth in scoring form, built once per split and kept ready (in memory and in an on-disk cache).
+
+Each sample's LISA mask is stored as two interval sets (target pixels, ignore pixels) in column-major order.
+The cache is keyed by the split folder's file names, sizes and modification times, so a changed annotation
+is never scored against stale ground truth; `cache_dir=None` disables it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset import MANIFEST, annotations_fingerprint, atomic_write_text, load_split, manifest_sha256, split_dirs
+from ..errors import DatasetError
+from ..masks import Intervals, crop_to_intervals, rasterize_shapes_cropped
+from ..schema import Query, Sample
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GroundTruthMask:
+    id: str
+    split: str
+    height: int
+    width: int
+    is_sentence: bool
+    texts: tuple[str, ...]
+    target: Intervals
+    ignore: Intervals
+    image: str                      # path of the image relative to the release root
+    source: str | None = None
+
+
+@dataclass
+class GroundTruth:
+    root: Path
+    split: str
+    masks: dict[str, GroundTruthMask]
+    fingerprint: str
+    manifest_sha256: str | None
+
+    def queries(self, protocol: str = "lisa") -> list[Query]:
+        out = []
+        for gt in self.masks.values():
+            texts = gt.texts[:1] if protocol == "lisa" else gt.texts
+            out.extend(Query(gt.id, k, t, gt.is_sentence) for k, t in enumerate(texts or ("",)))
+        return out
+
+
+def mask_of_sample(sample: Sample) -> GroundTruthMask:
+    x0, y0, crop = rasterize_shapes_cropped(sample.shapes, sample.height, sample.width)
+    return GroundTruthMask(
+        sample.id, sample.split, sample.height, sample.width, sample.is_sentence, sample.texts,
+        crop_to_intervals(crop == 1, x0, y0, sample.height), crop_to_intervals(crop == 255, x0, y0, sample.height),
+        f"{sample.split}/{sample.image_path.name}", sample.source)
+
+
+def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundTruth:
+    return GroundTruth(Path(root), split, {s.id: mask_of_sample(s) for s in samples},
+                       annotations_fingerprint(samples), manifest_sha256(root))
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("REASONSEG_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "reasonseg"
+
+
+def _cache_key(root: Path, split: str, strict: bool) -> str:
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}|{split}|{strict}".encode())
+    entries = [(root, MANIFEST)] + [(folder, None) for _, folder in split_dirs(root, split)]
+    for folder, only in entries:
+        names = [only] if only else sorted(os.listdir(folder))
+        for name in names:
+            try:
+                st = os.stat(folder / name)
+            except FileNotFoundError:
+                continue
+            digest.update(f"{folder.name}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_ground_truth(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = "default",
+                      strict: bool = False) -> GroundTruth:
+    """The ground truth of a split, from the cache when the split's files are unchanged."""
+    root = Path(root)
+    if cache_dir is None:
+        return build_ground_truth(root, split, load_split(root, split, strict))
+    cache = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+    path = cache / f"gt-{_cache_key(root, split, strict)}.npz"
+    if path.is_file():
+        try:
+            return _read_cache(path, root, split)
+        except (OSError, ValueError, KeyError):
+            pass  # a corrupt cache file is rebuilt below
+    gt = build_ground_truth(root, split, load_split(root, split, strict))
+    try:
+        _write_cache(path, gt)
+    except OSError:
+        pass  # an unwritable cache only costs speed
+    return gt
+
+
+def _write_cache(path: Path, gt: GroundTruth) -> None:
+    masks = list(gt.masks.values())
+    arrays = {}
+    for kind in ("target", "ignore"):
+        ivs = [getattr(m, kind) for m in masks]
+        arrays[f"{kind}_offsets"] = np.cumsum([0] + [len(iv[0]) for iv in ivs]).astype(np.int64)
+        arrays[f"{kind}_starts"] = np.concatenate([iv[0] for iv in ivs] + [np.zeros(0, np.int64)])
+        arrays[f"{kind}_ends"] = np.concatenate([iv[1] for iv in ivs] + [np.zeros(0, np.int64)])
+    arrays["sizes"] = np.array([[m.height, m.width] for m in masks], np.int64).reshape(-1, 2)
+    meta = {"version": CACHE_VERSION, "fingerprint": gt.fingerprint, "manifest_sha256": gt.manifest_sha256,
+            "samples": [[m.id, m.split, m.is_sentence, list(m.texts), m.image, m.source] for m in masks]}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_cache(path: Path, root: Path, split: str) -> GroundTruth:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+    if meta["version"] != CACHE_VERSION:
+        raise ValueError("old cache version")
+    masks = {}
+    for i, (sid, sample_split, is_sentence, texts, image, source) in enumerate(meta["samples"]):
+        ivs = {}
+        for kind in ("target", "ignore"):
+            a, b = arrays[f"{kind}_offsets"][i], arrays[f"{kind}_offsets"][i + 1]
+            ivs[kind] = (arrays[f"{kind}_starts"][a:b], arrays[f"{kind}_ends"][a:b])
+        h, w = (int(v) for v in arrays["sizes"][i])
+        masks[sid] = GroundTruthMask(sid, sample_split, h, w, is_sentence, tuple(texts), ivs["target"],
+                                     ivs["ignore"], image, source)
+    return GroundTruth(root, split, masks, meta["fingerprint"], meta["manifest_sha256"])
+
+
+def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    removed = 0
+    for path in cache.glob("gt-*.npz"):
+        path.unlink()
+        removed += 1
+    return removed
+
+
+__all__ = ["GroundTruth", "GroundTruthMask", "load_ground_truth", "build_ground_truth", "clear_cache",
+           "DatasetError"]

@@ -1,0 +1,120 @@
+"""A static HTML report of one evaluation: the table, an IoU histogram, and overlays of the worst and best queries."""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset import atomic_write_text
+from ..masks import intervals_to_mask
+from .report import split_table
+from .scoring import Evaluation
+
+GT_COLOUR = (0, 200, 0)        # BGR: ground truth outline
+PRED_COLOUR = (0, 0, 230)      # BGR: prediction fill
+IGNORE_COLOUR = (160, 160, 160)
+MAX_OVERLAY_SIDE = 480
+
+
+def _histogram_svg(ious: list[float], bins: int = 20, width: int = 420, height: int = 160) -> str:
+    counts, _ = np.histogram(np.clip(ious, 0, 1), bins=bins, range=(0, 1))
+    top = max(int(counts.max()), 1) if counts.size else 1
+    bar_w = width / bins
+    bars = []
+    for i, c in enumerate(counts):
+        h = (height - 20) * c / top
+        bars.append(f'<rect x="{i * bar_w:.1f}" y="{height - 20 - h:.1f}" width="{bar_w - 1:.1f}" '
+                    f'height="{h:.1f}" fill="#4a7bd0"><title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: '
+                    f'{c}</title></rect>')
+    ticks = "".join(f'<text x="{x * width:.0f}" y="{height - 4}" font-size="10" text-anchor="middle">{x:.1f}'
+                    "</text>" for x in (0, 0.25, 0.5, 0.75, 1.0))
+    return (f'<svg class="histogram" width="{width}" height="{height}" role="img" '
+            f'aria-label="histogram of per-query IoU">{"".join(bars)}{ticks}</svg>')
+
+
+def render_overlay(image: np.ndarray, target: np.ndarray, ignore: np.ndarray, prediction: np.ndarray
+                   ) -> np.ndarray:
+    """The image with the prediction filled in red, ignore in grey and the ground truth outlined in green."""
+    import cv2
+
+    out = image.copy()
+    for mask, colour, alpha in ((ignore, IGNORE_COLOUR, 0.5), (prediction, PRED_COLOUR, 0.45)):
+        sel = mask.astype(bool)
+        out[sel] = (out[sel] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(target.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, GT_COLOUR, max(1, round(max(image.shape[:2]) / 300)))
+    scale = MAX_OVERLAY_SIDE / max(out.shape[:2])
+    if scale < 1:
+        out = cv2.resize(out, (round(out.shape[1] * scale), round(out.shape[0] * scale)),
+                         interpolation=cv2.INTER_AREA)
+    return out
+
+
+def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples: int = 6,
+                 title: str | None = None) -> Path:
+    """Write `index.html` and `overlays/*.png` into out_dir; returns the page's path."""
+    import cv2
+
+    out_dir = Path(out_dir)
+    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    doc, gt, preds = evaluation.document, evaluation.ground_truth, evaluation.predictions
+    policy = doc["empty_union"]
+    ranked = sorted(evaluation.scores, key=lambda s: (s.iou(policy) is None, s.iou(policy) or 0.0, s.id))
+    ranked = [s for s in ranked if s.iou(policy) is not None]
+    worst = ranked[:n_examples]
+    best = ranked[::-1][:n_examples] if len(ranked) > n_examples else []
+    sections = []
+    for heading, chosen in (("Worst queries", worst), ("Best queries", best)):
+        figures = []
+        for s in chosen:
+            mask = gt.masks[s.id]
+            image = cv2.imread(str(gt.root / mask.image), cv2.IMREAD_COLOR)
+            if image is None:
+                image = np.full((mask.height, mask.width, 3), 255, np.uint8)
+            pred = preds.masks.get((s.id, s.text_index))
+            pred_mask = (intervals_to_mask(pred.intervals, mask.height, mask.width) if pred is not None
+                         else np.zeros((mask.height, mask.width), np.uint8))
+            overlay = render_overlay(image, intervals_to_mask(mask.target, mask.height, mask.width),
+                                     intervals_to_mask(mask.ignore, mask.height, mask.width), pred_mask)
+            name = f"{s.id}__{s.text_index}.png"
+            cv2.imwrite(str(out_dir / "overlays" / name), overlay)
+            text = mask.texts[s.text_index] if s.text_index < len(mask.texts) else ""
+            kind = "long" if s.is_sentence else "short"
+            figures.append(
+                f'<figure><img src="overlays/{html.escape(name)}" alt="overlay of {html.escape(s.id)}">'
+                f"<figcaption><b>{html.escape(s.id)}</b> ({kind}) IoU {s.iou(policy):.3f}<br>"
+                f"{html.escape(text)}</figcaption></figure>")
+        if figures:
+            sections.append(f"<h2>{heading}</h2><div class='gallery'>{''.join(figures)}</div>")
+    header, rows = split_table(doc)
+    table = ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
+             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+             + "</tbody></table>")
+    ious = [s.iou(policy) for s in evaluation.scores if s.iou(policy) is not None]
+    name = title or f"{doc.get('method') or 'predictions'} on {doc['split']}"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} · reasonseg</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }} figure {{ margin: 0; max-width: 480px; }}
+figcaption {{ font-size: 0.85em; }} .legend span {{ padding: 0 6px; }}
+</style></head><body>
+<h1>{html.escape(name)}</h1>
+<p>Protocol <code>{html.escape(doc['protocol'])}</code>, empty union scores <code>{html.escape(policy)}</code>,
+{doc['bootstrap']['resamples']} bootstrap resamples of images ({doc['bootstrap']['confidence']:.0%} intervals).
+Values ×100.</p>
+{table}
+<h2>Per-query IoU</h2>{_histogram_svg(ious)}
+<p class="legend"><span style="color:#e00000">■ prediction</span><span style="color:#00c800">□ ground truth</span>
+<span style="color:#a0a0a0">■ ignore</span></p>
+{''.join(sections)}
+<p><small>predictions sha256 {html.escape(doc['predictions_sha256'])} · reasonseg {html.escape(doc['reasonseg_version'])}
+</small></p>
+</body></html>
+"""
+    index = out_dir / "index.html"
+    atomic_write_text(index, page)
+    return index

@@ -1,0 +1,67 @@
+"""Per-query intersection and union, and the gIoU / cIoU aggregates with the LISA conventions (protocol.md §3).
+
+State and result are separate, as in torchmetrics: `QueryScore` rows (per-query I and U) are the state; every
+aggregate is derived from them. All counts are exact integers; only the final ratios are floats.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..masks import Intervals, intervals_area, intervals_intersection_area
+
+IOU_EPS = 1e-5      # added to each query's union
+COUNT_EPS = 1e-5    # added to the query count by the reference's AverageMeter
+CIOU_EPS = 1e-10    # added to the summed union
+
+PROTOCOLS = {
+    "lisa": "text[0] of each image is the one query (the reference's ValDataset)",
+    "all-texts": "every text of an image is its own query, all sharing the image's mask",
+}
+
+# How a query whose union is empty (no target after ignore, empty prediction) counts. `one` is LISA's.
+EMPTY_UNION_POLICIES = {
+    "one": "scores 1.0 (LISA and its derivatives; the default)",
+    "zero": "scores 0.0 (VisionReasoner)",
+    "skip": "left out of gIoU (Seg-Zero, torchmetrics MeanIoU)",
+}
+
+
+@dataclass(frozen=True)
+class QueryScore:
+    id: str
+    text_index: int
+    is_sentence: bool
+    intersection: int
+    union: int
+    source: str | None = None
+
+    def iou(self, empty_union: str = "one") -> float | None:
+        value = self.intersection / (self.union + IOU_EPS)
+        if self.union == 0:
+            if empty_union == "skip":
+                return None
+            if empty_union == "one":
+                value += 1.0
+        return value
+
+
+def intersection_union(target: Intervals, ignore: Intervals, prediction: Intervals) -> tuple[int, int]:
+    """I and U of one query, with ignore pixels removed from the prediction.
+
+    The reference computes I = |P' ∧ T| and U = |P' ∨ T| with P' = P minus ignore. Because target and ignore are
+    disjoint, that equals I = |P ∧ T| and U = |P| + |T| - |P ∧ T| - |P ∧ ignore|, which needs no full-size array.
+    """
+    inter = intervals_intersection_area(prediction, target)
+    union = (intervals_area(prediction) + intervals_area(target) - inter
+             - intervals_intersection_area(prediction, ignore))
+    return inter, union
+
+
+def giou(scores: Sequence[QueryScore], empty_union: str = "one") -> float:
+    ious = [v for v in (s.iou(empty_union) for s in scores) if v is not None]
+    return sum(ious) / (len(ious) + COUNT_EPS)
+
+
+def ciou(scores: Sequence[QueryScore]) -> float:
+    return sum(s.intersection for s in scores) / (sum(s.union for s in scores) + CIOU_EPS)

@@ -1,0 +1,131 @@
+"""Breakdowns (overall / short / long / per source), the results contract, and the paper's Table 1 layout."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..dataset import atomic_write_text
+from ..errors import ResultsError
+from .iou import EMPTY_UNION_POLICIES, QueryScore, ciou, giou
+from .stats import bootstrap_ci, image_sums
+
+FORMAT, VERSION = "reasonseg-results", 1
+
+
+def group_scores(scores: Sequence[QueryScore]) -> dict[str, list[QueryScore]]:
+    """overall, short (is_sentence false), long (true), and `source:<name>` when samples name a source."""
+    groups = {"overall": list(scores),
+              "short": [s for s in scores if not s.is_sentence],
+              "long": [s for s in scores if s.is_sentence]}
+    for source in sorted({s.source for s in scores if s.source}):
+        groups[f"source:{source}"] = [s for s in scores if s.source == source]
+    return groups
+
+
+def summarize(scores: Sequence[QueryScore], empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
+              confidence: float = 0.95) -> dict[str, dict]:
+    if empty_union not in EMPTY_UNION_POLICIES:
+        raise ResultsError(f"unknown empty-union policy {empty_union!r}; choose one of "
+                           f"{', '.join(EMPTY_UNION_POLICIES)}")
+    out = {}
+    for name, members in group_scores(scores).items():
+        row = {"n": len(members), "giou": giou(members, empty_union), "ciou": ciou(members)}
+        if bootstrap > 0 and members:
+            row["giou_ci"], row["ciou_ci"] = bootstrap_ci(image_sums(members, empty_union), bootstrap, seed,
+                                                          confidence)
+        out[name] = row
+    return out
+
+
+def results_document(scores: Sequence[QueryScore], *, split: str, protocol: str, method: str | None,
+                     dataset: dict, predictions_sha256: str, empty_union: str = "one", bootstrap: int = 1000,
+                     seed: int = 0, confidence: float = 0.95) -> dict:
+    from .. import __version__
+
+    return {
+        "format": FORMAT, "version": VERSION, "split": split, "protocol": protocol,
+        "empty_union": empty_union, "method": method,
+        "groups": summarize(scores, empty_union, bootstrap, seed, confidence),
+        "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": confidence, "unit": "image"},
+        "queries": [{"id": s.id, "text_index": s.text_index, "is_sentence": s.is_sentence,
+                     "intersection": s.intersection, "union": s.union, "iou": s.iou(empty_union),
+                     **({"source": s.source} if s.source else {})} for s in scores],
+        "dataset": dataset, "predictions_sha256": predictions_sha256, "reasonseg_version": __version__,
+    }
+
+
+def write_results(path: str | os.PathLike, document: dict) -> Path:
+    path = Path(path)
+    atomic_write_text(path, json.dumps(document, indent=1) + "\n")
+    return path
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"results file does not read as JSON: {exc}", path=str(path)) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise ResultsError(f"not a {FORMAT} version {VERSION} file", path=str(path), field="format")
+    return doc
+
+
+def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
+    try:
+        return [QueryScore(q["id"], int(q["text_index"]), bool(q["is_sentence"]), int(q["intersection"]),
+                           int(q["union"]), q.get("source")) for q in doc["queries"]]
+    except (KeyError, TypeError, ValueError):
+        raise ResultsError("results 'queries' are malformed", path=where, field="queries") from None
+
+
+# ------------------------------------------------------------------------------------------------------ tables
+
+def format_metric(row: dict | None, metric: str, with_ci: bool = True) -> str:
+    """×100 with one decimal, as the paper; the CI in brackets when present."""
+    if not row or row.get("n", 0) == 0:
+        return "-"
+    text = f"{100 * row[metric]:.1f}"
+    ci = row.get(f"{metric}_ci")
+    if with_ci and ci and ci[0] == ci[0]:
+        text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return text
+
+
+TABLE1_COLUMNS = (("val", "overall"), ("test", "short"), ("test", "long"), ("test", "overall"))
+
+
+def table1(results: dict[str, dict[str, dict]], with_ci: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 1 layout: one row per method; cells are "gIoU / cIoU" (×100) for val and test
+    short / long / overall, with the two CIs on a second line when asked.
+
+    `results` maps method → split → results document. Columns of splits nobody scored are left out.
+    """
+    columns = [(split, group) for split, group in TABLE1_COLUMNS
+               if any(split in by_split for by_split in results.values())]
+    extra = sorted({split for by_split in results.values() for split in by_split} - {"val", "test"})
+    columns += [(split, "overall") for split in extra]
+    header = ["method"] + [split if group == "overall" and split != "test" else f"{split} {group}"
+                           for split, group in columns]
+    rows = []
+    for method, by_split in results.items():
+        row = [method]
+        for split, group in columns:
+            cell = by_split.get(split, {}).get("groups", {}).get(group)
+            text = f"{format_metric(cell, 'giou', False)} / {format_metric(cell, 'ciou', False)}"
+            if with_ci and cell and cell.get("giou_ci"):
+                text += "\n" + " ".join(f"[{100 * cell[m][0]:.1f}, {100 * cell[m][1]:.1f}]"
+                                        for m in ("giou_ci", "ciou_ci"))
+            row.append(text)
+        rows.append(row)
+    return header, rows
+
+
+def split_table(document: dict, with_ci: bool = True) -> tuple[list[str], list[list[str]]]:
+    """One split's groups as rows: group, n, gIoU, cIoU."""
+    header = ["group", "n", "gIoU", "cIoU"]
+    rows = [[name, str(row["n"]), format_metric(row, "giou", with_ci), format_metric(row, "ciou", with_ci)]
+            for name, row in document["groups"].items()]
+    return header, rows

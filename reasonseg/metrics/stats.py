@@ -1,0 +1,149 @@
+"""Uncertainty for gIoU and cIoU: bootstrap confidence intervals and paired comparisons.
+
+The resampling unit is the image (all queries of an image move together), so `all-texts` scores are not
+treated as independent. cIoU is resampled as a ratio of sums, never as a mean of ratios. Everything is seeded.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ResultsError
+from .iou import CIOU_EPS, COUNT_EPS, QueryScore
+
+_CHUNK = 256  # resamples per vectorised batch: bounds memory at _CHUNK x n_images
+
+
+@dataclass(frozen=True)
+class ImageSums:
+    """Per-image sufficient statistics: sum of query IoUs, number of scored queries, sum of I, sum of U."""
+
+    ids: list[str]
+    iou_sum: np.ndarray
+    count: np.ndarray
+    inter: np.ndarray
+    union: np.ndarray
+
+    def giou(self, weights: np.ndarray | None = None) -> np.ndarray | float:
+        if weights is None:
+            return float(self.iou_sum.sum() / (self.count.sum() + COUNT_EPS))
+        return (weights @ self.iou_sum) / (weights @ self.count + COUNT_EPS)
+
+    def ciou(self, weights: np.ndarray | None = None) -> np.ndarray | float:
+        if weights is None:
+            return float(self.inter.sum() / (self.union.sum() + CIOU_EPS))
+        return (weights @ self.inter) / (weights @ self.union + CIOU_EPS)
+
+
+def image_sums(scores: Sequence[QueryScore], empty_union: str = "one") -> ImageSums:
+    order: dict[str, int] = {}
+    for s in scores:
+        order.setdefault(s.id, len(order))
+    n = len(order)
+    iou_sum, count = np.zeros(n), np.zeros(n)
+    inter, union = np.zeros(n), np.zeros(n)
+    for s in scores:
+        i = order[s.id]
+        value = s.iou(empty_union)
+        if value is not None:
+            iou_sum[i] += value
+            count[i] += 1
+        inter[i] += s.intersection
+        union[i] += s.union
+    return ImageSums(list(order), iou_sum, count, inter, union)
+
+
+def _resample_weights(n: int, n_resamples: int, seed: int):
+    """Batches of bootstrap weights: row b counts how often each image was drawn in resample b."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n_resamples:
+        size = min(_CHUNK, n_resamples - done)
+        draws = rng.integers(0, n, size=(size, n))
+        flat = (draws + (np.arange(size) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=size * n).reshape(size, n).astype(np.float64)
+        done += size
+
+
+def _interval(values: np.ndarray, confidence: float) -> list[float]:
+    alpha = (1.0 - confidence) / 2
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
+
+
+def bootstrap_ci(sums: ImageSums, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+                 ) -> tuple[list[float], list[float]]:
+    """Percentile intervals of gIoU and cIoU over images resampled with replacement."""
+    n = len(sums.ids)
+    if n == 0 or n_resamples <= 0:
+        return [float("nan")] * 2, [float("nan")] * 2
+    gious, cious = [], []
+    for w in _resample_weights(n, n_resamples, seed):
+        gious.append(sums.giou(w))
+        cious.append(sums.ciou(w))
+    return _interval(np.concatenate(gious), confidence), _interval(np.concatenate(cious), confidence)
+
+
+@dataclass(frozen=True)
+class Difference:
+    metric: str
+    a: float
+    b: float
+    delta: float            # b - a
+    ci: list[float]
+    p_value: float
+
+
+def _aligned(a: ImageSums, b: ImageSums) -> tuple[ImageSums, ImageSums]:
+    if set(a.ids) != set(b.ids):
+        only_a, only_b = sorted(set(a.ids) - set(b.ids)), sorted(set(b.ids) - set(a.ids))
+        raise ResultsError(f"the two results score different images ({len(only_a)} only in A, {len(only_b)} only "
+                           f"in B, e.g. {(only_a or only_b)[0]!r})", hint="compare results of the same split")
+    index = [b.ids.index(i) for i in a.ids] if a.ids != b.ids else list(range(len(b.ids)))
+    b = ImageSums(a.ids, b.iou_sum[index], b.count[index], b.inter[index], b.union[index])
+    return a, b
+
+
+def paired_comparison(a: ImageSums, b: ImageSums, n_resamples: int = 2000, n_permutations: int = 10000,
+                      seed: int = 0, confidence: float = 0.95) -> list[Difference]:
+    """B minus A for gIoU and cIoU: a paired bootstrap CI and a paired permutation p-value.
+
+    The permutation test swaps the two methods' results image by image (the null: the methods are
+    exchangeable), and reports the two-sided p-value with the +1 correction, so it is never exactly 0.
+    """
+    a, b = _aligned(a, b)
+    n = len(a.ids)
+    out = []
+    for metric in ("giou", "ciou"):
+        value_a, value_b = getattr(a, metric)(), getattr(b, metric)()
+        deltas = []
+        for w in _resample_weights(n, n_resamples, seed):
+            deltas.append(getattr(b, metric)(w) - getattr(a, metric)(w))
+        ci = _interval(np.concatenate(deltas), confidence) if n else [float("nan")] * 2
+        observed = value_b - value_a
+        rng = np.random.default_rng(seed + 1)
+        extreme = 0
+        done = 0
+        while done < n_permutations:
+            size = min(_CHUNK * 4, n_permutations - done)
+            swap = rng.random((size, n)) < 0.5
+            pa = ImageSums(a.ids, *_mix(a, b, swap, "iou_sum", "count", "inter", "union"))
+            pb = ImageSums(a.ids, *_mix(b, a, swap, "iou_sum", "count", "inter", "union"))
+            diff = _stat_rows(pb, metric) - _stat_rows(pa, metric)
+            extreme += int((np.abs(diff) >= abs(observed) - 1e-12).sum())
+            done += size
+        p = (extreme + 1) / (n_permutations + 1)
+        out.append(Difference(metric, value_a, value_b, observed, ci, p))
+    return out
+
+
+def _mix(x: ImageSums, y: ImageSums, swap: np.ndarray, *fields: str) -> list[np.ndarray]:
+    # Row r takes y's value for the images swapped in permutation r, x's otherwise.
+    return [np.where(swap, getattr(y, f), getattr(x, f)) for f in fields]
+
+
+def _stat_rows(s: ImageSums, metric: str) -> np.ndarray:
+    if metric == "giou":
+        return s.iou_sum.sum(axis=1) / (s.count.sum(axis=1) + COUNT_EPS)
+    return s.inter.sum(axis=1) / (s.union.sum(axis=1) + CIOU_EPS)
