@@ -128,7 +128,12 @@ def rle_counts(rle: dict) -> np.ndarray:
             raise MaskError("uncompressed RLE counts must be integers", field="counts")
         runs = np.array(counts, dtype=np.int64)
     elif isinstance(counts, (str, bytes)):
-        runs = _decode_count_string(counts.encode("ascii", "replace") if isinstance(counts, str) else counts)
+        try:
+            raw = counts.encode("ascii") if isinstance(counts, str) else counts
+        except UnicodeEncodeError:
+            raise MaskError("RLE counts string has characters outside pycocotools' alphabet",
+                            field="counts") from None
+        runs = _decode_count_string(raw)
     else:
         raise MaskError(f"RLE counts must be a string or a list, got {type(counts).__name__}", field="counts")
     if runs.size and (runs.min() < 0 or runs.max() > _UINT32_MAX):
@@ -196,8 +201,16 @@ def rle_to_intervals(rle: dict) -> Intervals:
 def mask_to_intervals(mask: np.ndarray) -> Intervals:
     """Foreground ranges of a 2-D mask in column-major order (the order of COCO RLE)."""
     flat = np.ascontiguousarray(mask.T).reshape(-1) != 0
-    edges = np.diff(flat.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    return np.flatnonzero(edges == 1).astype(np.int64), np.flatnonzero(edges == -1).astype(np.int64)
+    if flat.size == 0:
+        return EMPTY_INTERVALS
+    bounds = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    rising = flat[bounds]
+    starts, ends = bounds[rising], bounds[~rising]
+    if flat[0]:
+        starts = np.concatenate(([0], starts))
+    if flat[-1]:
+        ends = np.concatenate((ends, [flat.size]))
+    return starts.astype(np.int64), ends.astype(np.int64)
 
 
 def crop_to_intervals(crop: np.ndarray, x0: int, y0: int, height: int) -> Intervals:

@@ -1,4 +1,4 @@
-"""Predictions files (design.md §3): every bad input is one SubmissionError naming the file, sample and field."""
+"""Predictions files (design.md §3): each bad input is one SubmissionError naming file, sample and field."""
 from __future__ import annotations
 
 import io
@@ -47,7 +47,10 @@ def expect_error(call, *parts: str) -> SubmissionError:
     return info.value
 
 
-def read_error(path: Path, *parts: str, limits: Limits = Limits()) -> SubmissionError:
+DEFAULT_LIMITS = Limits()
+
+
+def read_error(path: Path, *parts: str, limits: Limits = DEFAULT_LIMITS) -> SubmissionError:
     return expect_error(lambda: read_predictions(path, limits), str(path), *parts)
 
 
@@ -90,6 +93,10 @@ def write_zip(path: Path, entries: dict[str, bytes], compression=zipfile.ZIP_DEF
     return path
 
 
+def as_predictions(masks: dict) -> list:
+    return [prediction_from_mask(sid, k, mask) for (sid, k), mask in masks.items()]
+
+
 def assert_same_intervals(preds, masks: dict) -> None:
     assert set(preds.masks) == set(masks)
     for key, mask in masks.items():
@@ -122,7 +129,8 @@ def test_wrong_version(tmp_path):
 
 
 def test_predictions_not_a_list(tmp_path):
-    read_error(write_doc(tmp_path, document(predictions={"a": entry()})), "field 'predictions'", "must be a list")
+    path = write_doc(tmp_path, document(predictions={"a": entry()}))
+    read_error(path, "field 'predictions'", "must be a list")
 
 
 def test_entry_not_an_object(tmp_path):
@@ -133,7 +141,8 @@ def test_entry_not_an_object(tmp_path):
 @pytest.mark.parametrize("bad", [{"text_index": 0}, {"id": ""}, {"id": 12}, {"id": None}])
 def test_missing_or_empty_id(tmp_path, bad):
     raw = {k: v for k, v in entry().items() if k != "id"} | bad
-    read_error(write_doc(tmp_path, document(predictions=[raw])), "field 'predictions[0].id'", "non-empty string")
+    path = write_doc(tmp_path, document(predictions=[raw]))
+    read_error(path, "field 'predictions[0].id'", "non-empty string")
 
 
 @pytest.mark.parametrize("text_index", [-1, True, "0", 1.0])
@@ -197,7 +206,8 @@ def test_non_utf8_bytes(tmp_path):
 
 def test_file_over_the_size_limit(tmp_path):
     path = write_doc(tmp_path, document())
-    read_error(path, "over the 10 byte limit", f"{path.stat().st_size} bytes", limits=Limits(max_file_bytes=10))
+    read_error(path, "over the 10 byte limit", f"{path.stat().st_size} bytes",
+               limits=Limits(max_file_bytes=10))
 
 
 def test_missing_path(tmp_path):
@@ -355,7 +365,7 @@ def test_zip_with_other_file(tmp_path):
 
 def test_zip_entry_that_is_not_a_png(tmp_path):
     path = write_zip(tmp_path / "preds.zip", {"preds/a.png": b"not a png at all"})
-    read_error(path, "preds/a.png", "sample 'a'", "does not decode")
+    read_error(path, "preds/a.png", "sample 'a'", "not an image file")
 
 
 def test_zip_macosx_entries_are_skipped(tmp_path):
@@ -375,8 +385,7 @@ def test_zip_macosx_entries_are_skipped(tmp_path):
 # -------------------------------------------------------------------------------------------- valid inputs
 
 def test_json_round_trip(tmp_path):
-    predictions = [prediction_from_mask(sid, k, mask) for (sid, k), mask in MASKS.items()]
-    path = write_predictions(tmp_path / "out" / "preds.json", predictions, split="val", method="m1")
+    path = write_predictions(tmp_path / "out" / "preds.json", as_predictions(MASKS), split="val", method="m1")
     preds = read_predictions(path)
     assert (preds.kind, preds.split, preds.method, preds.path) == ("json", "val", "m1", str(path))
     assert preds.sha256.startswith("sha256:")
@@ -393,8 +402,7 @@ def test_json_text_index_defaults_to_zero(tmp_path):
 def test_json_empty_and_full_masks(tmp_path):
     masks = {("e", 0): np.zeros((3, 4), np.uint8), ("f", 0): np.ones((3, 4), np.uint8),
              ("z", 0): np.zeros((0, 0), np.uint8)}
-    path = write_predictions(tmp_path / "p.json", [prediction_from_mask(s, k, m) for (s, k), m in masks.items()],
-                             "val", "m")
+    path = write_predictions(tmp_path / "p.json", as_predictions(masks), "val", "m")
     preds = read_predictions(path)
     assert_same_intervals(preds, masks)
     assert intervals_area(preds.masks[("f", 0)].intervals) == 12
@@ -453,8 +461,7 @@ def test_stored_zip_is_read(tmp_path):
 
 
 def test_json_folder_and_zip_agree(tmp_path):
-    json_path = write_predictions(tmp_path / "p.json",
-                                  [prediction_from_mask(s, k, m) for (s, k), m in MASKS.items()], "val", "m")
+    json_path = write_predictions(tmp_path / "p.json", as_predictions(MASKS), "val", "m")
     folder = write_png_folder(tmp_path / "pngs", MASKS)
     zip_path = write_zip(tmp_path / "p.zip", {p.name: p.read_bytes() for p in folder.iterdir()})
     sets = [read_predictions(p) for p in (json_path, folder, zip_path)]
@@ -525,8 +532,7 @@ def full_masks(keys, sizes=GT_SIZES) -> dict:
 
 
 def preds_file(tmp_path, masks: dict, split: str = "val"):
-    path = write_predictions(tmp_path / "set.json", [prediction_from_mask(s, k, m) for (s, k), m in masks.items()],
-                             split, "m")
+    path = write_predictions(tmp_path / "set.json", as_predictions(masks), split, "m")
     return read_predictions(path)
 
 

@@ -12,7 +12,7 @@ from ..masks import intervals_to_mask
 from .report import split_table
 from .scoring import Evaluation
 
-GT_COLOUR = (0, 200, 0)        # BGR: ground truth outline
+GT_COLOUR = (255, 255, 0)      # BGR cyan: ground truth outline, over a black stroke
 PRED_COLOUR = (0, 0, 230)      # BGR: prediction fill
 IGNORE_COLOUR = (160, 160, 160)
 MAX_OVERLAY_SIDE = 480
@@ -44,7 +44,9 @@ def render_overlay(image: np.ndarray, target: np.ndarray, ignore: np.ndarray, pr
         sel = mask.astype(bool)
         out[sel] = (out[sel] * (1 - alpha) + np.array(colour) * alpha).astype(np.uint8)
     contours, _ = cv2.findContours(target.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, GT_COLOUR, max(1, round(max(image.shape[:2]) / 300)))
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
+    cv2.drawContours(out, contours, -1, GT_COLOUR, thickness)
     scale = MAX_OVERLAY_SIDE / max(out.shape[:2])
     if scale < 1:
         out = cv2.resize(out, (round(out.shape[1] * scale), round(out.shape[0] * scale)),
@@ -108,7 +110,7 @@ figcaption {{ font-size: 0.85em; }} .legend span {{ padding: 0 6px; }}
 Values ×100.</p>
 {table}
 <h2>Per-query IoU</h2>{_histogram_svg(ious)}
-<p class="legend"><span style="color:#e00000">■ prediction</span><span style="color:#00c800">□ ground truth</span>
+<p class="legend"><span style="color:#e00000">■ prediction</span><span style="color:#00c8c8">□ ground truth</span>
 <span style="color:#a0a0a0">■ ignore</span></p>
 {''.join(sections)}
 <p><small>predictions sha256 {html.escape(doc['predictions_sha256'])} · reasonseg {html.escape(doc['reasonseg_version'])}
