@@ -5,7 +5,6 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -103,14 +102,14 @@ def score(data: Path = typer.Argument(..., help="release folder"),
           predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
           split: str = SplitOpt,
           protocol: str = ProtocolOpt,
-          out: Optional[Path] = typer.Option(None, "--out", help="write the results JSON here"),
+          out: Path | None = typer.Option(None, "--out", help="write the results JSON here"),
           bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs (0 = none)"),
           seed: int = typer.Option(0, help="bootstrap seed"),
           confidence: float = typer.Option(0.95, help="confidence level of the intervals"),
           missing: str = typer.Option("error", help="error, or empty: score absent queries as empty masks"),
           empty_union: str = typer.Option("one", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero)"),
-          method: Optional[str] = typer.Option(None, help="method name for the results (default: from file)"),
-          report: Optional[Path] = typer.Option(None, "--report", help="write an HTML report into this folder"),
+          method: str | None = typer.Option(None, help="method name for the results (default: from file)"),
+          report: Path | None = typer.Option(None, "--report", help="write an HTML report into this folder"),
           no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
           strict: bool = typer.Option(False, help="read .jpg images only, as the reference loader"),
           as_json: bool = typer.Option(False, "--json", help="print the results JSON instead of the table")):
@@ -208,14 +207,14 @@ def compare(data: Path = typer.Argument(..., help="release folder"),
 # ------------------------------------------------------------------------------------------------------ predict
 
 @app.command()
-def predict(data: Optional[Path] = typer.Argument(None, help="release folder"),
-            method: Optional[str] = typer.Option(None, "--method", help="registered method name"),
-            split: Optional[str] = typer.Option(None, "--split", help="split to predict"),
-            out: Optional[Path] = typer.Option(None, "--out", help="predictions JSON to write"),
+def predict(data: Path | None = typer.Argument(None, help="release folder"),
+            method: str | None = typer.Option(None, "--method", help="registered method name"),
+            split: str | None = typer.Option(None, "--split", help="split to predict"),
+            out: Path | None = typer.Option(None, "--out", help="predictions JSON to write"),
             protocol: str = ProtocolOpt,
-            weights: Optional[Path] = typer.Option(None, help="weights folder, for methods that need one"),
+            weights: Path | None = typer.Option(None, help="weights folder, for methods that need one"),
             device: str = typer.Option("cpu", help="torch device for model methods"),
-            limit: Optional[int] = typer.Option(None, help="predict only the first N images"),
+            limit: int | None = typer.Option(None, help="predict only the first N images"),
             list_methods: bool = typer.Option(False, "--list", help="list the registered methods")):
     """Run a registered method over a split and write a predictions file.
 
@@ -263,7 +262,6 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for
     Example: reasonseg demo --out demo-output
     """
     from .demo import run_demo
-
     from .metrics.report import table1
 
     result = run_demo(out, bootstrap=bootstrap)

@@ -5,6 +5,7 @@ The public layout is `{train,val,test}/<name>.jpg + <name>.json` and `explanator
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -156,6 +157,8 @@ def load_split(root: str | os.PathLike, split: str, strict: bool = False) -> lis
     root = Path(root)
     samples: list[Sample] = []
     seen: dict[str, Path] = {}
+    manifest = read_manifest(root) or {}
+    sample_sources = manifest.get("sample_sources") if isinstance(manifest.get("sample_sources"), dict) else {}
     for name, folder in split_dirs(root, split):
         for image_path in list_images(folder, strict):
             sample_id = image_path.stem
@@ -168,7 +171,9 @@ def load_split(root: str | os.PathLike, split: str, strict: bool = False) -> lis
                 raise DatasetError("image has no annotation JSON beside it", path=str(image_path),
                                    sample_id=sample_id, hint=f"expected {json_path.name}")
             height, width = image_size(image_path)
-            samples.append(parse_sample(name, image_path, json_path, height, width))
+            sample = parse_sample(name, image_path, json_path, height, width)
+            source = sample_sources.get(f"{name}/{sample_id}")
+            samples.append(dataclasses.replace(sample, source=source) if isinstance(source, str) else sample)
     if not samples:
         raise DatasetError(f"split {split!r} has no images", path=str(root))
     return samples
@@ -198,7 +203,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def build_manifest(root: Path, name: str, version: str, sources: dict | None = None) -> dict:
+def build_manifest(root: Path, name: str, version: str, sources: dict | None = None,
+                   sample_sources: dict[str, str] | None = None) -> dict:
+    """The manifest contract; `sample_sources` maps "split/id" to the dataset an image came from, which
+    scoring reports as `source:<name>` groups."""
     splits, files = {}, {}
     for split in SPLITS:
         if not (root / split).is_dir():
@@ -212,14 +220,17 @@ def build_manifest(root: Path, name: str, version: str, sources: dict | None = N
     explanatory = root / "explanatory" / "train.json"
     if explanatory.is_file():
         files[explanatory.relative_to(root).as_posix()] = sha256_file(explanatory)
-    return {"name": name, "version": version, "splits": splits, "files": dict(sorted(files.items())),
-            "sources": sources or {}}
+    manifest = {"name": name, "version": version, "splits": splits, "files": dict(sorted(files.items())),
+                "sources": sources or {}}
+    if sample_sources:
+        manifest["sample_sources"] = dict(sorted(sample_sources.items()))
+    return manifest
 
 
 def write_manifest(root: str | os.PathLike, name: str = "ReasonSeg", version: str = "1.0",
-                   sources: dict | None = None) -> dict:
+                   sources: dict | None = None, sample_sources: dict[str, str] | None = None) -> dict:
     root = Path(root)
-    manifest = build_manifest(root, name, version, sources)
+    manifest = build_manifest(root, name, version, sources, sample_sources)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 

@@ -215,7 +215,8 @@ def _read_png_folder(folder: Path, limits: Limits) -> PredictionSet:
     # Decoding dominates; OpenCV and hashlib release the GIL, so threads overlap it. map() keeps file order,
     # so the first bad file in name order is the one reported.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for path, (sample_id, k), (file_hash, mask) in zip(files, keys, pool.map(read_one, zip(files, keys))):
+        decoded = pool.map(read_one, zip(files, keys, strict=True))
+        for path, (sample_id, k), (file_hash, mask) in zip(files, keys, decoded, strict=True):
             digest.update(path.name.encode() + b"\0" + file_hash)
             preds.add(sample_id, k, mask)
     preds.sha256 = "sha256:" + digest.hexdigest()

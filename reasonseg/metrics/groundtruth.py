@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import MANIFEST, annotations_fingerprint, atomic_write_text, load_split, manifest_sha256, split_dirs
+from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, split_dirs
 from ..errors import DatasetError
 from ..masks import Intervals, crop_to_intervals, rasterize_shapes_cropped
 from ..schema import Query, Sample

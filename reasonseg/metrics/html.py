@@ -113,8 +113,8 @@ Values ×100.</p>
 <p class="legend"><span style="color:#e00000">■ prediction</span><span style="color:#00c8c8">□ ground truth</span>
 <span style="color:#a0a0a0">■ ignore</span></p>
 {''.join(sections)}
-<p><small>predictions sha256 {html.escape(doc['predictions_sha256'])} · reasonseg {html.escape(doc['reasonseg_version'])}
-</small></p>
+<p><small>predictions sha256 {html.escape(doc['predictions_sha256'])}
+· reasonseg {html.escape(doc['reasonseg_version'])}</small></p>
 </body></html>
 """
     index = out_dir / "index.html"

@@ -92,7 +92,7 @@ def test_ground_truth_cache_is_used_and_invalidated(tmp_path):
     for sid in first.masks:
         a, b = first.masks[sid], again.masks[sid]
         assert (a.height, a.width, a.texts, a.is_sentence) == (b.height, b.width, b.texts, b.is_sentence)
-        assert all(np.array_equal(x, y) for x, y in zip(a.target + a.ignore, b.target + b.ignore))
+        assert all(np.array_equal(x, y) for x, y in zip(a.target + a.ignore, b.target + b.ignore, strict=False))
     assert again.fingerprint == first.fingerprint
     # Changing an annotation must not be scored against the stale cache.
     sid = next(iter(sizes))

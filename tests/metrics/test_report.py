@@ -65,3 +65,22 @@ def test_table_layout_is_percent_with_one_decimal():
     header, rows = split_table(results_document(SCORES, split="val", protocol="lisa", method=None, dataset={},
                                                 predictions_sha256="", bootstrap=0))
     assert header == ["group", "n", "gIoU", "cIoU"] and rows[0][:2] == ["overall", "3"]
+
+
+def test_manifest_sample_sources_become_score_groups(tmp_path):
+    import numpy as np
+    from helpers import write_release
+
+    from reasonseg.dataset import write_manifest
+    from reasonseg.metrics.scoring import evaluate
+    from reasonseg.submission import prediction_from_mask, write_predictions
+
+    square = {"label": "target", "points": [[2, 2], [12, 2], [12, 12], [2, 12]]}
+    anns = {sid: {"text": ["x"], "is_sentence": False, "shapes": [square]} for sid in ("a", "b", "c")}
+    root = write_release(tmp_path / "rel", "val", anns, {sid: (20, 20) for sid in anns})
+    write_manifest(root, sample_sources={"val/a": "openimages", "val/b": "scannet", "val/c": "openimages"})
+    preds = [prediction_from_mask(sid, 0, np.ones((20, 20), np.uint8)) for sid in anns]
+    write_predictions(tmp_path / "p.json", preds, "val", "full")
+    doc = evaluate(root, tmp_path / "p.json", "val", cache_dir=tmp_path / "cache", bootstrap=0).document
+    assert doc["groups"]["source:openimages"]["n"] == 2 and doc["groups"]["source:scannet"]["n"] == 1
+    assert {q["id"]: q["source"] for q in doc["queries"]} == {"a": "openimages", "b": "scannet", "c": "openimages"}

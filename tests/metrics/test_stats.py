@@ -13,7 +13,7 @@ def scores_from(iu, texts=1, long_every=2):
 def random_iu(seed, n=80):
     rng = np.random.default_rng(seed)
     union = rng.integers(1, 10_000, n)
-    return list(zip((union * rng.random(n)).astype(int).tolist(), union.tolist()))
+    return list(zip((union * rng.random(n)).astype(int).tolist(), union.tolist(), strict=False))
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
@@ -52,7 +52,7 @@ def test_paired_comparison_detects_a_clear_improvement_and_is_antisymmetric():
     a, b = image_sums(scores_from(base)), image_sums(scores_from(better))
     forward = paired_comparison(a, b, 500, 2000, seed=0)
     backward = paired_comparison(b, a, 500, 2000, seed=0)
-    for f, r in zip(forward, backward):
+    for f, r in zip(forward, backward, strict=False):
         assert f.delta > 0 and f.ci[0] > 0 and f.p_value < 0.01
         assert r.delta == pytest.approx(-f.delta)
     assert forward[0].p_value >= 1 / 2001
