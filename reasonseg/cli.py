@@ -1,50 +1,25 @@
 """The `reasonseg` command line: parse, call the library, print. User errors exit 2 with one line."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
+from .commands import STAGE_MODULES
+from .commands.common import print_table
 from .errors import ReasonSegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="reasonseg: build, score and compare ReasonSeg reasoning-segmentation results.")
 
+build_app = typer.Typer(no_args_is_help=True, help="Build datasets: the ReasonSeg release, the template QA set.")
+app.add_typer(build_app, name="build")
+
 SplitOpt = typer.Option(..., "--split", help="val, test, train, or joined such as train_val")
 ProtocolOpt = typer.Option("lisa", "--protocol", help="lisa (text[0] per image, the paper) or all-texts")
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
-    _console().print(table)
-
-
-@contextmanager
-def _progress(description: str, total: int):
-    """A progress bar on a terminal; silent otherwise. Yields `advance(n)`."""
-    if not sys.stderr.isatty():
-        yield lambda n=1: None
-        return
-    from rich.progress import Progress
-
-    with Progress(console=_console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
 
 
 # ------------------------------------------------------------------------------------------------------- sample
@@ -86,7 +61,7 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
         header = ["split", "samples", "expected", "short", "long", "texts", "empty GT", "cp1252"]
         rows = [[name, str(s["count"]), str(s["expected"]), str(s["short"]), str(s["long"]), str(s["texts"]),
                  str(s["empty_gt"]), str(s["cp1252"])] for name, s in report.splits.items()]
-        _print_table(header, rows, title=f"release {report.root}")
+        print_table(header, rows, title=f"release {report.root}")
         for finding in report.findings:
             typer.echo(finding.render())
         n_err = sum(f.level == "error" for f in report.findings)
@@ -134,7 +109,7 @@ def score(data: Path = typer.Argument(..., help="release folder"),
         typer.echo(json.dumps(doc, indent=1))
         return
     header, rows = split_table(doc)
-    _print_table(header, rows, title=f"{doc['method'] or predictions.name} · {split} · protocol {protocol} (×100)")
+    print_table(header, rows, title=f"{doc['method'] or predictions.name} · {split} · protocol {protocol} (×100)")
     for path, what in ((out, "results"), (report and report / "index.html", "report")):
         if path:
             typer.echo(f"{what}: {path}")
@@ -200,56 +175,8 @@ def compare(data: Path = typer.Argument(..., help="release folder"),
         return
     rows = [[d.metric, f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
              f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", f"{d.p_value:.4f}"] for d in diffs]
-    _print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
+    print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
                  title=f"{split} · {group} · {len(keys_a)} queries (×100)")
-
-
-# ------------------------------------------------------------------------------------------------------ predict
-
-@app.command()
-def predict(data: Path | None = typer.Argument(None, help="release folder"),
-            method: str | None = typer.Option(None, "--method", help="registered method name"),
-            split: str | None = typer.Option(None, "--split", help="split to predict"),
-            out: Path | None = typer.Option(None, "--out", help="predictions JSON to write"),
-            protocol: str = ProtocolOpt,
-            weights: Path | None = typer.Option(None, help="weights folder, for methods that need one"),
-            device: str = typer.Option("cpu", help="torch device for model methods"),
-            limit: int | None = typer.Option(None, help="predict only the first N images"),
-            list_methods: bool = typer.Option(False, "--list", help="list the registered methods")):
-    """Run a registered method over a split and write a predictions file.
-
-    Example: reasonseg predict --method center-prior ReasonSeg/ --split val --out preds.json
-    """
-    from .baselines.registry import MethodContext, get_method, methods
-
-    if list_methods:
-        for info in methods().values():
-            ctx = MethodContext(data or Path("."), weights, device)
-            present = info.weights_present(ctx)
-            weights_text = "no weights" if present is None else f"weights {info.weights}: " + (
-                "present" if present else "missing")
-            typer.echo(f"{info.name:<16} {'[oracle] ' if info.oracle else ''}{info.description} ({weights_text})")
-        return
-    if not (data and method and split and out):
-        raise ReasonSegError("predict needs DATA, --method, --split and --out (or --list)")
-    import warnings
-
-    from .baselines.predict import predict_samples
-    from .dataset import load_split
-    from .submission import write_predictions
-
-    info = get_method(method)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        samples = load_split(data, split)
-    for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
-    samples = samples[:limit] if limit else samples
-    model = info.build(MethodContext(data, weights, device))
-    with _progress(f"{method} on {split}", len(samples)) as advance:
-        predictions = predict_samples(model, samples, protocol, advance)
-    write_predictions(out, predictions, split, method)
-    typer.echo(f"wrote {len(predictions)} predictions to {out}")
 
 
 # --------------------------------------------------------------------------------------------------------- demo
@@ -266,13 +193,17 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for
 
     result = run_demo(out, bootstrap=bootstrap)
     header, rows = table1(result.results, with_ci=False)
-    _print_table(header, rows, title="Table 1 layout, synthetic release: gIoU / cIoU ×100")
+    print_table(header, rows, title="Table 1 layout, synthetic release: gIoU / cIoU ×100")
     typer.echo(f"95% bootstrap intervals: {out / 'results'}/*.json and the report")
     typer.echo(f"release: {result.release}")
     typer.echo(f"report:  {result.index}")
 
 
 # ------------------------------------------------------------------------------------------------------- main
+
+for _module in STAGE_MODULES:
+    importlib.import_module(_module).register(app, build_app)
+
 
 def main() -> None:
     try:
