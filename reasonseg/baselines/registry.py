@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,9 @@ class MethodInfo:
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
-# Modules that register methods when imported; heavy ones import their dependencies inside `build`.
-_METHOD_MODULES = ("reasonseg.baselines.trivial",)
+# Every other module of this package may register methods when imported (one module per method); heavy ones import
+# their dependencies inside `build`, so listing methods stays cheap.
+_NOT_METHODS = {"registry", "predict", "reported"}
 
 
 def register(name: str, description: str, weights: str | None = None, oracle: bool = False):
@@ -54,8 +56,10 @@ def register(name: str, description: str, weights: str | None = None, oracle: bo
 
 
 def _load_all() -> None:
-    for module in _METHOD_MODULES:
-        importlib.import_module(module)
+    package = importlib.import_module("reasonseg.baselines")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_METHODS:
+            importlib.import_module(f"reasonseg.baselines.{info.name}")
 
 
 def methods() -> dict[str, MethodInfo]:
