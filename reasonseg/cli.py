@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -47,8 +48,6 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
 
     Exits 1 when the report holds errors. Example: reasonseg validate ReasonSeg/
     """
-    import warnings
-
     from .dataset import validate_release
 
     with warnings.catch_warnings():
@@ -205,7 +204,13 @@ for _module in STAGE_MODULES:
     importlib.import_module(_module).register(app, build_app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # Library warnings (e.g. a lenient reader accepting a .png image) reach the user as one plain line.
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except ReasonSegError as exc:

@@ -40,18 +40,12 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
             return
         if not (data and method and split and out):
             raise ReasonSegError("predict needs DATA, --method, --split and --out (or --list)")
-        import warnings
-
         from ..baselines.predict import predict_samples
         from ..dataset import load_split
         from ..submission import write_predictions
 
         info = get_method(method)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            samples = load_split(data, split)
-        for w in caught:
-            typer.echo(f"warning: {w.message}", err=True)
+        samples = load_split(data, split)
         samples = samples[:limit] if limit else samples
         model = info.build(MethodContext(data, weights, device))
         with progress(f"{method} on {split}", len(samples)) as advance:
