@@ -1,0 +1,54 @@
+"""Turning an item and the targets chosen from it into one QA record (the `qa.jsonl` line)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .items import Item, Source, Target
+from .templates import explanatory_question, long_question, part_phrase, seg_answer, short_question, with_image
+
+# Explanatory turns of ReasonSeg (protocol.md §4): with probability `rate` the answer is the explanation alone and
+# the record has no mask; otherwise, half the time, the question asks for an explanation too and the answer adds it.
+TEXT_ONLY, PLAIN, WITH_EXPLANATION = 2, 0, 1
+
+
+def question_for(target: Target, rng: np.random.Generator) -> tuple[str, str, str]:
+    """(question without the image token, template id, the name asked) for one target."""
+    if target.kind == "long":
+        text, template = long_question(rng, target.name)
+        return text, template, target.name
+    name = part_phrase(rng, *target.obj_part) if target.obj_part else target.name
+    text, template = short_question(rng, name)
+    return text, template, name.lower()
+
+
+def explanatory_choice(item: Item, rng: np.random.Generator, rate: float) -> int:
+    if item.explanation is None or rate < 0:
+        return PLAIN
+    return TEXT_ONLY if rng.random() < rate else int(rng.integers(2))
+
+
+def make_record(source: Source, item: Item, targets: list[Target], rng: np.random.Generator, record_id: str,
+                explanatory_rate: float = 0.1) -> dict:
+    """The record for these targets of the item: one human/gpt turn each, one mask per [SEG]."""
+    record = {"id": record_id, "source": source.name, "image": item.image}
+    if item.conversation is not None:
+        return {**record, "conversations": item.conversation, "masks": [], "ignore": None, "targets": [],
+                "templates": []}
+    choice = explanatory_choice(item, rng, explanatory_rate) if source.group == "reason_seg" else PLAIN
+    turns, masks, names, templates = [], [], [], []
+    for target in targets:
+        question, q_id, name = question_for(target, rng)
+        answer, a_id = seg_answer(rng)
+        if choice == WITH_EXPLANATION:
+            extra, q_id = explanatory_question(rng)
+            question, answer, a_id = f"{target.name} {extra}", f"{answer} {item.explanation}", f"{a_id}+outputs"
+        elif choice == TEXT_ONLY:
+            question, answer, q_id, a_id = target.name, item.explanation, "text", "outputs"
+        turns += [{"from": "human", "value": with_image(question) if not turns else question},
+                  {"from": "gpt", "value": answer}]
+        if choice != TEXT_ONLY:
+            masks.append(item.rle(target.mask_key))
+        names.append(name)
+        templates.append([q_id, a_id])
+    return {**record, "conversations": turns, "masks": masks,
+            "ignore": item.ignore_rle() if masks else None, "targets": names, "templates": templates}
