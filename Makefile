@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean system-deps
+
+# Debian packages the tests drive for real: headless Chromium (leaderboard page) and PostgreSQL (multi-host DB).
+SYSTEM_PACKAGES := chromium postgresql
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +26,12 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/reasonseg demo --out demo-output
 
-test: $(VENV)/.all
+system-deps:
+	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \
+	fi
+
+test: $(VENV)/.all system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.all

@@ -1,8 +1,104 @@
-"""The `leaderboard` commands."""
+"""The `leaderboard` commands (serve, add-team, export) and the top-level `submit`."""
 from __future__ import annotations
 
+from contextlib import ExitStack
+from pathlib import Path
+
 import typer
+
+leaderboard_app = typer.Typer(no_args_is_help=True,
+                              help="The ReasonSeg leaderboard: a submission server with hidden test ground truth.")
+
+DbOpt = typer.Option("leaderboard.db", "--db",
+                     help="database: an SQLite file path, sqlite:///FILE, or postgresql://USER@HOST/DB")
+
+
+@leaderboard_app.command("serve")
+def serve(data: Path = typer.Option(..., "--data", help="release folder with val/ and test/ (ground truth)"),
+          db: str = DbOpt,
+          host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000, help="port to listen on"),
+          daily_limit: int = typer.Option(5, "--daily-limit", help="submissions per team, per split, per UTC day"),
+          max_upload_mb: int = typer.Option(256, "--max-upload-mb", help="largest accepted upload, in MiB"),
+          bootstrap: int = typer.Option(1000, help="bootstrap resamples for each submission's intervals"),
+          threads: int = typer.Option(2, help="scoring threads in this process"),
+          lease: float = typer.Option(60.0, help="seconds without a heartbeat before another worker takes over"),
+          no_cache: bool = typer.Option(False, "--no-cache", help="build ground truth afresh, ignore the disk cache"),
+          reread: bool = typer.Option(False, "--reread-ground-truth",
+                                      help="re-read ground truth for every submission (the benchmark's baseline)")):
+    """Run the leaderboard server: API, page, upload form and background scoring.
+
+    Example: reasonseg leaderboard serve --data ReasonSeg/ --db leaderboard.db --port 8000
+    """
+    from ..leaderboard.app import Settings
+    from ..leaderboard.app import serve as run_server
+
+    settings = Settings(data=data, db_url=db, bootstrap=bootstrap, daily_limit=daily_limit,
+                        max_upload_bytes=max_upload_mb * 1024 * 1024, threads=threads, lease_s=lease,
+                        reread_ground_truth=reread, cache_dir=None if no_cache else "default")
+    typer.echo(f"serving {data} on http://{host}:{port}/ (database {db})", err=True)
+    run_server(settings, host=host, port=port)
+
+
+@leaderboard_app.command("add-team")
+def add_team(name: str = typer.Argument(..., help="team name shown on the leaderboard"), db: str = DbOpt):
+    """Create a team and print its token once (only a hash is stored; a lost token needs a new team).
+
+    Example: reasonseg leaderboard add-team "DV Lab" --db leaderboard.db
+    """
+    from ..leaderboard.db import Database
+
+    token = Database(db).add_team(name)
+    typer.echo(token)
+
+
+@leaderboard_app.command("export")
+def export(db: str = DbOpt, out: Path = typer.Option(..., "--out", help="folder to write the static site into")):
+    """Write the leaderboard as static HTML + JSON (index.html, submissions/, leaderboard.json), no server needed.
+
+    Example: reasonseg leaderboard export --db leaderboard.db --out site/
+    """
+    from ..leaderboard.db import Database
+    from ..leaderboard.render import export_static
+
+    index = export_static(Database(db), out)
+    typer.echo(f"static leaderboard: {index}")
+
+
+def submit(file: Path = typer.Argument(..., help="predictions JSON, PNG zip, or a folder of PNGs"),
+           server: str = typer.Option(..., "--server", help="leaderboard URL, e.g. http://127.0.0.1:8000"),
+           token: str = typer.Option(..., "--token", envvar="REASONSEG_TOKEN",
+                                     help="team token (or the REASONSEG_TOKEN environment variable)"),
+           split: str = typer.Option("test", "--split", help="val or test"),
+           method: str | None = typer.Option(None, "--method", help="method name (default: the file's)"),
+           meta: list[str] = typer.Option([], "--meta", help="metadata key=value, repeatable: model_size, "
+                                          "base_model, training_data, trained_on_val, checkpoint_selected_on, "
+                                          "prompt_mode, paper_url, code_url, oracle, notes"),
+           no_wait: bool = typer.Option(False, "--no-wait", help="return once uploaded, without waiting for the score"),
+           timeout: float = typer.Option(600.0, help="seconds to wait for the score")):
+    """Validate predictions locally, upload them to a leaderboard, wait for the score and print the row.
+
+    Example: reasonseg submit preds.json --server http://127.0.0.1:8000 --token rsl_... --method my-model
+    """
+    from ..leaderboard.client import parse_meta
+    from ..leaderboard.client import submit as run_submit
+    from ..metrics.report import split_table
+    from .common import print_table, progress
+
+    fields = parse_meta(meta)
+    with ExitStack() as stack:
+        sub = run_submit(file, server, token, split, method, fields, wait=not no_wait, timeout=timeout,
+                         progress_total=lambda total: stack.enter_context(progress("uploading", total)))
+    url = f"{server.rstrip('/')}/submissions/{sub['id']}"
+    if no_wait:
+        typer.echo(f"submission {sub['id']} is {sub['status']}: {url}")
+        return
+    header, rows = split_table(sub["results"])
+    print_table(header, rows, title=f"{sub['method']} · {sub['split']} · submission {sub['id']} (×100)")
+    typer.echo(url)
 
 
 def register(app: typer.Typer, build_app: typer.Typer) -> None:
     """Add this stage's commands to the main app (and to `reasonseg build` where they build data)."""
+    app.add_typer(leaderboard_app, name="leaderboard")
+    app.command("submit")(submit)

@@ -1,0 +1,124 @@
+"""What a submission must hold before it is stored: its form fields, its metadata and a predictions file that the
+Foundation's validator accepts and that matches the split's queries (ids, sizes, split name).
+
+These are pure checks on values the server already has in memory; each problem is one `IntakeError` line that the
+API returns as `{"error": ...}` with status 400.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..errors import ReasonSegError
+from ..metrics.groundtruth import GroundTruth
+from ..metrics.scoring import match_predictions
+from ..submission import Limits, PredictionSet, read_predictions
+
+CHECKPOINT_CHOICES = ("val", "test", "last", "other")
+_TEXT_LIMITS = {"model_size": 40, "base_model": 200, "training_data": 1000, "prompt_mode": 200, "notes": 1000}
+_BOOL_FIELDS = ("trained_on_val", "oracle")
+_URL_FIELDS = ("paper_url", "code_url")
+META_FIELDS = tuple(_TEXT_LIMITS) + _BOOL_FIELDS + ("checkpoint_selected_on",) + _URL_FIELDS
+FORM_FIELDS = ("split", "method", "file") + META_FIELDS
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_URL = re.compile(r"^https?://[^\s<>\"'`]+$", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_METHOD_CHARS = 100
+
+
+class IntakeError(ReasonSegError):
+    """A submission's fields or file are not acceptable (HTTP 400)."""
+
+
+def _text(name: str, value: str, limit: int) -> str:
+    if _CONTROL.search(value):
+        raise IntakeError("must not contain control characters", field=name)
+    value = value.strip()
+    if len(value) > limit:
+        raise IntakeError(f"is {len(value)} characters long; at most {limit} are allowed", field=name)
+    return value
+
+
+def parse_bool(name: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise IntakeError(f"must be true or false, got {value[:40]!r}", field=name)
+
+
+def check_fields(fields: dict[str, str], splits: tuple[str, ...]) -> tuple[str, str, dict]:
+    """(split, method, metadata) from the form's text fields; unknown fields are refused, not ignored."""
+    unknown = sorted(set(fields) - set(FORM_FIELDS))
+    if unknown:
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5])
+        raise IntakeError(f"unknown field(s) {shown}; allowed: {', '.join(FORM_FIELDS)}")
+    split = fields.get("split", "").strip()
+    if split not in splits:
+        raise IntakeError(f"must be one of {', '.join(splits)}, got {split[:20]!r}", field="split")
+    method = _text("method", fields.get("method", ""), MAX_METHOD_CHARS)
+    if not method:
+        raise IntakeError("is required: the name of the method on the leaderboard", field="method")
+    meta: dict[str, object] = {}
+    for name, limit in _TEXT_LIMITS.items():
+        if fields.get(name, "").strip():
+            meta[name] = _text(name, fields[name], limit)
+    for name in _BOOL_FIELDS:
+        if fields.get(name, "").strip():
+            meta[name] = parse_bool(name, fields[name])
+    choice = fields.get("checkpoint_selected_on", "").strip().lower()
+    if choice:
+        if choice not in CHECKPOINT_CHOICES:
+            raise IntakeError(f"must be one of {', '.join(CHECKPOINT_CHOICES)}, got {choice[:20]!r}",
+                              field="checkpoint_selected_on")
+        meta["checkpoint_selected_on"] = choice
+    for name in _URL_FIELDS:
+        value = fields.get(name, "").strip()
+        if value:
+            if len(value) > 500 or not _URL.match(value):
+                raise IntakeError("must be an http:// or https:// address", field=name)
+            meta[name] = value
+    return split, method, meta
+
+
+def safe_filename(name: str | None) -> str:
+    base = os.path.basename((name or "").replace("\\", "/"))
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:200].lstrip(".")
+    return base or "predictions"
+
+
+def read_upload(data: bytes, filename: str, limits: Limits) -> PredictionSet:
+    """Validate uploaded bytes with the Foundation's reader; errors name the uploaded file, not a temp path."""
+    suffix = ".zip" if data[:4] == b"PK\x03\x04" else ".json"
+    with tempfile.TemporaryDirectory(prefix="reasonseg-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            preds = read_predictions(path, limits)
+        except ReasonSegError as exc:
+            if exc.path:
+                exc.path = exc.path.replace(str(path), filename)
+            raise IntakeError(exc.message, path=exc.path, sample_id=exc.sample_id, field=exc.field,
+                              hint=exc.hint) from None
+    preds.path = filename
+    return preds
+
+
+def _server_hint(hint: str | None) -> str | None:
+    # The scorer's hints name CLI options; on the server the same advice is about the form's fields.
+    if not hint:
+        return None
+    hint = hint.replace("pass --split ", "submit with split=")
+    return hint.replace(", or pass --missing empty to score them as empty masks", "")
+
+
+def check_against(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa") -> None:
+    """Every query of the split has a mask of the right size, and nothing else is there (ids, text indices)."""
+    try:
+        match_predictions(gt, preds, protocol)
+    except ReasonSegError as exc:
+        raise IntakeError(exc.message, path=exc.path, sample_id=exc.sample_id, field=exc.field,
+                          hint=_server_hint(exc.hint)) from None

@@ -1,0 +1,205 @@
+"""HTML of the leaderboard (Jinja2, every value escaped) for the server and for the static export.
+
+The same templates and the same table model serve both: the server links to `/submissions/<id>`, the export to
+`submissions/<id>.html`, and the export writes the JSON the server's API returns next to the pages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..baselines.reported import SOURCE
+from .board import BADGES, COLUMNS, METRICS, Entry, Significance, build_entries, split_rows
+from .db import Database, SubmissionRow
+from .intake import CHECKPOINT_CHOICES
+from .worker import SERVED_SPLITS
+
+COLUMN_TITLES = {("val", "overall"): "val", ("test", "short"): "test short", ("test", "long"): "test long",
+                 ("test", "overall"): "test overall"}
+METRIC_TITLES = {"giou": "gIoU", "ciou": "cIoU"}
+META_LABELS = (("model_size", "model size"), ("base_model", "base model"), ("training_data", "training data"),
+               ("trained_on_val", "trained on val"), ("checkpoint_selected_on", "checkpoint chosen on"),
+               ("prompt_mode", "prompt mode"), ("oracle", "oracle"), ("paper_url", "paper"), ("code_url", "code"),
+               ("notes", "notes"))
+HISTOGRAM_BINS = 10
+
+
+def environment():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+_ENV = None
+
+
+def _template(name: str):
+    global _ENV
+    if _ENV is None:
+        _ENV = environment()
+    return _ENV.get_template(name)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where pages point: the live server, or the static export's relative files."""
+
+    static: bool
+    prefix: str = ""     # for pages one folder down in the export
+
+    @property
+    def home(self) -> str:
+        return f"{self.prefix}index.html" if self.static else "/"
+
+    @property
+    def json(self) -> str:
+        return f"{self.prefix}leaderboard.json" if self.static else "/api/leaderboard?split=test"
+
+    def submission(self, submission_id: int) -> str:
+        return f"{self.prefix}submissions/{submission_id}.html" if self.static else f"/submissions/{submission_id}"
+
+
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def pct_ci(ci) -> str:
+    if not ci or ci[0] != ci[0]:   # absent, or NaN when bootstrap was off
+        return ""
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def when(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _index_rows(entries: list[Entry], links: Links) -> list[dict]:
+    rows, rank = [], 0
+    for entry in entries:
+        if not entry.reported:
+            rank += 1
+        headline = entry.submissions.get("test") or entry.submissions.get("val")
+        cells = []
+        for split, group in COLUMNS:
+            cell = entry.cells.get((split, group))
+            for metric in METRICS:
+                value = entry.value(split, group, metric)
+                mark = entry.marks.get((split, group, metric))
+                cells.append({
+                    "text": pct(value) if value is not None else "–", "sort": "" if value is None else f"{value:.6f}",
+                    "ci": pct_ci(cell.get(f"{metric}_ci")) if cell else "",
+                    "mark": (f"not distinguishable from {mark.above}: difference {100 * mark.delta:+.1f}, 95% CI "
+                             f"[{100 * mark.ci[0]:+.1f}, {100 * mark.ci[1]:+.1f}]") if mark else "",
+                })
+        checkpoint = entry.meta.get("checkpoint_selected_on", "")
+        rows.append({
+            "entry": entry, "rank": None if entry.reported else rank,
+            "link": links.submission(headline.id) if headline else None,
+            "split_links": [(s, links.submission(sub.id)) for s, sub in sorted(entry.submissions.items())
+                            if len(entry.submissions) > 1],
+            "cells": cells,
+            "meta_cells": [str(entry.meta.get("model_size", "")), str(entry.meta.get("base_model", "")),
+                           str(entry.meta.get("training_data", "")), str(checkpoint)],
+        })
+    return rows
+
+
+def render_index(entries: list[Entry], links: Links, generated_at: str | None = None) -> str:
+    return _template("index.html").render(
+        rows=_index_rows(entries, links), columns=COLUMNS, metrics=METRICS,
+        column_titles=[COLUMN_TITLES[c] for c in COLUMNS], metric_titles=METRIC_TITLES, links=links,
+        static=links.static, refresh=None, generated_at=generated_at, source=SOURCE)
+
+
+def histogram(queries: list[dict], bins: int = HISTOGRAM_BINS, width: int = 420, height: int = 160) -> dict:
+    counts = [0] * bins
+    for q in queries:
+        iou = q.get("iou")
+        if iou is None:
+            continue
+        counts[min(bins - 1, max(0, int(min(iou, 1.0) * bins)))] += 1
+    top = max(counts) or 1
+    step = width / bins
+    bars = []
+    for i, count in enumerate(counts):
+        h = round(height * count / top)
+        bars.append({"x": round(i * step, 1), "y": 20 + height - h, "w": round(step - 2, 1), "h": h, "count": count,
+                     "lo": f"{i / bins:.1f}", "label": f"{i / bins:.1f}–{(i + 1) / bins:.1f}"})
+    return {"bars": bars, "width": width, "height": height + 20, "total": sum(counts)}
+
+
+def render_submission(sub: SubmissionRow, links: Links) -> str:
+    """A submission's page: metadata, status, breakdown; the per-query IoU histogram on val only."""
+    summary = sub.summary or {}
+    groups = [{"name": name, "n": row.get("n", ""), "giou": pct(row.get("giou")), "ciou": pct(row.get("ciou")),
+               "giou_ci": pct_ci(row.get("giou_ci")), "ciou_ci": pct_ci(row.get("ciou_ci"))}
+              for name, row in summary.get("groups", {}).items()]
+    queries = (sub.results or {}).get("queries", []) if sub.split == "val" else []
+    meta = []
+    for key, label in META_LABELS:
+        if key in sub.meta:
+            value = sub.meta[key]
+            meta.append((label, ("yes" if value else "no") if isinstance(value, bool) else value))
+    badges = [b for b in (BADGES["trained-on-val"] if sub.meta.get("trained_on_val") else None,
+                          BADGES["test-checkpoint"] if sub.meta.get("checkpoint_selected_on") == "test" else None,
+                          BADGES["oracle"] if sub.meta.get("oracle") else None) if b]
+    return _template("submission.html").render(
+        sub=sub, links=links, static=links.static, groups=groups, meta=meta, badges=badges,
+        histogram=histogram(queries) if queries else None,
+        refresh=2 if sub.status in ("pending", "scoring") and not links.static else None,
+        times={"created": when(sub.created_at), "finished": when(sub.finished_at)})
+
+
+def render_submit(splits: tuple[str, ...], max_upload_bytes: int, daily_limit: int) -> str:
+    return _template("submit.html").render(
+        links=Links(static=False), static=False, refresh=None, splits=splits, checkpoint_choices=CHECKPOINT_CHOICES,
+        max_mb=max(1, max_upload_bytes // (1024 * 1024)), daily_limit=daily_limit)
+
+
+def leaderboard_document(entries: list[Entry]) -> dict:
+    return {"format": "reasonseg-leaderboard", "version": 1, "protocol": "lisa",
+            "splits": {split: split_rows(entries, split) for split in SERVED_SPLITS}}
+
+
+def export_static(db: Database, out: str | os.PathLike) -> Path:
+    """Write the leaderboard as static files: index.html, submissions/<id>.html and leaderboard.json.
+
+    Built in a temporary folder beside `out` and moved into place, so a failed export leaves the old one intact.
+    Only scored submissions appear, with the same aggregates the server shows (no per-query test results).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "submissions").mkdir(parents=True)
+    try:
+        scored = {split: db.latest_scored(split) for split in SERVED_SPLITS}
+        entries = build_entries(scored, Significance(loader=db.submission))
+        stamp = when(datetime.now(timezone.utc).timestamp())
+        (tmp / "index.html").write_text(render_index(entries, Links(static=True), stamp), encoding="utf-8")
+        (tmp / "leaderboard.json").write_text(json.dumps(leaderboard_document(entries), indent=1) + "\n",
+                                              encoding="utf-8")
+        for sub in db.submissions(status="done", with_results=True):
+            page = render_submission(sub, Links(static=True, prefix="../"))
+            (tmp / "submissions" / f"{sub.id}.html").write_text(page, encoding="utf-8")
+        if out.exists():
+            old = out.parent / f".{out.name}.{os.getpid()}.old"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / "index.html"
+
+
+__all__ = ["render_index", "render_submission", "render_submit", "export_static", "Links"]

@@ -1,0 +1,171 @@
+"""Background scoring: threads that claim `pending` submissions from the database, score them against ground truth
+kept in memory, and store the results document.
+
+The database is the queue. A submission is claimed by an atomic UPDATE (never scored twice), and a worker beats a
+heartbeat while it scores, so a claim left by a killed process goes back to `pending`: at start-up when the dead
+process ran on this host, otherwise when its heartbeat is older than the lease. Nothing accepted is lost.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from ..errors import ReasonSegError
+from ..metrics.groundtruth import GroundTruth, load_ground_truth
+from ..metrics.scoring import evaluate_predictions
+from ..submission import Limits, PredictionSet
+from .db import Database, SubmissionRow
+from .intake import read_upload
+
+SERVED_SPLITS = ("val", "test")
+PROTOCOL = "lisa"
+LOG = logging.getLogger("reasonseg.leaderboard")
+
+
+class GroundTruthStore:
+    """The ground truth of each served split, loaded once at start-up and kept ready.
+
+    With `reread=True` scoring reads the split again for every submission (the benchmark's baseline); the copy
+    kept for checking uploads is still used for that check.
+    """
+
+    def __init__(self, data_root: str | os.PathLike, splits: tuple[str, ...] | None = None,
+                 cache_dir: str | os.PathLike | None = "default", reread: bool = False):
+        self.root = Path(data_root)
+        self.reread = reread
+        wanted = splits or tuple(s for s in SERVED_SPLITS if (self.root / s).is_dir())
+        if not wanted:
+            raise ReasonSegError("no val/ or test/ folder to serve", path=str(self.root),
+                                 hint="point --data at a ReasonSeg release")
+        self.kept: dict[str, GroundTruth] = {s: load_ground_truth(self.root, s, cache_dir=cache_dir) for s in wanted}
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.kept)
+
+    def for_checks(self, split: str) -> GroundTruth:
+        return self.kept[split]
+
+    def for_scoring(self, split: str) -> GroundTruth:
+        if self.reread:
+            return load_ground_truth(self.root, split, cache_dir=None)
+        return self.kept[split]
+
+
+def public_results(document: dict, with_queries: bool) -> dict:
+    """The results document as it may leave the server: no server paths; per-query rows only when asked (val)."""
+    out = {k: v for k, v in document.items() if k != "queries" or with_queries}
+    out["dataset"] = {k: v for k, v in document.get("dataset", {}).items() if k != "root"}
+    return out
+
+
+class ScoringWorker:
+    def __init__(self, db: Database, store: GroundTruthStore, *, threads: int = 2, bootstrap: int = 1000,
+                 lease_s: float = 60.0, poll_s: float = 1.0, limits: Limits = Limits()):
+        self.db, self.store = db, store
+        self.threads, self.bootstrap = max(1, threads), bootstrap
+        self.lease_s, self.poll_s, self.limits = lease_s, poll_s, limits
+        # host:pid/nonce: the pid tells a restarted server on this host that the old claim's owner is gone.
+        self.identity = f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(3)}"
+        # Parsed at upload, so scoring need not parse again. Bounded: another process may score some of them.
+        self.handed_over: OrderedDict[int, PredictionSet] = OrderedDict()
+        self._active: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ----------------------------------------------------------------------------------------------- control
+
+    def start(self) -> list[int]:
+        recovered = self.recover()
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"reasonseg-scoring-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        beat = threading.Thread(target=self._beat, name="reasonseg-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
+        return recovered
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def hand_over(self, submission_id: int, preds: PredictionSet) -> None:
+        with self._lock:
+            self.handed_over[submission_id] = preds
+            while len(self.handed_over) > 64:   # the oldest are re-read from the database when scored
+                self.handed_over.popitem(last=False)
+        self.wake()
+
+    def recover(self) -> list[int]:
+        return self.db.recover_interrupted(self.lease_s)
+
+    # -------------------------------------------------------------------------------------------------- loops
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sub = self.db.claim_next(self.identity, self.store.splits)
+            except Exception:  # a database hiccup must not end the thread; the next poll retries
+                sub = None
+                self._stop.wait(self.poll_s)
+            if sub is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            with self._lock:
+                self._active.add(sub.id)
+            try:
+                self.score(sub)
+            finally:
+                with self._lock:
+                    self._active.discard(sub.id)
+            self._wake.set()   # the team may have more waiting, now claimable
+
+    def _beat(self) -> None:
+        period = max(0.2, self.lease_s / 4)
+        last_recover = time.monotonic()
+        while not self._stop.wait(period):
+            try:
+                with self._lock:
+                    active = sorted(self._active)
+                self.db.heartbeat(active, self.identity)
+                if time.monotonic() - last_recover > self.lease_s / 2:
+                    last_recover = time.monotonic()
+                    if self.recover():
+                        self.wake()
+            except Exception:  # keep beating; a failed beat only shortens the lease once
+                pass
+
+    # ----------------------------------------------------------------------------------------------- scoring
+
+    def score(self, sub: SubmissionRow) -> None:
+        try:
+            with self._lock:
+                preds = self.handed_over.pop(sub.id, None)
+            if preds is None:
+                preds = read_upload(self.db.upload_bytes(sub.id), sub.filename, self.limits)
+            gt = self.store.for_scoring(sub.split)
+            evaluation = evaluate_predictions(gt, preds, PROTOCOL, bootstrap=self.bootstrap, method=sub.method)
+            document = public_results(evaluation.document, with_queries=True)
+            self.db.finish(sub.id, self.identity, document, public_results(document, with_queries=False))
+        except ReasonSegError as exc:
+            self.db.fail(sub.id, self.identity, exc.render())
+        except Exception as exc:  # a scorer bug must fail this submission, not kill the worker thread
+            self.db.fail(sub.id, self.identity, f"internal error while scoring ({type(exc).__name__}); "
+                                                "the maintainers have the details in the server log")
+            LOG.exception("scoring submission %s failed", sub.id)
