@@ -13,17 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Core install (scoring only needs numpy, OpenCV, pycocotools): enough for the demo.
-$(VENV)/.core: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
-	touch $@
-
 # Everything: the model, serving, hub and LLM extras plus the test tools.
 $(VENV)/.all: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[all]'
-	touch $@ $(VENV)/.core
+	touch $@
 
-demo: $(VENV)/.core
+# The demo shows every stage, so it installs every extra (the same environment as the tests).
+demo: $(VENV)/.all
 	$(BIN)/reasonseg demo --out demo-output
 
 system-deps:

@@ -191,6 +191,10 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for
     from .metrics.report import table1
 
     result = run_demo(out, bootstrap=bootstrap)
+    for note in result.notes:
+        typer.echo(note.title)
+        for line in note.lines:
+            typer.echo(f"  {line}")
     header, rows = table1(result.results, with_ci=False)
     print_table(header, rows, title="Table 1 layout, synthetic release: gIoU / cIoU ×100")
     typer.echo(f"95% bootstrap intervals: {out / 'results'}/*.json and the report")
