@@ -125,6 +125,18 @@ def _baselines_stage(out: Path, release: Path, bootstrap: int
     return results, predictions, note
 
 
+def _model_baselines_stage(out: Path, release: Path, results: dict[str, dict[str, dict]]) -> StageNote:
+    from .baselines.predict import demo_step
+    from .metrics.report import read_results
+
+    run = demo_step(out / "model-baselines", release)
+    for name, by_split in run["methods"].items():
+        for split, paths in by_split.items():
+            results.setdefault(f"{name} ({run['label']})", {})[split] = read_results(paths["results"])
+    return StageNote(f"model baselines with {run['label']}: tiny models saved and reloaded like real checkpoints",
+                     [f"{', '.join(run['methods'])}: the pipeline runs end to end; the numbers mean nothing"])
+
+
 def _leaderboard_stage(out: Path, release: Path, predictions: dict[str, dict[str, Path]], bootstrap: int
                        ) -> StageNote:
     from .leaderboard.demo import demo_step
@@ -143,6 +155,8 @@ def run_demo(out: str | os.PathLike, bootstrap: int = 1000) -> DemoResult:
     _stage(notes, "rephrase", ("openai",), "llm", lambda: _rephrase_stage(out, release))
     results, predictions, note = _baselines_stage(out, release, bootstrap)
     notes.append(note)
+    _stage(notes, "model baselines", ("torch", "transformers", "segment_anything"), "model",
+           lambda: _model_baselines_stage(out, release, results))
     _stage(notes, "leaderboard", ("fastapi", "uvicorn", "sqlalchemy", "jinja2", "multipart"), "serve",
            lambda: _leaderboard_stage(out, release, predictions, bootstrap))
     table = table1(results)

@@ -8,7 +8,10 @@ from contextlib import contextmanager
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (logs, CI, files) is not wrapped at 80 columns: tables stay one line per row.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
@@ -16,7 +19,7 @@ def print_table(header: list[str], rows: list[list[str]], title: str | None = No
 
     table = Table(title=title, show_lines=False)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     console().print(table)
