@@ -120,6 +120,11 @@ def _baselines_stage(out: Path, release: Path, bootstrap: int
             results.setdefault(name, {})[split] = evaluation.document
             predictions.setdefault(name, {})[split] = preds_path
             links.append((f"{name} · {split}", report.relative_to(out).as_posix()))
+    from .metrics.comparison import write_comparison
+
+    comparison = write_comparison(out / "comparison", release, sorted((out / "results").glob("*.json")),
+                                  sorted((out / "predictions").glob("*.json")))
+    links.insert(0, ("side-by-side comparison (reasonseg report)", comparison.relative_to(out).as_posix()))
     note = StageNote("baselines → predictions → scores", [f"{len(results)} methods × {len(DEMO_SPLITS)} splits scored"
                                                          f" ({bootstrap} bootstrap resamples)"], links)
     return results, predictions, note
