@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,13 @@ def read_class_names(path: Path) -> dict[str, str]:
 def read_mask_rows(path: Path, image_ids: set[str] | None = None) -> dict[str, list[MaskRow]]:
     """ImageID → its segmentation rows (in file order), keeping only `image_ids` when given."""
     rows: dict[str, list[MaskRow]] = {}
+    for row in iter_mask_rows(path, image_ids):
+        rows.setdefault(row.image_id, []).append(row)
+    return rows
+
+
+def iter_mask_rows(path: Path, image_ids: Container[str] | None = None) -> Iterator[MaskRow]:
+    """The segmentation rows in file order, only those of `image_ids` when given."""
     with _open_csv(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -145,14 +153,16 @@ def read_mask_rows(path: Path, image_ids: set[str] | None = None) -> dict[str, l
                 predicted = float(raw_iou) if raw_iou else None
             except (ValueError, IndexError):
                 raise BuildError(f"line {line_no}: malformed box or PredictedIoU", path=str(path)) from None
-            rows.setdefault(image_id, []).append(
-                MaskRow(row[col["MaskPath"]].strip(), image_id, row[col["LabelName"]].strip(), box, predicted))
-    return rows
+            yield MaskRow(row[col["MaskPath"]].strip(), image_id, row[col["LabelName"]].strip(), box, predicted)
 
 
 def read_attribution(path: Path, image_ids: set[str] | None = None) -> dict[str, dict[str, str]]:
     """ImageID → {license, author, url, title, author_profile, rotation} from an images-with-rotation CSV."""
-    out: dict[str, dict[str, str]] = {}
+    return dict(iter_attribution(path, image_ids))
+
+
+def iter_attribution(path: Path, image_ids: Container[str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(ImageID, attribution) in file order, only those of `image_ids` when given."""
     with _open_csv(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -168,22 +178,24 @@ def read_attribution(path: Path, image_ids: set[str] | None = None) -> dict[str,
             image_id = row[col["ImageID"]].strip()
             if image_ids is not None and image_id not in image_ids:
                 continue
-            out[image_id] = {key: row[index[name]] for key, name in fields.items()
+            yield image_id, {key: row[index[name]] for key, name in fields.items()
                              if name in index and index[name] < len(row)}
-    return out
 
 
 # -------------------------------------------------------------------------------------------------- masks
 
-def mask_location(folder: Path, image_id: str, mask_path: str, split: str) -> tuple[str, str]:
-    """("file", path) or ("zip", "<zip path>::<member>") for a MaskPath; BuildError when it is nowhere."""
+def mask_location(folder: Path, image_id: str, mask_path: str, split: str, zip_names: dict | None = None
+                  ) -> tuple[str, str]:
+    """("file", path) or ("zip", "<zip path>::<member>") for a MaskPath; BuildError when it is nowhere.
+
+    `zip_names` caches the shards' member names (default: for the life of the process)."""
     direct = folder / mask_path
     if direct.is_file():
         return "file", str(direct)
     shard = f"{split}-masks-{image_id[:1].lower()}.zip"
     for candidate in (folder / shard, folder.parent / shard, folder / f"{split}-masks" / shard):
         if candidate.is_file():
-            member = _zip_member(candidate, mask_path)
+            member = _zip_member(candidate, mask_path, zip_names)
             if member is None:
                 raise BuildError(f"mask {mask_path!r} is not in its shard {candidate.name}", path=str(candidate),
                                  field="targets", hint="check the MaskPath or re-download the shard")
@@ -192,27 +204,41 @@ def mask_location(folder: Path, image_id: str, mask_path: str, split: str) -> tu
                      hint=f"expected {direct} or the shard {shard}")
 
 
-_ZIP_NAMES: dict[str, dict[str, str]] = {}
+# Member names of each shard read so far, keyed by the file's identity (a rewritten shard is read again). Built
+# once per shard per process: the official shards list about 300,000 masks each.
+_ZIP_NAMES: dict[tuple, dict[str, str]] = {}
 
 
-def _zip_member(path: Path, mask_path: str) -> str | None:
-    key = str(path)
-    if key not in _ZIP_NAMES:
+def _file_key(path: str | Path) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _zip_member(path: Path, mask_path: str, names: dict | None = None) -> str | None:
+    names = _ZIP_NAMES if names is None else names
+    try:
+        key = _file_key(path)
+    except OSError as exc:
+        raise BuildError(f"mask shard cannot be read ({exc.strerror})", path=str(path)) from None
+    if key not in names:
         try:
             with zipfile.ZipFile(path) as zf:
-                _ZIP_NAMES[key] = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
+                names[key] = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
         except (zipfile.BadZipFile, OSError) as exc:
             raise BuildError(f"mask shard is not a readable zip ({exc})", path=str(path),
                              hint="the download is probably truncated: fetch it again") from None
-    return _ZIP_NAMES[key].get(mask_path)
+    return names[key].get(mask_path)
 
 
-def read_location_bytes(location: tuple[str, str]) -> bytes:
+def read_location_bytes(location: tuple[str, str], zips: ZipCache | None = None) -> bytes:
+    """The bytes of a mask or label PNG; `zips` keeps archives open between reads (else each read opens it)."""
     kind, where = location
     if kind == "file":
         return Path(where).read_bytes()
     zip_path, member = where.split("::", 1)
     try:
+        if zips is not None:
+            return zips.open(zip_path).read(member)
         with zipfile.ZipFile(zip_path) as zf:
             return zf.read(member)
     except (zipfile.BadZipFile, OSError, KeyError, EOFError) as exc:
@@ -220,8 +246,54 @@ def read_location_bytes(location: tuple[str, str]) -> bytes:
                          hint="the zip is probably truncated: fetch it again") from None
 
 
+class ZipCache:
+    """Open archives of one process, reused across masks (opening an official shard parses its ~300,000-entry
+    directory). Keyed by process id and file identity: a forked worker never shares its parent's file offsets,
+    and a rewritten archive is opened again."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._open: dict[tuple, zipfile.ZipFile] = {}
+
+    def open(self, path: str) -> zipfile.ZipFile:
+        key = (os.getpid(), *_file_key(path))
+        zf = self._open.pop(key, None)
+        if zf is None:
+            zf = zipfile.ZipFile(path)
+            while len(self._open) >= self.size:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+        self._open[key] = zf  # most recently used last
+        return zf
+
+    def close(self) -> None:
+        for key, zf in list(self._open.items()):
+            if key[0] == os.getpid():
+                zf.close()
+        self._open.clear()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def decode_mask(data: bytes, where: str) -> np.ndarray:
-    """A binary mask from PNG bytes, whatever the bit depth or colour type (1-bit, L, RGB, 16-bit)."""
+    """A binary mask from PNG bytes, whatever the bit depth or colour type (1-bit, L, RGB, 16-bit).
+
+    The official masks are 1-bit greyscale PNGs: those (and 8-bit greyscale) are decoded by OpenCV, several
+    times faster than Pillow, to the same 0/255 values; anything else goes through Pillow.
+    """
+    if (len(data) > 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[25] == 0
+            and data[24] in (1, 8) and b"tRNS" not in data[:4096]):
+        import cv2
+
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is not None and image.ndim == 2 and image.dtype == np.uint8:
+            return image > 127
+    return decode_mask_pillow(data, where)
+
+
+def decode_mask_pillow(data: bytes, where: str) -> np.ndarray:
+    """`decode_mask` through Pillow only (what the naive build does for every mask)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -233,15 +305,22 @@ def decode_mask(data: bytes, where: str) -> np.ndarray:
         raise BuildError(f"mask does not decode ({exc})", path=where, field="targets") from None
 
 
-def fit_mask(mask: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
-    """The mask at exactly (height, width), nearest neighbour; a mask of another aspect ratio is refused."""
-    from ..masks import resize_mask
-
-    mh, mw = mask.shape
+def check_mask_size(shape: tuple[int, ...], height: int, width: int, where: str) -> None:
+    """Refuse a mask whose aspect ratio is not the image's: it belongs to another image."""
+    mh, mw = shape[:2]
     if (mh, mw) == (height, width):
-        return mask
+        return
     if mh == 0 or mw == 0 or abs((mw / mh) / (width / height) - 1) > MAX_ASPECT_DIFFERENCE:
         raise BuildError(f"mask is {mw}x{mh} but the image is {width}x{height}: another aspect ratio, so it "
                          "belongs to another image", path=where, field="targets",
                          hint="check the MaskPath against the image")
+
+
+def fit_mask(mask: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
+    """The mask at exactly (height, width), nearest neighbour; a mask of another aspect ratio is refused."""
+    from ..masks import resize_mask
+
+    check_mask_size(mask.shape, height, width, where)
+    if mask.shape == (height, width):
+        return mask
     return resize_mask(mask.astype(np.uint8), height, width).astype(bool)

@@ -12,74 +12,60 @@ A target or ignore entry may also be an explicit polygon `[[x, y], ...]`; for Sc
 `instance-filt` and `{"label": id}` selects a ScanNet label id of `label-filt`; a line carrying the worksheet's
 `instances` list may name its targets by their 1-based number there.
 
-The build runs in three steps: check every line (cheap), resolve each pair to a self-contained job (paths, no
-pixels), then run the jobs (serially or in worker processes), each of which writes its own image and JSON.
+The build streams: a first pass checks every line and keeps only small ids (name, split, ImageID) per pair; the
+split assignment is made from those. A second pass resolves each line to a self-contained job (paths, no pixels)
+and feeds the jobs, a few chunks at a time, to this process or a pool of workers (`runner`); each job writes its
+own image and JSON (`pair`) and returns a small record, which goes straight to spool files (`streams`) from
+which the manifest, explanatory/train.json and the build report are written at the end, byte for byte what
+`dataset.write_manifest` and the in-memory report would give (`naive` builds that way; a test compares them).
 Everything goes into a temporary folder beside `out`, renamed into place only when the whole release is done.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..dataset import atomic_write_text, image_size, write_manifest
+from ..dataset import MANIFEST, sha256_file
 from ..errors import BuildError, ReasonSegError
-from ..schema import EXPECTED_COUNTS, SPLITS, Shape
+from ..schema import EXPECTED_COUNTS, SPLITS
 from .openimages import OpenImagesLayout
-from .polygons import FIDELITY_THRESHOLD
+from .pair import Job, run_job
+from .report import (
+    FIDELITY_BINS,
+    REPORT_JSON,
+    REPORT_TEXT,
+    Problem,
+    ReportStream,
+    build_report,
+    problem_error,
+    report_text,
+    write_report,
+)
+from .runner import run_jobs
 from .scannet import ScanNetLayout
+from .source_index import MemoryIndex, OpenImagesIndex
+from .streams import Spool, Streamed, atomic_text_file, write_json
+
+__all__ = ["FIDELITY_BINS", "REPORT_JSON", "REPORT_TEXT", "SOURCES", "BuildResult", "Entry", "Job", "Problem",
+           "Resolver", "assign_splits", "build_release", "build_report", "check_line", "demo_step", "plan_build",
+           "read_instruction_manifest", "report_text", "run_job", "run_jobs", "write_demo_sources", "write_report"]
 
 SOURCES = ("openimages", "scannet")
-REPORT_JSON = "build_report.json"
-REPORT_TEXT = "build_report.txt"
 SOURCE_NOTES = {
     "openimages": {"annotations_license": "CC BY 4.0 (Google)",
                    "images_license": "per image, listed as CC BY 2.0: see each JSON's source.license and author"},
     "scannet": {"license": "ScanNet Terms of Use: research only, no redistribution of frames or labels"},
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# ------------------------------------------------------------------------------------------------ problems
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one manifest line (or the inputs it names)."""
-
-    line: int | None
-    message: str
-    source_id: str | None = None
-    field: str | None = None
-    path: str | None = None
-
-    def as_dict(self) -> dict:
-        return {"line": self.line, "id": self.source_id, "field": self.field, "path": self.path,
-                "message": self.message}
-
-    def render(self) -> str:
-        where = [f"line {self.line}" if self.line else None, self.source_id, self.path,
-                 f"field {self.field!r}" if self.field else None]
-        return ": ".join(p for p in where if p) + ": " + self.message
-
-    @classmethod
-    def of(cls, exc: ReasonSegError, line: int | None, source_id: str | None) -> Problem:
-        text = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        return cls(line, text, source_id, exc.field, exc.path)
-
-
-def problem_error(problem: Problem, manifest: Path) -> BuildError:
-    where = f"line {problem.line}" + (f" ({problem.source_id})" if problem.source_id else "")
-    detail = f" [{problem.path}]" if problem.path else ""
-    return BuildError(f"{where}: {problem.message}{detail}", path=str(manifest), field=problem.field,
-                      hint="fix it, or pass --keep-going to list every problem")
 
 
 # ------------------------------------------------------------------------------------------ manifest lines
@@ -221,51 +207,36 @@ def assign_splits(strata: list[tuple[str, bool, str | None]], seed: int = 0) -> 
 # ---------------------------------------------------------------------------------------------------- jobs
 
 @dataclass
-class Job:
-    """Everything one worker needs to write one sample: paths and values, no pixels."""
-
-    name: str
-    split: str
-    line: int
-    source: str
-    source_id: str
-    image: tuple[str, str]  # ("file", path) | ("sens", "path::frame")
-    targets: list[tuple]  # ("binary", loc) | ("value", loc, v) | ("polygon", points)
-    ignore: list[tuple]
-    texts: list[str]
-    is_sentence: bool
-    source_doc: dict
-    out_dir: str
-
-
-@dataclass
 class Resolver:
-    """Turns checked entries into jobs; holds the CSV indices of the sources (filtered to what is needed)."""
+    """Turns checked entries into jobs. The CSV rows of the images the manifest names are kept in a temporary
+    SQLite index (`source_index`), not in memory; the class names and the ScanNet TSV are small and fixed."""
 
     openimages: OpenImagesLayout | None
     scannet: ScanNetLayout | None
-    _oi_rows: dict = field(default_factory=dict)
-    _oi_attr: dict = field(default_factory=dict)
+    zip_names: dict | None = None  # shard member names (None: the process-wide cache)
+    _oi_index: OpenImagesIndex | MemoryIndex | None = None
     _oi_names: dict | None = None
     _sn_labels: object | None = None
 
-    def prepare(self, entries: list[Entry]) -> None:
-        from .openimages import read_attribution, read_class_names, read_mask_rows
+    def prepare(self, oi_ids: dict[str, set[str]], uses_scannet: bool, work: Path | None) -> None:
+        """Read the sources' CSVs once: `oi_ids` is split → the ImageIDs the manifest names. The rows are
+        indexed in SQLite under `work`, or held in memory when `work` is None."""
+        from .openimages import read_class_names
         from .scannet import read_label_tsv
 
         if self.openimages is not None:
-            by_split: dict[str, set[str]] = {}
-            for e in entries:
-                if e.source == "openimages":
-                    by_split.setdefault(e.doc["split"], set()).add(e.doc["image_id"])
-            for split, ids in sorted(by_split.items()):
-                self._oi_rows[split] = read_mask_rows(self.openimages.segmentation_csv(split), ids)
-                attr = self.openimages.attribution_csv(split)
-                self._oi_attr[split] = read_attribution(attr, ids) if attr else {}
+            self._oi_index = MemoryIndex() if work is None else OpenImagesIndex(work / "openimages.sqlite")
+            for split, ids in sorted(oi_ids.items()):
+                self._oi_index.add_split(self.openimages, split, ids)
+            self._oi_index.finish()
             classes = self.openimages.classes_csv()
             self._oi_names = read_class_names(classes) if classes else {}
-        if self.scannet is not None and any(e.source == "scannet" for e in entries):
+        if self.scannet is not None and uses_scannet:
             self._sn_labels = read_label_tsv(self.scannet.path(self.scannet.labels_tsv))
+
+    def close(self) -> None:
+        if self._oi_index is not None:
+            self._oi_index.close()
 
     def job(self, entry: Entry, out_dir: Path) -> Job:
         if entry.source == "openimages":
@@ -282,7 +253,7 @@ class Resolver:
         image = self.openimages.image_path(split, image_id)
         if not image.is_file():
             raise BuildError("image not found", path=str(image), field="image_id")
-        rows = {r.mask_path: r for r in self._oi_rows[split].get(image_id, [])}
+        rows = self._oi_index.masks(split, image_id)
         instances = doc.get("instances") if isinstance(doc.get("instances"), list) else None
         folder = self.openimages.mask_folder(split)
         names = self._oi_names or {}
@@ -306,18 +277,18 @@ class Resolver:
             if item not in rows:
                 raise BuildError(f"MaskPath {item!r} is not listed for image {image_id} in the segmentation CSV",
                                  field=where, hint="copy the MaskPath from the CSV or the worksheet")
-            return ("binary", mask_location(folder, image_id, item, split))
+            return ("binary", mask_location(folder, image_id, item, split, self.zip_names))
 
         targets = [spec(t, "targets") for t in doc["targets"]]
         ignore = [spec(t, "ignore") for t in doc.get("ignore", [])]
-        attribution = self._oi_attr.get(split, {}).get(image_id, {})
+        attribution = self._oi_index.attribution(split, image_id)
         paths = [named(t, "targets") for t in doc["targets"] if not _is_polygon(t)]
-        classes = sorted({names.get(rows[t].label, rows[t].label) for t in paths if t in rows})
+        classes = sorted({names.get(rows[t], rows[t]) for t in paths if t in rows})
         source_doc = {"dataset": "openimages", "id": image_id, "split": split,
                       "license": attribution.get("license", ""), "author": attribution.get("author", ""),
                       "url": attribution.get("url", ""), "classes": classes}
         return Job(e.name, e.split, e.line, e.source, e.source_id, ("file", str(image)), targets, ignore,
-                   list(doc["texts"]), e.is_sentence, source_doc, str(out_dir))
+                   list(doc["texts"]), e.is_sentence, source_doc, str(out_dir), doc.get("explanation"))
 
     def _scannet_job(self, e: Entry, out_dir: Path) -> Job:
         from .scannet import frame_locations
@@ -352,145 +323,39 @@ class Resolver:
         classes = sorted({labels.name(t["label"]) for t in doc["targets"] if isinstance(t, dict)}) if labels else []
         source_doc = {"dataset": "scannet", "id": e.source_id, "classes": classes}
         return Job(e.name, e.split, e.line, e.source, e.source_id, locations["color"], targets, ignore,
-                   list(doc["texts"]), e.is_sentence, source_doc, str(out_dir))
-
-
-# --------------------------------------------------------------------------------------------- one sample
-
-def _jpeg_bytes(job: Job) -> tuple[bytes, bool]:
-    """The image as JPEG bytes: the original bytes when they already are JPEG (re-encoded = False)."""
-    import cv2
-
-    from .scannet import read_color
-
-    kind, where = job.image
-    try:
-        data = read_color(job.image) if kind == "sens" else Path(where).read_bytes()
-    except OSError as exc:
-        raise BuildError(f"cannot read the image: {exc.strerror}", path=where) from None
-    if data[:3] == b"\xff\xd8\xff":
-        return data, False
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BuildError("image does not decode", path=where)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise BuildError("image does not encode as JPEG", path=where)
-    return encoded.tobytes(), True
-
-
-def _region(specs: list[tuple], height: int, width: int, label: str, cache: dict
-            ) -> tuple[np.ndarray, list[Shape]]:
-    """Union of the mask specs at the image size, and the explicit polygons (kept as shapes)."""
-    from .openimages import decode_mask, fit_mask, read_location_bytes
-    from .scannet import read_label_png
-
-    region = np.zeros((height, width), bool)
-    shapes: list[Shape] = []
-    for spec in specs:
-        if spec[0] == "polygon":
-            shapes.append(Shape(label, tuple(map(tuple, spec[1]))))
-            continue
-        loc = spec[1]
-        where = loc[1]
-        if spec[0] == "binary":
-            mask = decode_mask(read_location_bytes(loc), where)
-        else:
-            if loc not in cache:
-                cache[loc] = read_label_png(loc)
-            values = cache[loc]
-            mask = values == spec[2]
-            if not mask.any():
-                raise BuildError(f"value {spec[2]} does not occur in this frame's {Path(where.split('::')[-1]).parent}"
-                                 f" image", path=where, field="targets")
-        region |= fit_mask(mask, height, width, where)
-    return region, shapes
-
-
-def run_job(job: Job) -> dict:
-    """Write one sample's image and JSON; return its record (or its problem). Nothing is written on error."""
-    try:
-        return _run_job(job)
-    except ReasonSegError as exc:
-        return {"line": job.line, "problem": Problem.of(exc, job.line, job.source_id).as_dict()}
-
-
-def _run_job(job: Job) -> dict:
-    from ..masks import rasterize_shapes
-    from .polygons import polygonize
-
-    jpeg, reencoded = _jpeg_bytes(job)
-    folder = Path(job.out_dir) / job.split
-    folder.mkdir(parents=True, exist_ok=True)
-    image_path = folder / f"{job.name}.jpg"
-    image_path.write_bytes(jpeg)
-    try:
-        height, width = image_size(image_path)
-        cache: dict = {}
-        target, target_polys = _region(job.targets, height, width, "target", cache)
-        ignore, ignore_polys = _region(job.ignore, height, width, "ignore", cache)
-        extra = target_polys + ignore_polys
-        if extra:
-            drawn = rasterize_shapes(extra, height, width)
-            full_target, full_ignore = target | (drawn == 1), ignore | (drawn == 255)
-        else:
-            full_target, full_ignore = target, ignore
-        if not (full_target & ~full_ignore).any():
-            raise BuildError("the targets cover no pixel outside the ignore regions", field="targets")
-        shapes, fidelity = polygonize(target, ignore if ignore.any() else None, extra,
-                                      full_target=full_target, full_ignore=full_ignore)
-        doc = {"text": job.texts, "is_sentence": job.is_sentence, "shapes": shapes, "source": job.source_doc,
-               "imagePath": f"{job.name}.jpg", "imageHeight": height, "imageWidth": width}
-        (folder / f"{job.name}.json").write_bytes(json.dumps(doc, ensure_ascii=False).encode("utf-8"))
-    except BaseException:
-        image_path.unlink(missing_ok=True)
-        raise
-    return {"line": job.line, "name": job.name, "split": job.split, "source": job.source, "id": job.source_id,
-            "is_sentence": job.is_sentence, "iou": fidelity.iou, "cause": fidelity.cause, "lost": fidelity.lost,
-            "shapes": len(shapes), "points": sum(len(s["points"]) for s in shapes), "reencoded": reencoded,
-            "size": [height, width]}
-
-
-def run_jobs(jobs: list[Job], workers: int, advance: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Records in job order, from this process or a pool of `workers` processes."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            record = run_job(job)
-            if advance:
-                advance(1)
-            yield record
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for record in pool.map(run_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
-            if advance:
-                advance(1)
-            yield record
+                   list(doc["texts"]), e.is_sentence, source_doc, str(out_dir), doc.get("explanation"))
 
 
 # ---------------------------------------------------------------------------------------------- the build
 
 @dataclass
 class BuildResult:
+    """Where the release is, and its report's counts and fidelity (`summary`); `report` reads the whole report
+    (with its per-pair lists) from the release when asked for."""
+
     out: Path
-    report: dict
+    summary: dict
+    _report: dict | None = field(default=None, repr=False)
+
+    @property
+    def report(self) -> dict:
+        if self._report is None:
+            self._report = json.loads((self.out / REPORT_JSON).read_text(encoding="utf-8"))
+        return self._report
 
     @property
     def problems(self) -> list[dict]:
-        return self.report["problems"]
+        return self.report["problems"] if self.summary["counts"]["problems"] else []
 
 
-def _unique_names(entries: list[Entry]) -> None:
-    taken: set[str] = set()
-    for e in entries:
-        base = e.doc.get("name") or (e.doc["image_id"] if e.source == "openimages"
-                                     else f"{e.doc['scene']}_{e.doc['frame']}")
-        name, k = base, 2
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        e.name = name
+def _unique_name(entry: Entry, taken: set[str]) -> str:
+    base = entry.doc.get("name") or (entry.doc["image_id"] if entry.source == "openimages"
+                                     else f"{entry.doc['scene']}_{entry.doc['frame']}")
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
 
 
 def _fresh_dir(out: Path, overwrite: bool) -> None:
@@ -510,11 +375,102 @@ def _place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def temp_dir_beside(out: Path) -> Path:
+def temp_dir_beside(out: Path, kind: str = "build") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.build-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     return tmp
+
+
+@dataclass
+class Plan:
+    """What the first pass over the manifest keeps: small ids per checked line, nothing per pixel or text."""
+
+    lines: array = field(default_factory=lambda: array("q"))
+    names: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    oi_ids: dict[str, set[str]] = field(default_factory=dict)
+    uses_scannet: bool = False
+
+
+def plan_build(manifest: Path, seed: int, on_problem: Callable[[Problem], None]) -> Plan:
+    """Check every line (problems go to `on_problem`), name each pair and assign its release split."""
+    plan, taken, strata = Plan(), set(), []
+    for line_no, item in read_instruction_manifest(manifest):
+        if isinstance(item, Problem):
+            on_problem(item)
+            continue
+        strata.append((item.source, item.is_sentence, item.release_split))
+        plan.lines.append(line_no)
+        plan.names.append(_unique_name(item, taken))
+        if item.source == "openimages":
+            plan.oi_ids.setdefault(item.doc["split"], set()).add(item.doc["image_id"])
+        else:
+            plan.uses_scannet = True
+    plan.splits = assign_splits(strata, seed)
+    return plan
+
+
+def _planned_entries(manifest: Path, plan: Plan) -> Iterator[Entry]:
+    """The checked lines again (second pass), each with its name and split from the plan."""
+    k = 0
+    for line_no, item in read_instruction_manifest(manifest):
+        if isinstance(item, Problem):
+            continue
+        if k >= len(plan.lines) or plan.lines[k] != line_no:
+            raise BuildError("the instruction manifest changed while the build was reading it", path=str(manifest),
+                             hint="build again once it is no longer being edited")
+        item.name, item.split = plan.names[k], plan.splits[k]
+        k += 1
+        yield item
+
+
+class ReleaseFiles:
+    """What the release manifest and explanatory/train.json need, collected as records stream past."""
+
+    def __init__(self, work: Path):
+        self.files = Spool(work, "files")
+        self.sample_sources = Spool(work, "sample-sources")
+        self.explanations = Spool(work, "explanations")
+        self.splits: dict[str, dict[str, int]] = {}
+        self.sources: set[str] = set()
+
+    def add(self, record: dict) -> None:
+        for rel, digest in record["files"]:
+            self.files.add([rel, digest])
+        self.sample_sources.add([f"{record['split']}/{record['name']}", record["source"]])
+        cell = self.splits.setdefault(record["split"], {"count": 0, "short": 0, "long": 0})
+        cell["count"] += 1
+        cell["long" if record["is_sentence"] else "short"] += 1
+        self.sources.add(record["source"])
+        if record.get("explanation"):
+            self.explanations.add([record["name"], {"image": f"{record['name']}.jpg", "query": record["query"],
+                                                    "outputs": record["explanation"]}])
+
+    def write(self, root: Path, name: str, version: str) -> None:
+        """explanatory/train.json (when the release has a train split) and manifest.json, as
+        `dataset.write_manifest` would write them after reading the whole release back."""
+        if "train" in self.splits:
+            path = root / "explanatory" / "train.json"
+            with atomic_text_file(path) as fh:
+                write_json(fh, Streamed(item for _, item in self.explanations.sorted(lambda x: x[0])),
+                           ensure_ascii=False)
+                fh.write("\n")
+            self.files.add([path.relative_to(root).as_posix(), sha256_file(path)])
+        doc = {"name": name, "version": version,
+               "splits": {s: self.splits[s] for s in SPLITS if s in self.splits},
+               "files": Streamed(((k, v) for k, v in self.files.sorted(lambda x: x[0])), mapping=True),
+               "sources": {s: SOURCE_NOTES[s] for s in sorted(self.sources)}}
+        if self.sample_sources.count:
+            doc["sample_sources"] = Streamed(((k, v) for k, v in self.sample_sources.sorted(lambda x: x[0])),
+                                             mapping=True)
+        with atomic_text_file(root / MANIFEST) as fh:
+            write_json(fh, doc)
+            fh.write("\n")
+
+    def close(self) -> None:
+        for spool in (self.files, self.sample_sources, self.explanations):
+            spool.close()
 
 
 def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
@@ -524,125 +480,76 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
                   progress: Callable[[int], None] | None = None) -> BuildResult:
     """Build a release folder at `out` (see the module docstring). Raises BuildError at the first problem
     unless `keep_going`, in which case every problem is listed in the report and the pairs without problems
-    are written. `out` appears only once complete."""
+    are written. `out` appears only once complete.
+
+    Memory does not grow with the number of pairs beyond a few ids per pair (names, splits, ImageIDs for the
+    CSV filter, one IoU): the manifest is read twice (check and plan, then build), source CSV rows live in a
+    temporary SQLite index, and records, report lists and checksums are spooled to a work folder.
+    """
     manifest, out = Path(manifest), Path(out)
     _fresh_dir(out, overwrite)
-    entries: list[Entry] = []
-    problems: list[Problem] = []
-    for _, item in read_instruction_manifest(manifest):
-        if isinstance(item, Problem):
-            if not keep_going:
-                raise problem_error(item, manifest)
-            problems.append(item)
-        else:
-            entries.append(item)
-    if not entries and not problems:
-        raise BuildError("the instruction manifest has no lines", path=str(manifest))
-
-    for e, split in zip(entries, assign_splits([(e.source, e.is_sentence, e.release_split) for e in entries],
-                                                seed), strict=True):
-        e.split = split
-    _unique_names(entries)
-    resolver = Resolver(openimages, scannet)
-    resolver.prepare(entries)
-
-    tmp = temp_dir_beside(out)
     try:
-        jobs: list[Job] = []
-        for e in entries:
-            try:
-                jobs.append(resolver.job(e, tmp))
-            except ReasonSegError as exc:
-                problem = Problem.of(exc, e.line, e.source_id)
-                if not keep_going:
-                    raise problem_error(problem, manifest) from None
-                problems.append(problem)
-        records = []
-        for record in run_jobs(jobs, workers, progress):
-            if "problem" in record:
-                problem = Problem(**{("source_id" if k == "id" else k): v for k, v in record["problem"].items()})
-                if not keep_going:
-                    raise problem_error(problem, manifest)
-                problems.append(problem)
-            else:
-                records.append(record)
-        if not records:
+        manifest_digest = sha256_file(manifest)
+    except OSError as exc:
+        raise BuildError(f"cannot read the instruction manifest: {exc.strerror}", path=str(manifest)) from None
+    work = temp_dir_beside(out, "work")
+    tmp = None
+    report = ReportStream(work)
+    collected = ReleaseFiles(work)
+    resolver = Resolver(openimages, scannet)
+    try:
+        def on_problem(problem: Problem) -> None:
+            if not keep_going:
+                raise problem_error(problem, manifest)
+            report.add_problem(problem)
+
+        plan = plan_build(manifest, seed, on_problem)
+        if not plan.lines and not report.problems.count:
+            raise BuildError("the instruction manifest has no lines", path=str(manifest))
+        resolver.prepare(plan.oi_ids, plan.uses_scannet, work)
+        plan.oi_ids = {}  # indexed now
+        tmp = temp_dir_beside(out)
+
+        def items() -> Iterator:
+            for entry in _planned_entries(manifest, plan):
+                try:
+                    yield resolver.job(entry, tmp)
+                except ReasonSegError as exc:
+                    yield {"line": entry.line, "problem": Problem.of(exc, entry.line, entry.source_id).as_dict()}
+
+        records = run_jobs(items(), workers, progress)
+        try:
+            for record in records:
+                if "problem" in record:
+                    on_problem(Problem(**{("source_id" if k == "id" else k): v
+                                          for k, v in record["problem"].items()}))
+                else:
+                    report.add_record(record)
+                    collected.add(record)
+        finally:
+            records.close()  # on an error: workers stop (and finish writing) before `tmp` is removed
+        if not report.written:
             raise BuildError("no pair could be built", path=str(manifest),
-                             hint=problems[0].render() if problems else None)
-        explanations = {e.name: e.doc.get("explanation") for e in entries}
-        texts = {e.name: e.doc["texts"][0] for e in entries}
-        explanatory = [{"image": f"{r['name']}.jpg", "query": texts[r["name"]], "outputs": explanations[r["name"]]}
-                       for r in sorted(records, key=lambda r: r["name"])
-                       if r["split"] == "train" and explanations[r["name"]]]
-        if any(r["split"] == "train" for r in records):
-            atomic_write_text(tmp / "explanatory" / "train.json",
-                              json.dumps(explanatory, ensure_ascii=False, indent=1) + "\n")
-        used = sorted({r["source"] for r in records})
-        write_manifest(tmp, name=name, version=version, sources={s: SOURCE_NOTES[s] for s in used},
-                       sample_sources={f"{r['split']}/{r['name']}": r["source"] for r in records})
-        report = build_report(records, sorted(problems, key=lambda p: (p.line or 0, p.message)), manifest)
-        atomic_write_text(tmp / REPORT_JSON, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-        atomic_write_text(tmp / REPORT_TEXT, report_text(report))
+                             hint=report.first_problem.render() if report.first_problem else None)
+        for split in SPLITS:  # a failed write may leave an empty split folder behind
+            if (tmp / split).is_dir() and split not in collected.splits:
+                shutil.rmtree(tmp / split)
+        collected.write(tmp, name, version)
+        if sha256_file(manifest) != manifest_digest:
+            raise BuildError("the instruction manifest changed while the build was reading it", path=str(manifest),
+                             hint="build again once it is no longer being edited")
+        summary = report.write(tmp, manifest_digest, work)
         _place(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuildResult(out, report)
-
-
-# -------------------------------------------------------------------------------------------------- report
-
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-FIDELITY_BINS = ((1.0, 1.0001, "1.0"), (0.99, 1.0, "[0.99, 1)"), (0.98, 0.99, "[0.98, 0.99)"),
-                 (0.95, 0.98, "[0.95, 0.98)"), (0.9, 0.95, "[0.90, 0.95)"), (0.0, 0.9, "< 0.90"))
-
-
-def build_report(records: list[dict], problems: list[Problem], manifest: Path) -> dict:
-    counts: dict = {}
-    for r in records:
-        cell = counts.setdefault(r["split"], {}).setdefault(r["source"], {"short": 0, "long": 0})
-        cell["long" if r["is_sentence"] else "short"] += 1
-    ious = np.array([r["iou"] for r in records], float)
-    histogram = {label: int(np.count_nonzero((ious >= lo) & (ious < hi))) for lo, hi, label in FIDELITY_BINS}
-    review = [{k: r[k] for k in ("name", "split", "source", "id", "iou", "cause", "lost")}
-              for r in sorted(records, key=lambda r: (r["iou"], r["name"])) if r["iou"] < FIDELITY_THRESHOLD]
-    return {
-        "format": "reasonseg-build-report", "version": 1,
-        "manifest_sha256": _sha256(manifest),
-        "counts": {"pairs": len(records) + len(problems), "written": len(records), "problems": len(problems),
-                   "reencoded_images": sum(r["reencoded"] for r in records),
-                   "by_split": {s: counts[s] for s in SPLITS if s in counts}},
-        "fidelity": {"threshold": FIDELITY_THRESHOLD, "min": round(float(ious.min()), 6) if ious.size else None,
-                     "median": round(float(np.median(ious)), 6) if ious.size else None,
-                     "mean": round(float(ious.mean()), 6) if ious.size else None, "histogram": histogram},
-        "review": review,
-        "problems": [p.as_dict() for p in problems],
-        "pairs": [{k: r[k] for k in ("name", "split", "line", "source", "id", "iou", "shapes", "points")}
-                  for r in sorted(records, key=lambda r: r["line"])],
-    }
-
-
-def report_text(report: dict) -> str:
-    c, f = report["counts"], report["fidelity"]
-    lines = [f"ReasonSeg build report: {c['written']} of {c['pairs']} pairs written, {c['problems']} problem(s)", ""]
-    for split, by_source in c["by_split"].items():
-        parts = [f"{src} {v['short']} short + {v['long']} long" for src, v in by_source.items()]
-        lines.append(f"  {split:<5} {sum(v['short'] + v['long'] for v in by_source.values()):>5}  " + "; ".join(parts))
-    lines += ["", f"Polygon fidelity (IoU of the LISA redraw vs the source mask; review below {f['threshold']}):",
-              f"  min {f['min']}  median {f['median']}  mean {f['mean']}"]
-    lines += [f"  {label:<14} {n}" for label, n in f["histogram"].items()]
-    if report["review"]:
-        lines += ["", "For review:"]
-        lines += [f"  {r['split']}/{r['name']} ({r['source']} {r['id']}): IoU {r['iou']:.4f}, cause: {r['cause']}"
-                  for r in report["review"]]
-    if report["problems"]:
-        lines += ["", "Problems:"]
-        lines += ["  " + Problem(p["line"], p["message"], p["id"], p["field"], p["path"]).render()
-                  for p in report["problems"]]
-    return "\n".join(lines) + "\n"
+    finally:
+        report.close()
+        collected.close()
+        resolver.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(out, summary)
 
 
 # ---------------------------------------------------------------------------------------------------- demo

@@ -127,13 +127,13 @@ def read_color(location: tuple[str, str]) -> bytes:
         return reader.frame(int(frame)).color_jpeg(reader.header)
 
 
-def read_label_png(location: tuple[str, str]) -> np.ndarray:
-    """A label or instance PNG, values unchanged (16-bit stays 16-bit)."""
+def read_label_png(location: tuple[str, str], zips=None) -> np.ndarray:
+    """A label or instance PNG, values unchanged (16-bit stays 16-bit); `zips`: an openimages.ZipCache."""
     import cv2
 
     from .openimages import read_location_bytes
 
-    data = read_location_bytes(location)
+    data = read_location_bytes(location, zips)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.ndim != 2:
         raise BuildError("label image does not decode as a single-channel PNG", path=location[1])

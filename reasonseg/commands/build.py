@@ -84,14 +84,16 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         if scannet is not None:
             sn = ScanNetLayout(scannet, **{k: v for k, v in (("labels_tsv", scannet_labels),
                                                              ("scans", scannet_scans)) if v})
-        lines = sum(1 for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()) \
-            if manifest.is_file() else 0
+        lines = 0
+        if manifest.is_file():  # counted line by line: the manifest is never held in memory
+            with open(manifest, encoding="utf-8", errors="replace") as fh:
+                lines = sum(1 for line in fh if line.strip())
         with progress("building", lines) as advance:
             result = build_release(manifest, out, openimages=oi, scannet=sn, workers=workers, keep_going=keep_going,
                                    seed=seed, name=name, version=version, overwrite=overwrite, progress=advance)
         console().print((result.out / REPORT_TEXT).read_text(encoding="utf-8"), end="", markup=False)
         typer.echo(f"release: {result.out}")
-        if result.problems:
+        if result.summary["counts"]["problems"]:
             raise typer.Exit(1)
 
     @build_app.command("candidates")
