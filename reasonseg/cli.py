@@ -28,14 +28,18 @@ ProtocolOpt = typer.Option("lisa", "--protocol", help="lisa (text[0] per image, 
 @app.command()
 def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
            seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes")):
-    """Write the deterministic synthetic ReasonSeg release (the embedded default).
+    """Write the embedded synthetic data: a ReasonSeg-format release (OUT/release) and the sources every builder
+    reads, in their real formats (OUT/sources: OpenImages, ScanNet, instructions.jsonl; OUT/qa-sources: ADE20K,
+    COCO-Stuff, PACO-LVIS, PASCAL-Part, refCOCO family, LLaVA-Instruct).
 
-    Example: reasonseg sample --out /tmp/reasonseg-sample
+    Example: reasonseg sample --out rs-sample
     """
-    from .sample import write_sample_release
+    from .sample.bundle import write_sample
 
-    path = write_sample_release(out, seed=seed)
-    typer.echo(f"wrote a synthetic release to {path}")
+    bundle = write_sample(out, seed=seed)
+    typer.echo(f"release:      {bundle.release}")
+    typer.echo(f"sources:      {bundle.openimages} · {bundle.scannet} · {bundle.instructions}")
+    typer.echo(f"qa sources:   {' '.join(f'{k}={v}' for k, v in sorted(bundle.qa_sources.items()))}")
 
 
 # ----------------------------------------------------------------------------------------------------- validate

@@ -16,17 +16,16 @@ from pathlib import Path
 
 from .baselines.predict import predict_samples
 from .baselines.registry import MethodContext, get_method
-from .dataset import atomic_write_text, load_split, read_manifest, validate_release, write_manifest
+from .dataset import atomic_write_text, load_split, read_manifest, validate_release
 from .errors import DatasetError
 from .metrics.html import write_report
 from .metrics.report import table1, write_results
 from .metrics.scoring import evaluate
-from .sample import write_sample_release
+from .sample.bundle import SAMPLE_NAME, write_sample_release_with_manifest
 from .submission import write_predictions
 
 DEMO_METHODS = ("empty", "full", "center-prior")
 DEMO_SPLITS = ("val", "test")
-SAMPLE_NAME = "reasonseg-sample"
 
 
 @dataclass
@@ -53,9 +52,7 @@ def prepare_release(folder: Path) -> Path:
             raise DatasetError("folder exists and is not a reasonseg sample release", path=str(folder),
                                hint="choose another --out")
         return folder
-    write_sample_release(folder)
-    write_manifest(folder, name=SAMPLE_NAME, version="1", sources={"synthetic": "reasonseg.sample, seed 0"})
-    return folder
+    return write_sample_release_with_manifest(folder)
 
 
 def _missing(*modules: str) -> list[str]:
@@ -178,7 +175,8 @@ def _index_page(table: tuple[list[str], list[list[str]]], notes: list[StageNote]
     stages = []
     for note in notes:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in note.lines)
-        items += "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in note.links)
+        items += "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>'
+                         for label, href in note.links)
         stages.append(f"<h3>{html.escape(note.title)}</h3><ul>{items}</ul>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>reasonseg demo</title>

@@ -57,7 +57,7 @@ from .streams import Spool, Streamed, atomic_text_file, write_json
 
 __all__ = ["FIDELITY_BINS", "REPORT_JSON", "REPORT_TEXT", "SOURCES", "BuildResult", "Entry", "Job", "Problem",
            "Resolver", "assign_splits", "build_release", "build_report", "check_line", "demo_step", "plan_build",
-           "read_instruction_manifest", "report_text", "run_job", "run_jobs", "write_demo_sources", "write_report"]
+           "read_instruction_manifest", "report_text", "run_job", "run_jobs", "write_report"]
 
 SOURCES = ("openimages", "scannet")
 SOURCE_NOTES = {
@@ -554,27 +554,15 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
 
 # ---------------------------------------------------------------------------------------------------- demo
 
-def write_demo_sources(out: str | os.PathLike, seed: int = 0,
-                       scannet_size: tuple[int, int] | None = None) -> tuple[Path, Path, Path]:
-    """The synthetic OpenImages and ScanNet sources and their instruction manifest under `out`:
-    (openimages root, scannet root, manifest path)."""
-    from ..sample import openimages as oi
-    from ..sample import scannet as sn
-
-    out = Path(out)
-    oi_root = oi.write_openimages_source(out / "openimages", seed=seed)
-    sn_root = sn.write_scannet_source(out / "scannet", seed=seed, **({"size": scannet_size} if scannet_size else {}))
-    manifest = oi.write_manifest_jsonl(out / "instructions.jsonl", oi.manifest_lines(oi_root) + sn.manifest_lines())
-    return oi_root, sn_root, manifest
-
-
 def demo_step(out: str | os.PathLike) -> Path:
     """What the demo gains: synthetic OpenImages- and ScanNet-format sources → `build reasonseg` → a release.
 
     Writes `out/sources/` and `out/release/` (with its build report) and returns the release folder.
     """
     out = Path(out)
-    oi_root, sn_root, manifest = write_demo_sources(out / "sources")
+    from ..sample.bundle import write_build_sources
+
+    oi_root, sn_root, manifest = write_build_sources(out / "sources")
     result = build_release(manifest, out / "release", openimages=OpenImagesLayout(oi_root),
                            scannet=ScanNetLayout(sn_root), name="reasonseg-built-sample", version="1",
                            overwrite=True)

@@ -8,14 +8,15 @@ import pytest
 
 from reasonseg.builders.candidates import write_candidates
 from reasonseg.builders.openimages import OpenImagesLayout
-from reasonseg.builders.release import build_release, write_demo_sources
+from reasonseg.builders.release import build_release
 from reasonseg.builders.scannet import ScanNetLayout
 from reasonseg.dataset import load_split
+from reasonseg.sample.bundle import write_build_sources
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    return write_demo_sources(tmp_path_factory.mktemp("cand") / "src", scannet_size=(242, 324))
+    return write_build_sources(tmp_path_factory.mktemp("cand") / "src", scannet_size=(242, 324))
 
 
 def _rows(folder):

@@ -14,10 +14,11 @@ from PIL import Image
 from reasonseg.builders.naive import naive_build
 from reasonseg.builders.openimages import OpenImagesLayout, decode_mask, decode_mask_pillow
 from reasonseg.builders.polygons import FIDELITY_THRESHOLD, crop_box, polygonize
-from reasonseg.builders.release import build_release, write_demo_sources
+from reasonseg.builders.release import build_release
 from reasonseg.builders.scannet import ScanNetLayout
 from reasonseg.builders.streams import Spool, Streamed, write_json
 from reasonseg.dataset import write_manifest
+from reasonseg.sample.bundle import write_build_sources
 from reasonseg.sample.openimages import write_manifest_jsonl
 
 
@@ -28,7 +29,7 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("fast")
-    oi, sn, manifest = write_demo_sources(root / "sources", scannet_size=(242, 324))
+    oi, sn, manifest = write_build_sources(root / "sources", scannet_size=(242, 324))
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     # Problems of every stage: a bad line (check), an unknown MaskPath (resolve), a value absent from the
     # frame (found only while running the pair).

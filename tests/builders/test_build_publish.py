@@ -157,9 +157,9 @@ def test_publish_is_byte_identical_on_rerun(published, tmp_path):
 # ------------------------------------------------------------------------------------------------- the CLI
 
 def test_cli_build_publish_and_errors(tmp_path):
-    from reasonseg.builders.release import write_demo_sources
+    from reasonseg.sample.bundle import write_build_sources
 
-    oi, sn, manifest = write_demo_sources(tmp_path / "src", scannet_size=(242, 324))
+    oi, sn, manifest = write_build_sources(tmp_path / "src", scannet_size=(242, 324))
     proc = run("build", "reasonseg", "--openimages", oi, "--scannet", sn, "--manifest", manifest,
                "--out", tmp_path / "rel", "--workers", "2")
     assert proc.returncode == 0, proc.stderr

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from reasonseg.builders.openimages import OpenImagesLayout
-from reasonseg.builders.release import assign_splits, build_release, demo_step, write_demo_sources
+from reasonseg.builders.release import assign_splits, build_release, demo_step
 from reasonseg.builders.scannet import ScanNetLayout
 from reasonseg.dataset import load_split, read_manifest, sha256_file, validate_release
 from reasonseg.errors import BuildError
 from reasonseg.masks import rasterize_shapes
+from reasonseg.sample.bundle import write_build_sources
 from reasonseg.sample.openimages import manifest_lines as oi_lines
 from reasonseg.sample.openimages import write_manifest_jsonl
 from reasonseg.schema import SPLITS
@@ -23,7 +24,7 @@ from reasonseg.schema import SPLITS
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
-    oi, sn, manifest = write_demo_sources(root / "sources", scannet_size=(242, 324))
+    oi, sn, manifest = write_build_sources(root / "sources", scannet_size=(242, 324))
     return oi, sn, manifest
 
 
