@@ -1,4 +1,4 @@
-"""The README's command examples run as written (in a temporary folder)."""
+"""The README's command examples run as written (in a temporary folder), in the order they are shown."""
 import os
 import re
 import shlex
@@ -6,14 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BIN = Path(sys.executable).parent
 
 
-def command_lines() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Commands", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+def command_lines(section: str) -> list[str]:
+    text = README.read_text(encoding="utf-8").split(f"## {section}\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
 
 
@@ -22,9 +23,10 @@ def test_readme_opens_with_the_two_commands():
     assert any(line.startswith("make demo") for line in head) and any(line.startswith("make test") for line in head)
 
 
-def test_readme_command_examples_run(tmp_path):
+@pytest.mark.parametrize("section", ["Commands", "The whole chain"])
+def test_readme_command_examples_run(tmp_path, section):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "REASONSEG_CACHE": str(tmp_path / "c")}
-    lines = command_lines()
+    lines = command_lines(section)
     assert len(lines) >= 8
     for line in lines:
         proc = subprocess.run(shlex.split(line), cwd=tmp_path, env=env, capture_output=True, text=True)
