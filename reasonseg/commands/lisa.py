@@ -1,8 +1,128 @@
-"""The `lisa` commands."""
+"""The `lisa` commands: init, chat, predict, train, export, eval."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer, build_app: typer.Typer) -> None:
     """Add this stage's commands to the main app (and to `reasonseg build` where they build data)."""
+    lisa = typer.Typer(help="The LISA reference model: init, chat, predict, train, export, eval.",
+                       no_args_is_help=True)
+    app.add_typer(lisa, name="lisa")
+
+    @lisa.command()
+    def init(out: Path = typer.Option(..., "--out", help="folder to write (must not exist or be empty)"),
+             size: str = typer.Option("tiny", help="tiny, 7b or 13b"),
+             llava: str = typer.Option("v1", help="v1 (CLIP-224, linear projector) or v1.5 (CLIP-336, MLP)"),
+             seed: int = typer.Option(0, help="random seed"),
+             max_shard_size: str = typer.Option("10GB", help="shard the weights above this size"),
+             safetensors: bool = typer.Option(False, help="write safetensors instead of pytorch_model*.bin")):
+        """Write a random-initialised LISA in the released layout (for tests, the demo, GPU benchmarks).
+
+        Example: reasonseg lisa init --size tiny --llava v1 --out tiny-lisa
+        """
+        from ..errors import ReasonSegError
+        from ..lisa.checkpoint import init_release
+
+        try:
+            path = init_release(out, size, llava, seed=seed, max_shard_size=max_shard_size, safetensors=safetensors)
+        except ValueError as exc:
+            raise ReasonSegError(str(exc)) from None
+        typer.echo(f"wrote a random-initialised {size} LISA (LLaVA {llava}) to {path}")
+
+    @lisa.command()
+    def chat(model: Path = typer.Option(..., "--model", help="released-layout LISA folder"),
+             image: Path | None = typer.Option(None, help="image file"),
+             query: str | None = typer.Option(None, help="one question; interactive when left out"),
+             out: Path = typer.Option(Path("lisa-chat"), help="folder for mask and overlay PNGs"),
+             device: str = typer.Option("cpu", help="torch device"),
+             precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
+             load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit LLM (GPU, bitsandbytes)"),
+             load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit LLM (GPU, bitsandbytes)"),
+             max_new_tokens: int = typer.Option(64, help="generation limit")):
+        """Ask LISA about an image; writes one mask PNG and one overlay PNG per [SEG] of each reply.
+
+        Example: reasonseg lisa chat --model tiny-lisa --image photo.jpg --query "Where can I sit?"
+        """
+        from ..lisa.chat_cli import run_chat
+
+        run_chat(model, image, query, out, device, precision, 8 if load_in_8bit else (4 if load_in_4bit else None),
+                 max_new_tokens, echo=typer.echo, ask=lambda prompt: typer.prompt(prompt, default="",
+                                                                                   show_default=False))
+
+    @lisa.command("predict")
+    def predict_cmd(data: Path = typer.Argument(..., help="release folder"),
+                    weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
+                    split: str = typer.Option("val", help="split to predict"),
+                    out: Path = typer.Option(..., "--out", help="predictions JSON to write"),
+                    protocol: str = typer.Option("lisa", help="lisa or all-texts"),
+                    prompt_mode: str = typer.Option("teacher-forced", help="teacher-forced or generate"),
+                    batch_size: int = typer.Option(4, help="queries per forward pass"),
+                    device: str = typer.Option("cpu", help="torch device (cuda: one GPU per rank under torchrun)"),
+                    precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
+                    limit: int | None = typer.Option(None, help="only the first N images")):
+        """Batched LISA prediction over a split (several GPUs with torchrun: each query predicted once).
+
+        Example: reasonseg lisa predict ReasonSeg --weights LISA-7B-v1 --split test --out p.json --device cuda
+
+        Several GPUs: torchrun --nproc_per_node 8 $(which reasonseg) lisa predict ... (same options).
+        """
+        from ..lisa.runner import predict_release
+
+        n = predict_release(data, weights, split, out, protocol, prompt_mode, batch_size, device, precision, limit)
+        if n is not None:
+            typer.echo(f"wrote {n} predictions to {out}")
+
+    @lisa.command("train")
+    def train_cmd(config: Path = typer.Option(..., "--config", help="training YAML (see reasonseg/lisa/configs)"),
+                  no_resume: bool = typer.Option(False, "--no-resume", help="start over even if a checkpoint exists")):
+        """Train LISA (LoRA + decoder) with the reference recipe; resumes from the run's last checkpoint.
+
+        Example: reasonseg lisa train --config reasonseg/lisa/configs/tiny.yaml
+        """
+        from ..lisa.train import load_config, train
+
+        result = train(load_config(config), resume=not no_resume,
+                       on_step=lambda s: typer.echo(f"step {s['step']} loss {s['loss']:.4f} lr {s['lr']:.2e}"))
+        for v in result.val:
+            typer.echo(f"val at step {v['step']}: gIoU {100 * v['giou']:.1f} cIoU {100 * v['ciou']:.1f}")
+        typer.echo(f"run folder: {result.out} (step {result.step})")
+
+    @lisa.command()
+    def export(run: Path = typer.Argument(..., help="training run folder"),
+               out: Path = typer.Option(..., "--out", help="folder for the released layout"),
+               checkpoint: str | None = typer.Option(None, help="tag, best or latest (default best, else latest)"),
+               max_shard_size: str = typer.Option("10GB", help="shard the weights above this size"),
+               safetensors: bool = typer.Option(False, help="write safetensors")):
+        """Merge a run's LoRA into its start model and write the released layout.
+
+        Example: reasonseg lisa export runs/lisa-tiny --out lisa-tiny-ft
+        """
+        from ..lisa.train import export_run
+
+        path = export_run(run, out, checkpoint, max_shard_size, safetensors)
+        typer.echo(f"wrote {path}")
+
+    @lisa.command("eval")
+    def eval_cmd(data: Path = typer.Argument(..., help="release folder with val and test"),
+                 weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
+                 out: Path = typer.Option(Path("lisa-eval"), help="folder for predictions and results"),
+                 paper_row: str = typer.Option("LISA-7B", help="the paper's row to print beside (protocol.md §6)"),
+                 batch_size: int = typer.Option(4, help="queries per forward pass"),
+                 device: str = typer.Option("cpu", help="torch device"),
+                 precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
+                 bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs")):
+        """Predict and score val and test; print the paper's row beside the measured one (Table 1 layout).
+
+        Example: reasonseg lisa eval ReasonSeg --weights LISA-7B-v1 --device cuda --precision bf16
+        """
+        from ..lisa.runner import evaluate_release
+        from .common import print_table
+
+        header, rows, warnings = evaluate_release(data, weights, out, paper_row, batch_size, device, precision,
+                                                  bootstrap)
+        for w in warnings:
+            typer.echo(f"warning: {w}", err=True)
+        print_table(header, rows, title=f"LISA on {data} (gIoU / cIoU x100)")

@@ -1,0 +1,18 @@
+"""The LISA reference model as a registered method (`reasonseg predict --method lisa --weights DIR`)."""
+from __future__ import annotations
+
+from .registry import MethodContext, register
+
+
+@register("lisa", "LISA (LLaVA + SAM, embedding-as-mask); validation prompt with `[SEG].` teacher-forced",
+          weights="xinlai/LISA-7B-v1 (or any folder in the released layout, e.g. from `reasonseg lisa init/export`)")
+def build_lisa_method(ctx: MethodContext):
+    from ..errors import MethodError
+
+    if ctx.weights is None:
+        raise MethodError("lisa needs --weights DIR (a released LISA folder)",
+                          hint="download xinlai/LISA-7B-v1, or make a tiny one with `reasonseg lisa init --out DIR`")
+    from ..lisa.infer import LisaMethod, LisaPredictor
+
+    precision = "fp32" if ctx.device == "cpu" else "bf16"
+    return LisaMethod(LisaPredictor.from_pretrained(ctx.weights, device=ctx.device, precision=precision))

@@ -1,0 +1,62 @@
+"""The `lisa chat` loop: ask about an image, write each reply's masks and overlays as PNGs."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ReasonSegError
+
+
+def overlay(image_rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    out = image_rgb.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.array(colour, np.float32)
+    return out.astype(np.uint8)
+
+
+def write_masks(out: Path, stem: str, image_rgb: np.ndarray, masks: np.ndarray) -> list[Path]:
+    import cv2
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, mask in enumerate(masks):
+        for name, pixels in ((f"{stem}_mask_{k}.png", mask.astype(np.uint8) * 255),
+                             (f"{stem}_overlay_{k}.png", cv2.cvtColor(overlay(image_rgb, mask), cv2.COLOR_RGB2BGR))):
+            tmp = out / f".{name}.tmp.png"
+            cv2.imwrite(str(tmp), pixels)
+            tmp.replace(out / name)
+            written.append(out / name)
+    return written
+
+
+def run_chat(model: Path, image: Path | None, query: str | None, out: Path, device: str, precision: str,
+             load_in: int | None, max_new_tokens: int, echo: Callable[[str], None],
+             ask: Callable[[str], str]) -> None:
+    """One question with --query, else a loop (empty question or `exit` ends; `new` forgets the conversation)."""
+    from .infer import LisaPredictor
+    from .preprocess import read_rgb
+
+    predictor = LisaPredictor.from_pretrained(model, device=device, precision=precision, load_in=load_in)
+    if image is None:
+        if query is not None:
+            raise ReasonSegError("--query needs --image")
+        image = Path(ask("image path"))
+    rgb = read_rgb(image)
+    history: list[tuple[str, str]] = []
+    turn = 0
+    while True:
+        question = query if query is not None else ask("you")
+        if not question or question.strip() in ("exit", "quit"):
+            return
+        if question.strip() == "new":
+            history = []
+            continue
+        reply = predictor.chat(rgb, question, history, max_new_tokens)
+        history.append((question if history else "<image>\n" + question, reply.text))
+        echo(f"LISA: {reply.text}")
+        for path in write_masks(out, f"turn{turn}", rgb, reply.masks):
+            echo(f"wrote {path}")
+        turn += 1
+        if query is not None:
+            return

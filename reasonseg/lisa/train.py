@@ -1,0 +1,518 @@
+"""Training: LoRA on the LLM plus the trainable parts of protocol.md §5, a plain PyTorch loop or DeepSpeed ZeRO-2.
+
+Trainable: LoRA (r 8, alpha 16, dropout 0.05 on q_proj/v_proj of the LLM only), `embed_tokens`, `lm_head`,
+`text_hidden_fcs`, SAM's mask decoder. Frozen: CLIP, projector, SAM image and prompt encoders, the rest of the LLM.
+AdamW (lr 3e-4, betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0 over epochs x steps_per_epoch
+optimizer steps (DeepSpeed's WarmupDecayLR formula), gradient accumulation, clipping 1.0.
+
+A run folder holds `config.yaml`, `metrics.jsonl` and `checkpoints/<tag>/` with `trainable.pt` (the trainable
+tensors by model key, LoRA unmerged: what `export` reads, whatever the engine), `state.pt` (optimizer, scheduler,
+step, RNG; torch engine) or DeepSpeed's own files, and `latest` / `best` (by val gIoU) naming a tag. Batches are
+drawn from (seed, rank, step, micro-step) alone, so a resumed run sees the batches an uninterrupted one would.
+
+Launch: `reasonseg lisa train --config FILE` (one process) or `deepspeed -m reasonseg.lisa.train --config FILE` /
+`torchrun --nproc_per_node N -m reasonseg.lisa.train --config FILE` (several; gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ReasonSegError
+from .loss import LossWeights, lisa_loss
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "reference.yaml"
+
+
+class TrainError(ReasonSegError):
+    """A training configuration or run folder cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    qa: str | None = None
+    reasonseg: str | None = None
+    reasonseg_split: str = "train"
+    reasonseg_rate: float = 0.0625
+    val: str | None = None
+    val_split: str = "val"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class TrainConfig:
+    model: str | None = None
+    base: dict | None = None
+    vision_tower: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    out: str = "runs/lisa"
+    engine: str = "torch"
+    zero_stage: int = 2
+    precision: str = "bf16"
+    device: str = "cuda"
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    epochs: int = 10
+    steps_per_epoch: int = 500
+    batch_size: int = 2
+    grad_accumulation: int = 10
+    grad_clip: float = 1.0
+    model_max_length: int = 512
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    loss: dict = field(default_factory=lambda: {"ce": 1.0, "bce": 2.0, "dice": 0.5})
+    gradient_checkpointing: bool = False
+    val_batch_size: int = 4
+    seed: int = 42
+    max_steps: int | None = None      # stop after this many optimizer steps (the schedule still spans the run)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def _build(cls, doc: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise TrainError(f"unknown key(s) {', '.join(unknown)}", path=where, hint=f"known: {', '.join(sorted(known))}")
+    return cls(**doc)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+    """A `TrainConfig` from YAML (defaults: the shipped reference recipe), with dotted-free overrides on top."""
+    import yaml
+
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TrainError(f"cannot read the config ({exc})", path=str(path)) from None
+    doc.update(overrides or {})
+    data = _build(DataConfig, doc.pop("data", None) or {}, f"{path}: data")
+    lora = _build(LoraSettings, doc.pop("lora", None) or {}, f"{path}: lora")
+    config = _build(TrainConfig, {**doc, "data": data, "lora": lora}, str(path))
+    config.betas = tuple(config.betas)
+    if config.engine not in ("torch", "deepspeed"):
+        raise TrainError(f"unknown engine {config.engine!r} (torch or deepspeed)", path=str(path), field="engine")
+    if not config.model and not config.base:
+        raise TrainError("give `model` (a released-layout folder) or `base` ({llava, sam})", path=str(path))
+    if not config.data.qa and not config.data.reasonseg:
+        raise TrainError("no training data: set data.qa and/or data.reasonseg", path=str(path), field="data")
+    return config
+
+
+def dump_config(config: TrainConfig) -> str:
+    import yaml
+
+    doc = asdict(config)
+    doc["betas"] = list(config.betas)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- model set-up
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """DeepSpeed WarmupDecayLR (linear): step/warmup during warmup, then (total - step)/(total - warmup) to 0."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1.0, total - warmup))
+    return factor
+
+
+def add_lora(model, settings: LoraSettings) -> None:
+    """LoRA adapters on the LLM's q_proj/v_proj only (the vision tower, SAM and projector keep their Linears)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.targets), bias="none")
+    inject_adapter_in_model(lora, model.llm)
+
+
+def merge_lora(model) -> None:
+    """Fold the LoRA deltas into the base Linears and put the plain Linears back (the released layout)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+
+
+TRAINABLE_PREFIXES = ("llm.model.embed_tokens.", "llm.lm_head.", "text_hidden_fcs.", "sam.mask_decoder.")
+
+
+def is_trainable(name: str) -> bool:
+    return "lora_" in name or name.startswith(TRAINABLE_PREFIXES)
+
+
+def set_trainable(model) -> list[str]:
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_trainable(name))
+        if param.requires_grad:
+            names.append(name)
+    return names
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_trainable(k)}
+
+
+def load_start_model(config: TrainConfig, device: str, dtype: torch.dtype):
+    from transformers import CLIPImageProcessor
+
+    from .checkpoint import build_from_llava, load_lisa
+
+    if config.model:
+        loaded = load_lisa(config.model, device=device, dtype=dtype, vision_tower=config.vision_tower)
+    else:
+        loaded = build_from_llava(config.base["llava"], config.base["sam"], device=device, dtype=dtype,
+                                  vision_tower=config.vision_tower)
+    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    return loaded, processor
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+class BatchSource:
+    """Batches drawn from (seed, rank, step, micro-step): QA records and ReasonSeg train mixed at a fixed rate."""
+
+    def __init__(self, config: TrainConfig, tokenizer, processor, seg_id: int, n_image_tokens: int,
+                 use_im_start_end: bool, sam_size: int = 1024, rank: int = 0):
+        from .data import read_qa, reasonseg_recipes
+
+        self.qa = read_qa(config.data.qa) if config.data.qa else []
+        self.reason = reasonseg_recipes(config.data.reasonseg, config.data.reasonseg_split, config.seed) \
+            if config.data.reasonseg else []
+        if not self.qa and not self.reason:
+            raise TrainError("the training data is empty", field="data")
+        self.rate = 1.0 if not self.qa else (0.0 if not self.reason else config.data.reasonseg_rate)
+        self.config, self.tokenizer, self.processor = config, tokenizer, processor
+        self.seg_id, self.n_image_tokens, self.use_im_start_end, self.sam_size, self.rank = (
+            seg_id, n_image_tokens, use_im_start_end, sam_size, rank)
+
+    def batch(self, step: int, micro: int):
+        from .data import collate, make_example
+
+        rng = np.random.default_rng([self.config.seed, self.rank, step, micro])
+        examples = []
+        for _ in range(self.config.batch_size):
+            pool = self.reason if rng.random() < self.rate else self.qa
+            recipe = pool[int(rng.integers(len(pool)))]
+            examples.append(make_example(recipe, self.tokenizer, self.processor, self.seg_id, self.n_image_tokens,
+                                         self.config.model_max_length, self.use_im_start_end, self.sam_size))
+        return collate(examples, self.tokenizer.pad_token_id)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+@dataclass
+class RunResult:
+    out: Path
+    step: int
+    losses: list[float]
+    val: list[dict]
+
+
+def _dtype(precision: str) -> torch.dtype:
+    from .infer import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise TrainError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}", field="precision")
+    return PRECISIONS[precision]
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _write_pointer(folder: Path, name: str, tag: str) -> None:
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(tag + "\n", encoding="utf-8")
+    os.replace(tmp, folder / name)
+
+
+def read_pointer(run: Path, name: str = "latest") -> str | None:
+    path = Path(run) / "checkpoints" / name
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+
+def _distributed(config: TrainConfig) -> tuple[int, int, str]:
+    """(rank, world, device); initialises torch.distributed when launched with several processes or DeepSpeed."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = config.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError("device is cuda but no GPU is visible", field="device", hint="set device: cpu")
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    if config.engine == "deepspeed" or world > 1:
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+        if not torch.distributed.is_initialized():
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+            if config.engine == "deepspeed":
+                import deepspeed
+
+                deepspeed.init_distributed(dist_backend=backend)
+            else:
+                torch.distributed.init_process_group(backend)
+    return rank, world, device
+
+
+def _deepspeed_config(config: TrainConfig) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accumulation,
+        "gradient_clipping": config.grad_clip,
+        "zero_optimization": {"stage": config.zero_stage, "contiguous_gradients": True, "overlap_comm": False,
+                              "reduce_scatter": True, "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8},
+        "bf16": {"enabled": config.precision == "bf16"},
+        "fp16": {"enabled": config.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], None] | None = None) -> RunResult:
+    """Run (or continue) a training run into `config.out`; returns the losses and val scores of this call."""
+    rank, world, device = _distributed(config)
+    dtype = _dtype(config.precision)
+    out = Path(config.out)
+    checkpoints = out / "checkpoints"
+    # The torch engine keeps fp32 weights and autocasts; DeepSpeed holds bf16/fp16 weights and fp32 masters itself.
+    load_dtype = dtype if config.engine == "deepspeed" else torch.float32
+    loaded, processor = load_start_model(config, "cpu", torch.float32)
+    model = loaded.model
+    torch.manual_seed(config.seed)  # LoRA's initialisation draws from the global generator: same seed, same run
+    add_lora(model, config.lora)
+    set_trainable(model)
+    model.to(device=device, dtype=load_dtype)
+    if config.gradient_checkpointing:
+        model.llm.gradient_checkpointing_enable()
+        model.llm.enable_input_require_grads()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup_steps, config.total_steps))
+    engine = None
+    if config.engine == "deepspeed":
+        import deepspeed
+
+        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                               lr_scheduler=scheduler,
+                                                               config=_deepspeed_config(config))
+    step = 0
+    tag = read_pointer(out) if resume else None
+    if tag:
+        step = _load_checkpoint(checkpoints / tag, model, optimizer, scheduler, engine)
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    data = BatchSource(config, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
+                       model.config.use_im_start_end, model.config.sam.image_size, rank)
+    weights = LossWeights(**config.loss)
+    last = min(config.total_steps, config.max_steps or config.total_steps)
+    losses, vals = [], []
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype,
+                              enabled=config.engine == "torch" and dtype != torch.float32)
+    while step < last:
+        total = 0.0
+        for micro in range(config.grad_accumulation):
+            batch = data.batch(step, micro).to(device, load_dtype)
+            with autocast:
+                output = (engine or model)(batch)
+                parts = lisa_loss(output.logits, output.labels, output.mask_logits, batch.masks, weights)
+            if engine is not None:
+                engine.backward(parts["loss"])
+                engine.step()
+            else:
+                (parts["loss"] / config.grad_accumulation).backward()
+            total += float(parts["loss"].detach()) / config.grad_accumulation
+        if engine is None:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(total)
+        if on_step:
+            on_step({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]})
+        if rank == 0:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}) + "\n")
+        epoch_end = step % config.steps_per_epoch == 0 or step == last
+        if epoch_end:
+            scores = _validate(config, model, loaded.tokenizer, processor, device, load_dtype, step, rank, world)
+            if scores:
+                vals.append(scores)
+            _save_checkpoint(checkpoints, step, model, optimizer, scheduler, engine, rank, scores)
+            model.train()
+    return RunResult(out, step, losses, vals)
+
+
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, engine, rank: int,
+                     scores: dict | None) -> None:
+    tag = f"step_{step:06d}"
+    target = folder / tag
+    if engine is not None:
+        engine.save_checkpoint(str(folder), tag=tag, client_state={"step": step, "rng": _rng_state()})
+    if rank == 0:
+        target.mkdir(parents=True, exist_ok=True)
+        torch.save(trainable_state(model), target / ".trainable.pt.tmp")
+        os.replace(target / ".trainable.pt.tmp", target / "trainable.pt")
+        if engine is None:
+            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": _rng_state()}
+            torch.save(state, target / ".state.pt.tmp")
+            os.replace(target / ".state.pt.tmp", target / "state.pt")
+        if scores is not None:
+            (target / "val.json").write_text(json.dumps(scores) + "\n", encoding="utf-8")
+            best = read_pointer(folder.parent, "best")
+            best_score = json.loads((folder / best / "val.json").read_text())["giou"] if best else -math.inf
+            if scores["giou"] > best_score:
+                _write_pointer(folder, "best", tag)
+        _write_pointer(folder, "latest", tag)
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler, engine) -> int:
+    if not (folder / "trainable.pt").exists():
+        raise TrainError("checkpoint is incomplete (no trainable.pt)", path=str(folder))
+    if engine is not None:
+        _, client = engine.load_checkpoint(str(folder.parent), tag=folder.name)
+        _set_rng_state(client["rng"])
+        return int(client["step"])
+    model.load_state_dict(torch.load(folder / "trainable.pt", weights_only=True), strict=False)
+    state = torch.load(folder / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def _validate(config: TrainConfig, model, tokenizer, processor, device, dtype, step, rank, world) -> dict | None:
+    """gIoU/cIoU on the val split with our scorer (teacher-forced `[SEG].`, as the reference validates)."""
+    if not config.data.val:
+        return None
+    from ..dataset import load_split
+    from ..metrics.groundtruth import load_ground_truth
+    from ..metrics.scoring import evaluate_predictions
+    from ..submission import predictions_document
+    from .infer import LisaPredictor, predict_split
+
+    model.eval()
+    predictor = LisaPredictor(model, tokenizer, processor, device, dtype)
+    samples = load_split(config.data.val, config.data.val_split)
+    predictions = predict_split(predictor, samples, batch_size=config.val_batch_size, rank=rank, world=world)
+    if rank != 0:
+        return None
+    from ..submission import parse_predictions_json
+
+    doc = predictions_document(predictions, config.data.val_split, "lisa")
+    preds = parse_predictions_json(json.dumps(doc).encode(), "validation")
+    gt = load_ground_truth(config.data.val, config.data.val_split, cache_dir=None)
+    groups = evaluate_predictions(gt, preds, bootstrap=0).document["groups"]["overall"]
+    return {"step": step, "giou": groups["giou"], "ciou": groups["ciou"], "n": groups["n"]}
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str | None = None,
+               max_shard_size: str | int = "10GB", safetensors: bool = False, overwrite: bool = False) -> Path:
+    """Merge a run's LoRA into its start model and write the released layout (loadable by chat, predict and
+    further fine-tuning). `checkpoint`: a tag, `best` or `latest` (default: best when validated, else latest)."""
+    from .checkpoint import save_lisa
+
+    run = Path(run)
+    config_path = run / "config.yaml"
+    if not config_path.exists():
+        raise TrainError("not a training run (no config.yaml)", path=str(run))
+    config = load_config(config_path)
+    if checkpoint in (None, "best", "latest"):
+        tag = (read_pointer(run, "best") if checkpoint != "latest" else None) or read_pointer(run, "latest")
+    else:
+        tag = checkpoint
+    if not tag or not (run / "checkpoints" / tag / "trainable.pt").exists():
+        raise TrainError(f"no checkpoint {checkpoint or 'latest'!r} in the run", path=str(run / "checkpoints"),
+                         hint="train at least one epoch first")
+    loaded, processor = load_start_model(config, "cpu", torch.float32)
+    model = loaded.model
+    add_lora(model, config.lora)
+    state = torch.load(run / "checkpoints" / tag / "trainable.pt", weights_only=True)
+    expected = {k for k in model.state_dict() if is_trainable(k)}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise TrainError(f"checkpoint {tag} does not match the start model "
+                         f"({'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]})",
+                         path=str(run / "checkpoints" / tag))
+    model.load_state_dict(state, strict=False)
+    merge_lora(model)
+    from .checkpoint import read_config
+
+    start = Path(config.model or config.base["llava"])
+    model.to(getattr(torch, str(read_config(start).get("torch_dtype", "float32")), torch.float32))
+    tower = None if _tower_is_local(config, loaded.vision_tower_path) else loaded.vision_tower_path
+    return save_lisa(model, loaded.tokenizer, out, max_shard_size=max_shard_size, safetensors=safetensors,
+                     image_processor=processor, vision_tower=tower, overwrite=overwrite)
+
+
+def _tower_is_local(config: TrainConfig, tower_path: str) -> bool:
+    """Copy the vision tower into the export when it lived inside the start folder (tiny / exported models)."""
+    start = Path(config.model or config.base["llava"]).resolve()
+    try:
+        Path(tower_path).resolve().relative_to(start)
+        return True
+    except ValueError:
+        return False
+
+
+def cleanup_run(run: str | os.PathLike) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for launchers: `deepspeed -m reasonseg.lisa.train --config FILE [--no-resume]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
+    args = parser.parse_args(argv)
+    result = train(load_config(args.config), resume=not args.no_resume)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps({"out": str(result.out), "step": result.step, "val": result.val}))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Shared, session-cached fixtures of the LISA tests: tiny models written by the real writers, a small release."""
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(tempfile.mkdtemp(prefix="lisa-tests-"))
+
+
+@functools.cache
+def tiny_model(llava: str = "v1") -> Path:
+    from reasonseg.lisa.checkpoint import init_release
+
+    return init_release(_ROOT / f"tiny-{llava}", "tiny", llava, max_shard_size="300KB")
+
+
+@functools.cache
+def release() -> Path:
+    from reasonseg.sample import write_sample_release
+
+    return write_sample_release(_ROOT / "release", counts={"train": 4, "val": 4, "test": 3})
+
+
+@functools.cache
+def overfit_qa() -> Path:
+    """4 val samples as QA records with the validation prompt and `[SEG].`, so predict sees what training saw."""
+    from reasonseg.dataset import load_split
+    from reasonseg.lisa.conversation import validation_question
+    from reasonseg.masks import encode_rle, rasterize_shapes
+
+    folder = _ROOT / "qa"
+    folder.mkdir()
+    with open(folder / "qa.jsonl", "w", encoding="utf-8") as fh:
+        for s in load_split(release(), "val"):
+            mask = (rasterize_shapes(s.shapes, s.height, s.width) == 1).astype("uint8")
+            record = {"id": s.id, "source": "reason_seg", "image": f"val/{s.id}.jpg",
+                      "conversations": [{"from": "human", "value": validation_question(s.texts[0], s.is_sentence)},
+                                        {"from": "gpt", "value": "[SEG]."}],
+                      "masks": [encode_rle(mask)], "ignore": None, "targets": [s.texts[0]], "templates": []}
+            fh.write(json.dumps(record) + "\n")
+    (folder / "build.json").write_text(json.dumps({"sources": {"reason_seg": {"image_root": str(release())}}}))
+    return folder
+
+
+def scratch(name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_ROOT))
+    return path

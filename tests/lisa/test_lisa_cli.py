@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lisa_helpers import release, scratch, tiny_model  # noqa: E402
+
+from reasonseg.cli import app  # noqa: E402
+
+runner = CliRunner()
+
+
+def test_init_predict_score_chat_from_the_command_line():
+    out = scratch("cli")
+    result = runner.invoke(app, ["lisa", "init", "--size", "tiny", "--llava", "v1.5", "--out", str(out / "m")])
+    assert result.exit_code == 0, result.output
+    assert (out / "m" / "config.json").exists()
+    preds = out / "preds.json"
+    result = runner.invoke(app, ["predict", "--method", "lisa", "--weights", str(tiny_model("v1")), str(release()),
+                                 "--split", "val", "--out", str(preds)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(preds.read_text())
+    assert doc["format"] == "reasonseg-predictions" and len(doc["predictions"]) == 4
+    result = runner.invoke(app, ["score", str(release()), str(preds), "--split", "val", "--out",
+                                 str(out / "results.json")])
+    assert result.exit_code == 0, result.output
+    batched = out / "batched.json"
+    result = runner.invoke(app, ["lisa", "predict", str(release()), "--weights", str(tiny_model("v1")), "--split",
+                                 "val", "--out", str(batched), "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(batched.read_text())["predictions"] == doc["predictions"]  # batching changes nothing
+    image = next((release() / "val").glob("*.jpg"))
+    result = runner.invoke(app, ["lisa", "chat", "--model", str(tiny_model("v1")), "--image", str(image),
+                                 "--query", "Please segment the star.", "--out", str(out / "chat"),
+                                 "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert "LISA:" in result.output
+
+
+def _run(*args):
+    exe = str(Path(sys.executable).with_name("reasonseg"))
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True)
+
+
+def _user_error(proc, text):
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], proc.stderr
+
+
+def test_user_errors_exit_2_with_one_line():
+    _user_error(_run("lisa", "chat", "--model", tiny_model("v1"), "--image", "x.jpg", "--query", "q",
+                     "--load-in-8bit"), "needs a CUDA")
+    _user_error(_run("predict", "--method", "lisa", release(), "--split", "val", "--out", "p.json"), "--weights")
+    _user_error(_run("lisa", "init", "--size", "huge", "--out", scratch("bad") / "m"), "unknown size")
+    broken = scratch("broken")
+    (broken / "config.json").write_text("{}")
+    _user_error(_run("lisa", "predict", release(), "--weights", broken, "--out", broken / "p.json"),
+                "vision tower")
