@@ -139,6 +139,18 @@ def _model_baselines_stage(out: Path, release: Path, results: dict[str, dict[str
                      [f"{', '.join(run['methods'])}: the pipeline runs end to end; the numbers mean nothing"])
 
 
+def _lisa_stage(out: Path, release: Path, results: dict[str, dict[str, dict]], bootstrap: int) -> StageNote:
+    from .lisa.demo import demo_step
+
+    run = demo_step(out / "lisa", release)
+    for split, preds in run["predictions"].items():
+        evaluation = evaluate(release, preds, split, bootstrap=bootstrap)
+        write_results(out / "results" / f"{run['method']}-{split}.json", evaluation.document)
+        results.setdefault(f"{run['method']} (random weights)", {})[split] = evaluation.document
+    return StageNote("LISA: lisa init --size tiny → a few CPU training steps → export → predict → score",
+                     [f"{run['label']}: model at {Path(run['model']).relative_to(out)}"])
+
+
 def _leaderboard_stage(out: Path, release: Path, predictions: dict[str, dict[str, Path]], bootstrap: int
                        ) -> StageNote:
     from .leaderboard.demo import demo_step
@@ -159,6 +171,8 @@ def run_demo(out: str | os.PathLike, bootstrap: int = 1000) -> DemoResult:
     notes.append(note)
     _stage(notes, "model baselines", ("torch", "transformers", "segment_anything"), "model",
            lambda: _model_baselines_stage(out, release, results))
+    _stage(notes, "lisa", ("torch", "transformers", "segment_anything", "peft"), "model",
+           lambda: _lisa_stage(out, release, results, bootstrap))
     _stage(notes, "leaderboard", ("fastapi", "uvicorn", "sqlalchemy", "jinja2", "multipart"), "serve",
            lambda: _leaderboard_stage(out, release, predictions, bootstrap))
     table = table1(results)
