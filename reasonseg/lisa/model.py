@@ -12,6 +12,7 @@ across its sequences, in batch order.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -132,6 +133,7 @@ class LisaModel(nn.Module):
         self.vision_tower = vision_tower
         self.mm_projector = mm_projector
         self.sam = sam
+        self._keep_pe_float32()
         self.text_hidden_fcs = text_hidden_fcs
         self.seg_token_id = int(seg_token_id)
 
@@ -207,6 +209,17 @@ class LisaModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ SAM decoding
+    def _keep_pe_float32(self) -> None:
+        # segment-anything builds its positional-encoding grid in float32 and multiplies it by this buffer, so the
+        # buffer must stay float32 in a bf16/fp16 model (the encoding is cast to the model dtype in decode_masks).
+        pe = self.sam.prompt_encoder.pe_layer
+        pe.positional_encoding_gaussian_matrix = pe.positional_encoding_gaussian_matrix.float()
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self._keep_pe_float32()
+        return self
+
     def decode_masks(self, image_embedding: torch.Tensor, seg_hidden: torch.Tensor, resize_size: tuple[int, int],
                      original_size: tuple[int, int]) -> torch.Tensor:
         """k x H x W mask logits for one image (`image_embedding` 1 x C x g x g) from k [SEG] hidden states."""
@@ -263,8 +276,10 @@ class LisaModel(nn.Module):
         seg_states = []
         past = None
         step_input = embeds
+        # transformers 5.2x names the KV cache `cache`; earlier releases `past_key_values`.
+        cache_arg = "cache" if "cache" in inspect.signature(self.llm.model.forward).parameters else "past_key_values"
         for _ in range(max_new_tokens):
-            out = self.llm.model(inputs_embeds=step_input, cache=past, use_cache=use_cache)
+            out = self.llm.model(inputs_embeds=step_input, use_cache=use_cache, **{cache_arg: past})
             last = out.last_hidden_state[:, -1]
             token = int(self.llm.lm_head(last).float().argmax(-1))
             if token == eos_token_id:
@@ -274,7 +289,7 @@ class LisaModel(nn.Module):
             new_ids.append(token)
             token_embed = embed(torch.tensor([[token]], device=input_ids.device))
             if use_cache:
-                past, step_input = out.cache, token_embed
+                past, step_input = getattr(out, cache_arg), token_embed
             else:
                 embeds = torch.cat([embeds, token_embed], dim=1)
                 step_input = embeds

@@ -108,3 +108,20 @@ def test_sam_preprocessing_is_resize_longest_normalize_pad():
     expected = (torch.tensor([10.0, 200.0, 90.0]) - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor(
         [58.395, 57.12, 57.375])
     assert torch.allclose(y[:, 500, 300], expected, atol=1e-5)
+
+
+def test_bf16_model_segments_and_keeps_sams_positional_encoding_in_float32(tmp_path):
+    import cv2
+    import numpy as np
+    import torch
+
+    from reasonseg.lisa.checkpoint import new_model
+    from reasonseg.lisa.infer import LisaPredictor
+
+    model, tokenizer, processor = new_model("tiny", "v1", dtype=torch.bfloat16)
+    model = model.to(torch.bfloat16)  # a later cast must not undo it either
+    assert model.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.dtype == torch.float32
+    image = tmp_path / "x.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    masks = LisaPredictor(model, tokenizer, processor, "cpu", torch.bfloat16).segment([(image, "the cup", False)])
+    assert len(masks) == 1 and masks[0].shape == (90, 120)
