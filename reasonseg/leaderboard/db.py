@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import ReasonSegError
+from ..processes import pid_alive
 
 STATUSES = ("pending", "scoring", "done", "failed")
 TOKEN_PREFIX = "rsl"
@@ -126,16 +127,6 @@ def normalize_url(url: str) -> str:
 
 def utc_day(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
@@ -341,7 +332,7 @@ class Database:
         for row in rows:
             owner_host, _, owner = (row.worker or "").rpartition(":")   # host:pid/nonce
             pid = owner.split("/")[0]
-            dead_here = owner_host == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+            dead_here = owner_host == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
             expired = (row.heartbeat_at or 0) < now - lease_s
             if not (dead_here or expired):
                 continue

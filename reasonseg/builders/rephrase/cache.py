@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...errors import BuildError
+from ...processes import pid_alive
 
 SCHEMA_VERSION = 1
 KEY_SCHEMA = "reasonseg-rephrase-key/1"
@@ -92,18 +93,6 @@ class LedgerTotals:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ResponseCache:
@@ -184,7 +173,7 @@ class ResponseCache:
         run_id = uuid.uuid4().hex[:16]
         with self._lock:
             stale = [r for r, pid in self._db.execute("SELECT run_id, pid FROM runs WHERE status='running'")
-                     if not _pid_alive(pid)]
+                     if not pid_alive(pid)]
             for old in stale:
                 self._db.execute("UPDATE calls SET outcome='lost', detail='process ended during the call' "
                                  "WHERE run_id=? AND outcome='in_flight'", (old,))
