@@ -14,8 +14,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Everything: the model, serving, hub and LLM extras plus the test tools.
+# DeepSpeed builds against the installed torch, so it comes after it, without build isolation (runs on CPU with gloo).
 $(VENV)/.all: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[all]'
+	$(PIP) install --no-build-isolation 'deepspeed==0.19.8'
 	touch $@
 
 # The demo shows every stage, so it installs every extra (the same environment as the tests).

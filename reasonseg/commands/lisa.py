@@ -44,13 +44,22 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
              max_new_tokens: int = typer.Option(64, help="generation limit")):
         """Ask LISA about an image; writes one mask PNG and one overlay PNG per [SEG] of each reply.
 
+        Without --query it is a conversation: each question sees the earlier turns; an empty line, `exit` or end of
+        input ends it, `new` starts over. OUT/chat.json keeps the transcript.
+
         Example: reasonseg lisa chat --model tiny-lisa --image photo.jpg --query "Where can I sit?"
         """
         from ..lisa.chat_cli import run_chat
 
+        def ask(prompt: str) -> str | None:
+            try:
+                return typer.prompt(prompt, default="", show_default=False)
+            except typer.Abort:  # end of input (or Ctrl-C): the session ends normally
+                typer.echo("")
+                return None
+
         run_chat(model, image, query, out, device, precision, 8 if load_in_8bit else (4 if load_in_4bit else None),
-                 max_new_tokens, echo=typer.echo, ask=lambda prompt: typer.prompt(prompt, default="",
-                                                                                   show_default=False))
+                 max_new_tokens, echo=typer.echo, ask=ask)
 
     @lisa.command("predict")
     def predict_cmd(data: Path = typer.Argument(..., help="release folder"),
@@ -109,20 +118,28 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
     def eval_cmd(data: Path = typer.Argument(..., help="release folder with val and test"),
                  weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
                  out: Path = typer.Option(Path("lisa-eval"), help="folder for predictions and results"),
-                 paper_row: str = typer.Option("LISA-7B", help="the paper's row to print beside (protocol.md §6)"),
+                 paper_row: list[str] | None = typer.Option(
+                     None, "--paper-row", help="the paper's row(s) to print beside (repeatable; default: the "
+                                               "checkpoint's size and LLaVA base, zero-shot and ft)"),
                  batch_size: int = typer.Option(4, help="queries per forward pass"),
                  device: str = typer.Option("cpu", help="torch device"),
                  precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
                  bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs")):
-        """Predict and score val and test; print the paper's row beside the measured one (Table 1 layout).
+        """Predict and score val and test; print the paper's rows beside the measured one (Table 1 layout, CIs).
+
+        Warns when the checkpoint is known to have been trained on val (the released v1 models, or an export
+        whose config.json lists val in reasonseg_seen_splits).
 
         Example: reasonseg lisa eval ReasonSeg --weights LISA-7B-v1 --device cuda --precision bf16
         """
         from ..lisa.runner import evaluate_release
         from .common import print_table
 
-        header, rows, warnings = evaluate_release(data, weights, out, paper_row, batch_size, device, precision,
-                                                  bootstrap)
-        for w in warnings:
+        report = evaluate_release(data, weights, out, paper_row, batch_size, device, precision, bootstrap)
+        if not report.rows:
+            return  # a non-zero rank under torchrun: rank 0 prints
+        for w in report.warnings:
             typer.echo(f"warning: {w}", err=True)
-        print_table(header, rows, title=f"LISA on {data} (gIoU / cIoU x100)")
+        print_table(report.header, report.rows, title=f"LISA on {data} (gIoU / cIoU x100; CIs: 95% bootstrap)")
+        for split, path in report.results.items():
+            typer.echo(f"{split}: {report.predictions[split]} -> {path}")

@@ -1,12 +1,15 @@
-"""The `lisa chat` loop: ask about an image, write each reply's masks and overlays as PNGs."""
+"""The `lisa chat` loop: ask about an image, write each reply's masks and overlays as PNGs, keep a transcript."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ReasonSegError
+
+TRANSCRIPT = "chat.json"
 
 
 def overlay(image_rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
@@ -30,10 +33,19 @@ def write_masks(out: Path, stem: str, image_rgb: np.ndarray, masks: np.ndarray) 
     return written
 
 
+def _write_transcript(out: Path, doc: dict) -> None:
+    from ..dataset import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / TRANSCRIPT, json.dumps(doc, indent=1) + "\n")
+
+
 def run_chat(model: Path, image: Path | None, query: str | None, out: Path, device: str, precision: str,
              load_in: int | None, max_new_tokens: int, echo: Callable[[str], None],
-             ask: Callable[[str], str]) -> None:
-    """One question with --query, else a loop (empty question or `exit` ends; `new` forgets the conversation)."""
+             ask: Callable[[str], str | None]) -> None:
+    """One question with --query, else a loop that keeps the conversation (an empty question, `exit` or end of
+    input (`ask` returns None) ends it; `new` forgets it). After every reply `out/chat.json` holds the turns so far:
+    question, reply, the prompt the model saw and the PNGs written for each [SEG]."""
     from .infer import LisaPredictor
     from .preprocess import read_rgb
 
@@ -41,13 +53,17 @@ def run_chat(model: Path, image: Path | None, query: str | None, out: Path, devi
     if image is None:
         if query is not None:
             raise ReasonSegError("--query needs --image")
-        image = Path(ask("image path"))
+        answer = ask("image path")
+        if not answer:
+            return
+        image = Path(answer)
     rgb = read_rgb(image)
     history: list[tuple[str, str]] = []
+    transcript = {"model": str(model), "image": str(image), "turns": []}
     turn = 0
     while True:
         question = query if query is not None else ask("you")
-        if not question or question.strip() in ("exit", "quit"):
+        if question is None or not question.strip() or question.strip() in ("exit", "quit"):
             return
         if question.strip() == "new":
             history = []
@@ -55,8 +71,12 @@ def run_chat(model: Path, image: Path | None, query: str | None, out: Path, devi
         reply = predictor.chat(rgb, question, history, max_new_tokens)
         history.append((question if history else "<image>\n" + question, reply.text))
         echo(f"LISA: {reply.text}")
-        for path in write_masks(out, f"turn{turn}", rgb, reply.masks):
+        written = write_masks(out, f"turn{turn}", rgb, reply.masks)
+        for path in written:
             echo(f"wrote {path}")
+        transcript["turns"].append({"question": question, "reply": reply.text, "prompt": reply.prompt,
+                                    "files": [p.name for p in written]})
+        _write_transcript(out, transcript)
         turn += 1
         if query is not None:
             return

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -230,6 +231,46 @@ def load_lisa(directory: str | os.PathLike, device: str | torch.device = "cpu", 
     return Loaded(model, tokenizer, config, tower_path)
 
 
+# ---------------------------------------------------------------------------------------------- provenance
+
+SEEN_SPLITS_KEY = "reasonseg_seen_splits"
+# The released v1 checkpoints (LISA-7B-v1, LISA-13B-llama2-v1 and their -explanatory variants) were trained on
+# ReasonSeg train+val (reference issue #74). Their folder (`LISA-7B-v1`, or the hub cache's
+# `models--xinlai--LISA-7B-v1/snapshots/<hash>`) or `_name_or_path` says which one it is; `v1.5`, `v10` do not match.
+_V1_NAME = re.compile(r"LISA-[\w.-]*?-v1(?:-explanatory)?(?![\w.])")
+
+
+def _names_of(directory: Path) -> list[str]:
+    """The names a checkpoint folder goes by: its own (as given and resolved) and, in a hub cache
+    (`models--ORG--NAME/snapshots/HASH`), the repository's."""
+    names = []
+    for path in (directory, directory.resolve()):
+        names.append(path.name)
+        if len(path.parts) >= 3 and path.parts[-2] == "snapshots" and path.parts[-3].startswith("models--"):
+            names.append(path.parts[-3])
+    return names
+
+
+def seen_splits(directory: str | os.PathLike) -> tuple[set[str], str | None]:
+    """The ReasonSeg splits a checkpoint is known to have been trained on, and how we know (None: nothing known).
+
+    `config.json`'s `reasonseg_seen_splits` (written by `lisa export`) is read first; a released v1 model is
+    recognised by its folder's name, its hub-cache repository name or its config's `_name_or_path`.
+    """
+    directory = Path(directory)
+    doc = read_config(directory)
+    recorded = doc.get(SEEN_SPLITS_KEY)
+    seen = {str(s) for s in recorded} if isinstance(recorded, list) else set()
+    why = f"config.json {SEEN_SPLITS_KEY}" if seen else None
+    for text in (*_names_of(directory), str(doc.get("_name_or_path", ""))):
+        match = _V1_NAME.search(text)
+        if match:
+            seen |= {"train", "val"}
+            why = f"released v1 model {match.group(0)}, reference issue #74"
+            break
+    return seen, why
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 def _size(value: str | int) -> int:
@@ -269,11 +310,12 @@ def released_state_dict(model: LisaModel, include_vision_tower: bool = False) ->
 
 def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_size: str | int = "10GB",
               safetensors: bool = False, image_processor=None, vision_tower: str | None = None,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, extra_config: dict | None = None) -> Path:
     """Write the released layout into `out` (built in a temporary folder, then renamed into place).
 
     `vision_tower`: the `mm_vision_tower` to record; None writes the model's tower (and `image_processor`) into
-    `out/clip-vision/` and records that relative folder.
+    `out/clip-vision/` and records that relative folder. `extra_config`: fields added to `config.json` (e.g.
+    `reasonseg_seen_splits`; loaders ignore what they do not know).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -298,6 +340,7 @@ def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_
             vision_tower = TOWER_FOLDER
         doc = to_released_config(with_vocab(_with_tower(config, vision_tower),
                                             model.llm.get_input_embeddings().weight.shape[0]), dtype)
+        doc.update(extra_config or {})
         (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         _write_weights(tmp, state, _size(max_shard_size), safetensors)
         tokenizer.save_pretrained(str(tmp))

@@ -3,17 +3,18 @@
 An `Example` is one image with its token sequences and one target mask per `[SEG]`, in order. `collate` pads a list
 of examples into a `LisaBatch` (used for training and for teacher-forced prediction alike).
 
-QA records are `{"id", "source", "image", "conversations": [{"from": "human"|"gpt", "value"}...], "masks": [RLE...],
-"ignore", "targets", "templates"}`; `image` is relative to its source's `image_root` in the folder's `build.json`.
-The whole record is one conversation (every target its own turn). ReasonSeg train follows the reference: up to 3
-distinct texts per image, each its own conversation, all with the image's mask (`mask == 1`); long texts fill the
-long templates, short ones (lower-cased) the short templates. The QA `ignore` mask is not used by the loss (nor by
-the reference's).
+QA records come from a set built by `reasonseg build qa` (`qa.jsonl` + `build.json`), read through
+`reasonseg.builders.qa.QADataset`, the one reader every caller shares. A templated record (up to 3 targets, one turn
+each) becomes one conversation per question, each opening with `<image>`, as the reference builds its samples; a VQA
+record stays one multi-turn conversation. The record's `ignore` pixels are background in every target, as in the
+reference (its loss counts them as 0). ReasonSeg train follows the reference: up to 3 distinct texts per image, each
+its own conversation, all with the image's mask (`mask == 1`); long texts fill the long templates, short ones
+(lower-cased) the short templates.
 """
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from ..errors import DatasetError
 from .config import IMAGE_TOKEN_INDEX
-from .conversation import ANSWERS, IGNORE_INDEX, LONG_QUESTIONS, SHORT_QUESTIONS, Tokenized, render, tokenize
+from .conversation import ANSWERS, IGNORE_INDEX, IMAGE, LONG_QUESTIONS, SHORT_QUESTIONS, Tokenized, render, tokenize
 from .model import LisaBatch
 from .preprocess import PreparedImage, prepare_image, read_rgb
 
@@ -37,62 +38,79 @@ class Example:
     masks: np.ndarray             # k x H x W uint8, one per [SEG] across the sequences, in order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Recipe:
     """What an example is made of, before images are read and texts tokenized."""
 
     id: str
     image_path: Path
     conversations: tuple[tuple[tuple[str, str], ...], ...]   # per sequence: (question, answer) turns
-    masks: tuple[dict, ...] = ()                              # RLE per [SEG] (QA records)
-    mask_fn: object = None                                    # or: a callable returning the k x H x W masks
+    masks: np.ndarray | None = None                           # k x H x W uint8 0/1, one per [SEG] (QA records)
+    mask_fn: object = None                                    # or: a callable returning them (ReasonSeg, lazily)
 
 
 # ---------------------------------------------------------------------------------------------- QA records
 
-def _turn_pairs(turns: list[dict], where: str, path: Path) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for k in range(0, len(turns) - 1, 2):
-        human, gpt = turns[k], turns[k + 1]
-        if human.get("from") != "human" or gpt.get("from") != "gpt":
-            raise DatasetError("turns must alternate human, gpt", path=str(path), sample_id=where,
+def _checked_turns(record, where: str) -> list[tuple[str, str]]:
+    """The record's (question, answer) pairs, after checking the roles alternate human, gpt."""
+    turns = record.conversations
+    for k, turn in enumerate(turns):
+        if turn.get("from") != ("human" if k % 2 == 0 else "gpt"):
+            raise DatasetError("turns must alternate human, gpt", path=where, sample_id=record.id,
                                field=f"conversations[{k}]")
-        pairs.append((str(human["value"]), str(gpt["value"])))
+    pairs = [(str(q), str(a)) for q, a in record.turns]
     if not pairs:
-        raise DatasetError("no human/gpt turn pair", path=str(path), sample_id=where, field="conversations")
-    return tuple(pairs)
+        raise DatasetError("no human/gpt turn pair", path=where, sample_id=record.id, field="conversations")
+    return pairs
 
 
-def read_qa(folder: str | os.PathLike) -> list[Recipe]:
-    """The recipes of a QA folder (`qa.jsonl` + `build.json`), images resolved through each source's image root."""
-    folder = Path(folder)
-    path = folder / "qa.jsonl"
-    if not path.exists():
-        raise DatasetError("no qa.jsonl in the QA folder", path=str(folder), hint="build it with `reasonseg build qa`")
-    roots = {}
-    build = folder / "build.json"
-    if build.exists():
-        sources = json.loads(build.read_text(encoding="utf-8")).get("sources", {})
-        roots = {name: Path(info.get("image_root", folder)) for name, info in sources.items()}
-    recipes = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                rid, source, image = str(record["id"]), str(record["source"]), str(record["image"])
-                turns, masks = record["conversations"], tuple(record.get("masks") or ())
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DatasetError(f"malformed record ({exc})", path=f"{path}:{line_no}") from None
-            pairs = _turn_pairs(turns, rid, path)
-            n_seg = sum(answer.count("[SEG]") for _, answer in pairs)
-            if n_seg != len(masks):
-                raise DatasetError(f"{n_seg} [SEG] in the answers but {len(masks)} masks", path=f"{path}:{line_no}",
-                                   sample_id=rid, field="masks")
-            root = roots.get(source, folder)
-            recipes.append(Recipe(rid, root / image, (pairs,), masks))
-    return recipes
+def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
+    """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe.
+
+    A templated record (one template pair per turn: semantic, part, referring, reasoning) becomes one conversation
+    per question, each opening with `<image>`, as the reference builds its samples (protocol.md §4: every class its
+    own Q/A and mask); a free conversation (VQA: no templates) stays one multi-turn conversation. Pixels of the
+    record's `ignore` mask are background in every target (the reference's `label == class` leaves them 0 and its
+    loss counts them).
+    """
+    pairs = _checked_turns(record, where)
+    if record.image_path is None:
+        raise DatasetError(f"no image root for source {record.source!r}", path=where, sample_id=record.id,
+                           field="source", hint="set data.qa_image_roots in the training config")
+    if record.templates:
+        conversations = tuple(((q if IMAGE in q else f"{IMAGE}\n{q}", a),) for q, a in pairs)
+    else:
+        conversations = (tuple(pairs),)
+    masks = None
+    if record.masks:
+        masks = np.stack([np.asarray(m, np.uint8) for m in record.masks])
+        if record.ignore is not None:
+            if record.ignore.shape != masks.shape[1:]:
+                raise DatasetError(f"ignore mask is {record.ignore.shape[0]}x{record.ignore.shape[1]} but the "
+                                   f"masks are {masks.shape[1]}x{masks.shape[2]}", path=where, sample_id=record.id,
+                                   field="ignore")
+            masks = masks * (record.ignore == 0).astype(np.uint8)[None]
+    return Recipe(record.id, Path(record.image_path), conversations, masks)
+
+
+class QARecipes(Sequence):
+    """The recipes of a built QA set, read on demand through `QADataset` (records are indexed by byte offset once,
+    so a large set is never held in memory)."""
+
+    def __init__(self, folder: str | os.PathLike, image_roots: dict[str, str | os.PathLike] | None = None):
+        from ..builders.qa import QADataset
+
+        self.dataset = QADataset(folder, image_roots=image_roots)
+        if len(self.dataset) == 0:
+            raise DatasetError("the QA set has no records", path=str(self.dataset.path))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Recipe:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return qa_recipe(self.dataset[index], f"{self.dataset.path} (record {index})")
 
 
 # ---------------------------------------------------------------------------------------------- ReasonSeg train
@@ -147,10 +165,8 @@ def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_toke
     image = read_rgb(recipe.image_path)
     if recipe.mask_fn is not None:
         masks = recipe.mask_fn()
-    elif recipe.masks:
-        from ..masks import decode_rle
-
-        masks = np.stack([decode_rle(rle).astype(np.uint8) for rle in recipe.masks])
+    elif recipe.masks is not None:
+        masks = recipe.masks
     else:
         masks = np.zeros((0, image.shape[0], image.shape[1]), np.uint8)
     if masks.shape[1:] != image.shape[:2]:

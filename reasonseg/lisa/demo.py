@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def demo_step(out: Path, release: Path, steps: int = 4) -> dict:
-    """Init a tiny LISA, train `steps` CPU steps on the release's train split, export, predict val and test.
+def demo_step(out: Path, release: Path, steps: int = 4, qa: Path | None = None) -> dict:
+    """Init a tiny LISA, train `steps` CPU steps on the release's train split (mixed half and half with the QA set
+    `qa` when given, e.g. the folder of `reasonseg.builders.qa.demo.demo_step`), export, predict val and test.
 
     Returns {"method", "label", "predictions": {split: path}, "model", "run"}; the numbers mean nothing
     (random weights, tiny model): the step shows the pipeline end to end.
@@ -20,7 +21,7 @@ def demo_step(out: Path, release: Path, steps: int = 4) -> dict:
     base = init_release(out / "tiny-init", "tiny", "v1", overwrite=True)
     config = load_config(Path(__file__).parent / "configs" / "tiny.yaml", {
         "model": str(base), "out": str(out / "run"), "epochs": 1, "steps_per_epoch": steps, "warmup_steps": 1,
-        "data": {"reasonseg": str(release), "val": None}})
+        "data": {"reasonseg": str(release), "val": None, "qa": str(qa) if qa else None, "reasonseg_rate": 0.5}})
     train(config, resume=False)
     model = export_run(out / "run", out / "tiny-trained", overwrite=True)
     predictor = LisaPredictor.from_pretrained(model)

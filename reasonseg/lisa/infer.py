@@ -29,6 +29,7 @@ class ChatReply:
     text: str
     masks: np.ndarray                         # k x H x W bool, one per [SEG] of the reply
     token_ids: list[int] = field(default_factory=list)
+    prompt: str = ""                          # the rendered conversation the model answered
 
 
 def quantize_llm(model, bits: int) -> None:
@@ -122,7 +123,7 @@ class LisaPredictor:
                                                   self.tokenizer.eos_token_id, max_new_tokens, use_cache)
         logits = self.model.decode_masks(embedding, seg_hidden, prepared.resize_size, prepared.original_size)
         text = self.tokenizer.decode(new_ids, skip_special_tokens=False).strip()
-        return ChatReply(text, (logits > 0).cpu().numpy(), new_ids)
+        return ChatReply(text, (logits > 0).cpu().numpy(), new_ids, prompt)
 
     # ---------------------------------------------------------------- teacher-forced segmentation
     @torch.no_grad()
@@ -149,13 +150,26 @@ class LisaPredictor:
 
 
 class LisaMethod:
-    """The registry's `Method`: one query at a time (`reasonseg predict --method lisa`)."""
+    """The registry's `Method` (`reasonseg predict --method lisa`): batches of queries go through one teacher-forced
+    forward pass, so the baselines runner (resumable partial files, `--batch-size`) drives it like any method."""
 
-    def __init__(self, predictor: LisaPredictor, prompt_mode: str = "teacher-forced"):
-        self.predictor, self.prompt_mode = predictor, prompt_mode
+    def __init__(self, predictor: LisaPredictor, prompt_mode: str = "teacher-forced", weights: str | None = None):
+        if prompt_mode not in PROMPT_MODES:
+            raise MethodError(f"unknown prompt mode {prompt_mode!r}; choose one of {', '.join(PROMPT_MODES)}",
+                              field="prompt_mode")
+        self.predictor, self.prompt_mode, self.weights = predictor, prompt_mode, weights
 
     def predict(self, sample: Sample, query: Query) -> np.ndarray:
         return self.predictor.predict_query(sample, query, self.prompt_mode)
+
+    def predict_batch(self, pairs: Sequence[tuple[Sample, Query]]) -> list[np.ndarray]:
+        if self.prompt_mode == "generate":
+            return [self.predict(sample, query) for sample, query in pairs]
+        return self.predictor.segment([(s.image_path, q.text, q.is_sentence) for s, q in pairs])
+
+    def describe(self) -> dict:
+        return {"weights": self.weights, "prompt_mode": self.prompt_mode,
+                "precision": str(self.predictor.dtype).replace("torch.", "")}
 
 
 # ---------------------------------------------------------------------------------------------- whole splits

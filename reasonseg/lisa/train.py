@@ -40,6 +40,7 @@ class TrainError(ReasonSegError):
 @dataclass
 class DataConfig:
     qa: str | None = None
+    qa_image_roots: dict | None = None   # source -> image folder, when the images moved since `build qa`
     reasonseg: str | None = None
     reasonseg_split: str = "train"
     reasonseg_rate: float = 0.0625
@@ -96,8 +97,10 @@ def _build(cls, doc: dict, where: str):
     return cls(**doc)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
-    """A `TrainConfig` from YAML (defaults: the shipped reference recipe), with dotted-free overrides on top."""
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None,
+                check_data: bool = True) -> TrainConfig:
+    """A `TrainConfig` from YAML (defaults: the shipped reference recipe), with dotted-free overrides on top.
+    `check_data` opens the QA set (cheap: no record is read) so a wrong folder fails before the model loads."""
     import yaml
 
     path = Path(path) if path else DEFAULT_CONFIG
@@ -116,6 +119,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         raise TrainError("give `model` (a released-layout folder) or `base` ({llava, sam})", path=str(path))
     if not config.data.qa and not config.data.reasonseg:
         raise TrainError("no training data: set data.qa and/or data.reasonseg", path=str(path), field="data")
+    if config.data.qa and check_data:
+        from ..builders.qa import QADataset
+
+        QADataset(config.data.qa, image_roots=config.data.qa_image_roots)
     return config
 
 
@@ -199,9 +206,9 @@ class BatchSource:
 
     def __init__(self, config: TrainConfig, tokenizer, processor, seg_id: int, n_image_tokens: int,
                  use_im_start_end: bool, sam_size: int = 1024, rank: int = 0):
-        from .data import read_qa, reasonseg_recipes
+        from .data import QARecipes, reasonseg_recipes
 
-        self.qa = read_qa(config.data.qa) if config.data.qa else []
+        self.qa = QARecipes(config.data.qa, config.data.qa_image_roots) if config.data.qa else []
         self.reason = reasonseg_recipes(config.data.reasonseg, config.data.reasonseg_split, config.seed) \
             if config.data.reasonseg else []
         if not self.qa and not self.reason:
@@ -451,13 +458,13 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str |
                max_shard_size: str | int = "10GB", safetensors: bool = False, overwrite: bool = False) -> Path:
     """Merge a run's LoRA into its start model and write the released layout (loadable by chat, predict and
     further fine-tuning). `checkpoint`: a tag, `best` or `latest` (default: best when validated, else latest)."""
-    from .checkpoint import save_lisa
+    from .checkpoint import SEEN_SPLITS_KEY, save_lisa
 
     run = Path(run)
     config_path = run / "config.yaml"
     if not config_path.exists():
         raise TrainError("not a training run (no config.yaml)", path=str(run))
-    config = load_config(config_path)
+    config = load_config(config_path, check_data=False)  # exporting needs the start model, not the data
     if checkpoint in (None, "best", "latest"):
         tag = (read_pointer(run, "best") if checkpoint != "latest" else None) or read_pointer(run, "latest")
     else:
@@ -483,7 +490,21 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str |
     model.to(getattr(torch, str(read_config(start).get("torch_dtype", "float32")), torch.float32))
     tower = None if _tower_is_local(config, loaded.vision_tower_path) else loaded.vision_tower_path
     return save_lisa(model, loaded.tokenizer, out, max_shard_size=max_shard_size, safetensors=safetensors,
-                     image_processor=processor, vision_tower=tower, overwrite=overwrite)
+                     image_processor=processor, vision_tower=tower, overwrite=overwrite,
+                     extra_config={SEEN_SPLITS_KEY: sorted(trained_splits(config))})
+
+
+def trained_splits(config: TrainConfig) -> set[str]:
+    """The ReasonSeg splits a run's weights have seen: its start model's (a released v1 saw val) and its own data
+    (a QA set may hold ReasonSeg train), so `lisa eval` can warn about a contaminated val score."""
+    from .checkpoint import seen_splits
+
+    seen = seen_splits(config.model)[0] if config.model else set()
+    if config.data.reasonseg:
+        seen.add(config.data.reasonseg_split)
+    if config.data.qa:
+        seen.add("train")
+    return seen
 
 
 def _tower_is_local(config: TrainConfig, tower_path: str) -> bool:

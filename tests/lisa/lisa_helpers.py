@@ -47,3 +47,34 @@ def overfit_qa() -> Path:
 def scratch(name: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_ROOT))
     return path
+
+
+@functools.cache
+def seg_answering_model() -> Path:
+    """The tiny v1 model rewired so greedy decoding answers every question with exactly `[SEG]` (then EOS), saved
+    with the real writer: decoder blocks write nothing to the residual stream, so the last hidden state is the
+    normalised embedding of the current token (a bigram model), and the embeddings/lm_head map any token to [SEG]
+    and [SEG] to EOS."""
+    import torch
+
+    from reasonseg.lisa.checkpoint import load_lisa, save_lisa
+
+    loaded = load_lisa(tiny_model("v1"))
+    llm, seg, eos = loaded.model.llm, loaded.model.seg_token_id, loaded.tokenizer.eos_token_id
+    with torch.no_grad():
+        for layer in llm.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = llm.get_input_embeddings().weight
+        embed[:, :2] = 0
+        embed[:, 1] = 1.0            # every token points along axis 1 ...
+        embed[seg] = 0
+        embed[seg, 0] = 1.0          # ... but [SEG] along axis 0
+        head = llm.lm_head.weight
+        head.zero_()
+        head[seg, 1] = 10.0          # axis 1 -> [SEG]
+        head[eos, 0] = 10.0          # axis 0 -> EOS
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    return save_lisa(loaded.model, loaded.tokenizer, _ROOT / "seg-answering", image_processor=processor)

@@ -68,6 +68,7 @@ def test_export_reload_predicts_identically_and_fine_tunes():
     exported = export_run(run, run.parent / "exported")
     keys = json.loads((exported / "config.json").read_text())
     assert keys["model_type"] == "llava" and (exported / "clip-vision").is_dir()
+    assert keys["reasonseg_seen_splits"] == ["train"]  # what `lisa eval` reads to warn about a seen val
     samples = load_split(release(), "val")
     first = predict_split(LisaPredictor.from_pretrained(exported), samples)
     again = predict_split(LisaPredictor.from_pretrained(exported), samples)

@@ -1,0 +1,45 @@
+"""Interactive `reasonseg lisa chat` (no --query): a subprocess fed two questions on stdin, then end of input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lisa_helpers import release, scratch, seg_answering_model  # noqa: E402
+
+
+def test_interactive_chat_keeps_the_conversation_and_writes_pngs_per_seg():
+    from reasonseg.lisa.infer import LisaPredictor
+
+    model = seg_answering_model()
+    image = sorted((release() / "val").glob("*.jpg"))[0]
+    out = scratch("chat") / "out"
+    exe = str(Path(sys.executable).with_name("reasonseg"))
+    proc = subprocess.run([exe, "lisa", "chat", "--model", str(model), "--image", str(image), "--out", str(out),
+                           "--max-new-tokens", "6"], input="Where is the star?\nAnd the other shape?\n",
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.count("LISA: [SEG]") == 2, proc.stdout
+    transcript = json.loads((out / "chat.json").read_text())
+    first, second = transcript["turns"]
+    assert (first["question"], second["question"]) == ("Where is the star?", "And the other shape?")
+    # The second question is asked after the first exchange, and the image appears once, in the first turn.
+    assert first["prompt"] in second["prompt"] and "[SEG]</s>USER: And the other shape? ASSISTANT:" in \
+        second["prompt"]
+    assert second["prompt"].count("<image>") == 1 and first["prompt"].count("<image>") == 1
+    # One mask and one overlay PNG per [SEG] answer, at the image's size.
+    width, height = Image.open(image).size
+    for k, turn in enumerate((first, second)):
+        assert turn["files"] == [f"turn{k}_mask_0.png", f"turn{k}_overlay_0.png"]
+        mask = np.array(Image.open(out / f"turn{k}_mask_0.png"))
+        overlay = np.array(Image.open(out / f"turn{k}_overlay_0.png"))
+        assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+        assert overlay.shape == (height, width, 3)
+    # The library, given the same history, answers the second question as the CLI did.
+    predictor = LisaPredictor.from_pretrained(model)
+    again = predictor.chat(image, "And the other shape?", [("<image>\nWhere is the star?", first["reply"])], 6)
+    assert again.prompt == second["prompt"] and again.text == second["reply"]
+    assert np.array_equal(again.masks[0], np.array(Image.open(out / "turn1_mask_0.png")) > 0)
