@@ -142,12 +142,14 @@ def _model_baselines_stage(out: Path, release: Path, results: dict[str, dict[str
 def _lisa_stage(out: Path, release: Path, results: dict[str, dict[str, dict]], bootstrap: int) -> StageNote:
     from .lisa.demo import demo_step
 
-    run = demo_step(out / "lisa", release)
+    qa = out / "qa-build" / "qa"
+    run = demo_step(out / "lisa", release, qa=qa if (qa / "qa.jsonl").is_file() else None)
     for split, preds in run["predictions"].items():
         evaluation = evaluate(release, preds, split, bootstrap=bootstrap)
         write_results(out / "results" / f"{run['method']}-{split}.json", evaluation.document)
         results.setdefault(f"{run['method']} (random weights)", {})[split] = evaluation.document
-    return StageNote("LISA: lisa init --size tiny → a few CPU training steps → export → predict → score",
+    return StageNote("LISA: lisa init --size tiny → a few CPU training steps on the QA set and ReasonSeg train → "
+                     "export → predict → score",
                      [f"{run['label']}: model at {Path(run['model']).relative_to(out)}"])
 
 

@@ -288,6 +288,9 @@ def _distributed(config: TrainConfig) -> tuple[int, int, str]:
         if not torch.distributed.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
             if config.engine == "deepspeed":
+                if not device.startswith("cuda"):
+                    # Name the accelerator, so DeepSpeed does not probe for a GPU and log a warning on stdout.
+                    os.environ.setdefault("DS_ACCELERATOR", "cpu")
                 import deepspeed
 
                 deepspeed.init_distributed(dist_backend=backend)
