@@ -113,3 +113,52 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     path.write_bytes(b"garbage")
     gt = load_ground_truth(root, "val", cache_dir=cache)
     assert len(gt.masks) == 2
+
+
+def test_ignore_pixels_are_removed_from_the_prediction():
+    from reasonseg.masks import mask_to_intervals
+    from reasonseg.metrics.iou import intersection_union
+
+    gt = np.zeros((10, 10), np.uint8)
+    gt[2:5, 2:5] = 1          # 9 target pixels
+    gt[6:9, 6:9] = 255        # 9 ignore pixels
+    pred = np.zeros((10, 10), np.uint8)
+    pred[2:5, 2:5] = 1
+    pred[6:9, 6:9] = 1        # predicting the ignore region costs nothing
+    target, ignore = mask_to_intervals(gt == 1), mask_to_intervals(gt == 255)
+    assert intersection_union(target, ignore, mask_to_intervals(pred)) == (9, 9)
+    pred[0, 0] = 1            # a background pixel does
+    assert intersection_union(target, ignore, mask_to_intervals(pred)) == (9, 10)
+
+
+def test_ignore_only_ground_truth_with_empty_prediction_is_an_empty_union():
+    from reasonseg.masks import mask_to_intervals
+    from reasonseg.metrics.iou import intersection_union
+
+    gt = np.full((4, 4), 255, np.uint8)
+    pred = np.ones((4, 4), np.uint8)  # everything predicted lies in ignore: P' is empty
+    i, u = intersection_union(mask_to_intervals(gt == 1), mask_to_intervals(gt == 255), mask_to_intervals(pred))
+    assert (i, u) == (0, 0) and QueryScore("x", 0, False, i, u).iou() == 1.0
+
+
+def test_ciou_epsilon_with_no_union_at_all():
+    scores = [QueryScore("a", 0, False, 0, 0), QueryScore("b", 0, True, 0, 0)]
+    assert ciou(scores) == 0.0  # 0 / (0 + 1e-10), not a division error
+    assert giou(scores) == pytest.approx(2 / (2 + 1e-5), abs=1e-15)
+
+
+def test_each_query_is_counted_once_even_when_predictions_repeat(tmp_path):
+    # The reference's padded multi-GPU sampler counts some images twice; a repeated prediction is refused here.
+    from reasonseg.errors import SubmissionError
+    from reasonseg.submission import read_predictions
+
+    root, anns, sizes, rng = _random_release(tmp_path, 5, n=3)
+    sid, (h, w) = next(iter(sizes.items()))
+    pred = prediction_from_mask(sid, 0, np.ones((h, w), np.uint8))
+    write_predictions(tmp_path / "dup.json", [pred, pred], "val", "m")
+    with pytest.raises(SubmissionError, match="duplicate"):
+        read_predictions(tmp_path / "dup.json")
+    preds = [prediction_from_mask(s, 0, np.ones(hw, np.uint8)) for s, hw in sizes.items()]
+    write_predictions(tmp_path / "ok.json", preds, "val", "m")
+    ev = evaluate(root, tmp_path / "ok.json", "val", cache_dir=None, bootstrap=0)
+    assert sorted(s.id for s in ev.scores) == sorted(sizes) and ev.document["groups"]["overall"]["n"] == 3
