@@ -18,56 +18,16 @@ from .weights import SAM_DEFAULT, Slot, declare, quiet_transformers, resolve
 
 DINO = Slot("dino", "IDEA-Research/grounding-dino-tiny", "hub", "Grounding DINO")
 SAM = Slot("sam", SAM_DEFAULT, "sam", "segment-anything")
-SAM_DECODER_HEADS = 8  # every published SAM uses 8; the checkpoint does not store it
-
-
 def sam_from_state_dict(state: dict):
     """A segment-anything `Sam` whose sizes are read off the checkpoint (vit_h, vit_l, vit_b or a smaller one)."""
-    from functools import partial
-
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    def count(prefix: str, suffix: str) -> int:
-        n = 0
-        while f"{prefix}.{n}.{suffix}" in state:
-            n += 1
-        return n
+    from ..sam import build_sam, sam_config_from_state_dict
 
     try:
-        proj = state["image_encoder.patch_embed.proj.weight"]
-        dim, patch = int(proj.shape[0]), int(proj.shape[2])
-        grid = int(state["image_encoder.pos_embed"].shape[1])
-        depth = count("image_encoder.blocks", "norm1.weight")
-        rel = [int(state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) for i in range(depth)]
-        head_dim = int(state["image_encoder.blocks.0.attn.rel_pos_h"].shape[1])
-        global_blocks = tuple(i for i, n in enumerate(rel) if n == 2 * grid - 1)
-        windowed = [n for n in rel if n != 2 * grid - 1]
-        channels = int(state["image_encoder.neck.0.weight"].shape[0])
-        encoder = ImageEncoderViT(
-            depth=depth, embed_dim=dim, img_size=grid * patch,
-            mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=dim // head_dim, patch_size=patch,
-            qkv_bias="image_encoder.blocks.0.attn.qkv.bias" in state, use_rel_pos=True,
-            global_attn_indexes=global_blocks, window_size=(windowed[0] + 1) // 2 if windowed else 14,
-            out_chans=channels)
-        prompt = PromptEncoder(embed_dim=channels, image_embedding_size=(grid, grid),
-                               input_image_size=(grid * patch, grid * patch),
-                               mask_in_chans=int(state["prompt_encoder.mask_downscaling.3.weight"].shape[0]))
-        transformer = TwoWayTransformer(
-            depth=count("mask_decoder.transformer.layers", "norm1.weight"), embedding_dim=channels,
-            mlp_dim=int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
-            num_heads=SAM_DECODER_HEADS)
-        decoder = MaskDecoder(
-            num_multimask_outputs=int(state["mask_decoder.mask_tokens.weight"].shape[0]) - 1,
-            transformer=transformer, transformer_dim=channels,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers", "weight"),
-            iou_head_hidden_dim=int(state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]))
+        config = sam_config_from_state_dict(state)
     except (KeyError, IndexError) as exc:
         raise MethodError(f"not a segment-anything checkpoint (no {exc})",
                           hint="pass a sam_vit_*.pth file from the segment-anything release") from None
-    return Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder,
-               pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    return build_sam(config)
 
 
 def load_sam(path: Path, device: str = "cpu"):

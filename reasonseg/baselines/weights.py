@@ -243,25 +243,15 @@ def write_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
 
 def tiny_sam(seed: int = 0):
     """A segment-anything `Sam` with the published architecture at toy sizes (64 px input, 32 channels)."""
-    from functools import partial
-
     import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    from ..sam import SamConfig, build_sam
 
     torch.manual_seed(seed)
-    size, patch, channels = 64, 8, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(depth=2, embed_dim=32, img_size=size, mlp_ratio=2, num_heads=2,
-                                      norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), patch_size=patch,
-                                      qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,), window_size=4,
-                                      out_chans=channels),
-        prompt_encoder=PromptEncoder(embed_dim=channels, image_embedding_size=(size // patch, size // patch),
-                                     input_image_size=(size, size), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=channels, iou_head_depth=3,
-                                 iou_head_hidden_dim=32,
-                                 transformer=TwoWayTransformer(depth=2, embedding_dim=channels, mlp_dim=64,
-                                                               num_heads=8)),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+    return build_sam(SamConfig(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+                               encoder_global_attn_indexes=(1,), window_size=4, patch_size=8, image_size=64,
+                               prompt_embed_dim=32, decoder_depth=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+                               mlp_ratio=2)).eval()
 
 
 def write_tiny_sam(path: Path, seed: int = 0) -> Path:

@@ -8,31 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from ..sam import SamConfig
+
 LLAVA_VERSIONS = ("v1", "v1.5")
 SIZES = ("tiny", "7b", "13b")
 IMAGE_TOKEN_INDEX = -200  # the placeholder id of `<image>` in token ids before expansion (LLaVA's convention)
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    """segment-anything's ViT + prompt encoder + mask decoder sizes (defaults: ViT-H, as `build_sam_vit_h`)."""
-
-    encoder_embed_dim: int = 1280
-    encoder_depth: int = 32
-    encoder_num_heads: int = 16
-    encoder_global_attn_indexes: tuple[int, ...] = (7, 15, 23, 31)
-    window_size: int = 14
-    patch_size: int = 16
-    image_size: int = 1024
-    prompt_embed_dim: int = 256
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
-    decoder_num_heads: int = 8
-    iou_head_hidden_dim: int = 256
-
-    @property
-    def embedding_grid(self) -> int:
-        return self.image_size // self.patch_size
 
 
 @dataclass(frozen=True)

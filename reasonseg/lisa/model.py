@@ -14,36 +14,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 from torch import nn
 
-from .config import IMAGE_TOKEN_INDEX, LisaConfig, SamConfig, VisionConfig
-
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-def build_sam(cfg: SamConfig) -> Sam:
-    """segment-anything's `Sam` with the given sizes (ViT-H by default, like `build_sam_vit_h`)."""
-    grid = cfg.embedding_grid
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=cfg.encoder_depth, embed_dim=cfg.encoder_embed_dim, img_size=cfg.image_size, mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=cfg.encoder_num_heads, patch_size=cfg.patch_size,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(cfg.encoder_global_attn_indexes),
-            window_size=cfg.window_size, out_chans=cfg.prompt_embed_dim),
-        prompt_encoder=PromptEncoder(embed_dim=cfg.prompt_embed_dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(cfg.image_size, cfg.image_size), mask_in_chans=16),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=cfg.decoder_depth, embedding_dim=cfg.prompt_embed_dim,
-                                          mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_num_heads),
-            transformer_dim=cfg.prompt_embed_dim, iou_head_depth=3, iou_head_hidden_dim=cfg.iou_head_hidden_dim),
-        pixel_mean=list(SAM_PIXEL_MEAN), pixel_std=list(SAM_PIXEL_STD))
+from ..sam import build_sam
+from .config import IMAGE_TOKEN_INDEX, LisaConfig, VisionConfig
 
 
 def build_projector(kind: str, vision_dim: int, hidden: int) -> nn.Module:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ReasonSegError
-from .model import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from ..sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 SAM_SIZE = 1024
 
