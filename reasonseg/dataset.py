@@ -12,6 +12,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,17 +39,25 @@ def read_annotation(path: Path) -> tuple[dict, str]:
         raise DatasetError(f"cannot read annotation: {exc.strerror}", path=str(path)) from exc
     if size > MAX_JSON_BYTES:
         raise DatasetError(f"annotation is {size} bytes, over the {MAX_JSON_BYTES} byte limit", path=str(path))
-    raw = path.read_bytes()
+    decoded = decode_annotation(path.read_bytes())
+    if decoded is None:
+        raise DatasetError("annotation is not valid JSON in UTF-8 or cp1252", path=str(path),
+                           hint="fix or re-export the file")
+    _, data, encoding = decoded
+    if not isinstance(data, dict):
+        raise DatasetError("annotation must be a JSON object", path=str(path))
+    return data, encoding
+
+
+def decode_annotation(raw: bytes) -> tuple[str, object, str] | None:
+    """(text, parsed JSON, encoding) of annotation bytes: UTF-8, else cp1252 after any failure; None if neither."""
     for encoding in ("utf-8", "cp1252"):
         try:
-            data = json.loads(raw.decode(encoding))
+            text = raw.decode(encoding)
+            return text, json.loads(text), encoding
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if not isinstance(data, dict):
-            raise DatasetError("annotation must be a JSON object", path=str(path))
-        return data, encoding
-    raise DatasetError("annotation is not valid JSON in UTF-8 or cp1252", path=str(path),
-                       hint="fix or re-export the file")
+    return None
 
 
 def parse_shapes(data: dict, path: Path, sample_id: str) -> tuple[Shape, ...]:
@@ -189,18 +198,25 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+@contextmanager
+def atomic_text_file(path: Path):
+    """A UTF-8 text handle whose content appears at `path` (via a temp file in the same folder and a rename) only
+    once the block ends without an error, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_text_file(path) as fh:
+        fh.write(text)
 
 
 def build_manifest(root: Path, name: str, version: str, sources: dict | None = None,

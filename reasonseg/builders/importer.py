@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import IMAGE_SUFFIXES, KNOWN_LABELS, atomic_write_text, image_size, parse_shapes, write_manifest
+from ..dataset import (
+    IMAGE_SUFFIXES,
+    KNOWN_LABELS,
+    atomic_write_text,
+    decode_annotation,
+    image_size,
+    parse_shapes,
+    write_manifest,
+)
 from ..errors import BuildError, DatasetError
 from ..schema import SPLITS
 from .release import _fresh_dir, _place, temp_dir_beside
@@ -30,17 +38,6 @@ IMPORT_TEXT = "import_report.txt"
 class ImportResult:
     out: Path
     report: dict
-
-
-def _decode(raw: bytes) -> tuple[str, str]:
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            text = raw.decode(encoding)
-            json.loads(text)
-            return text, encoding
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-    raise ValueError("not valid JSON in UTF-8 or cp1252")
 
 
 def _gt(shapes, height: int, width: int) -> np.ndarray:
@@ -86,12 +83,11 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
                     defect("not jpeg", image, f"{image.suffix} image: the reference loader reads .jpg only; "
                            "kept as it is (converting would change pixels)", stem)
                 raw = ann.read_bytes()
-                try:
-                    text, encoding = _decode(raw)
-                except ValueError as exc:
-                    defect("unreadable annotation", ann, str(exc) + ": left out", stem)
+                decoded = decode_annotation(raw)
+                if decoded is None:
+                    defect("unreadable annotation", ann, "not valid JSON in UTF-8 or cp1252: left out", stem)
                     continue
-                data = json.loads(text)
+                text, data, encoding = decoded
                 try:
                     shapes = parse_shapes(data if isinstance(data, dict) else {}, ann, stem)
                     height, width = image_size(image)
@@ -123,10 +119,10 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
                 (tmp / split).rmdir()
         explanatory = src / "explanatory" / "train.json"
         if explanatory.is_file():
-            try:
-                text, encoding = _decode(explanatory.read_bytes())
-            except ValueError as exc:
-                raise BuildError(f"explanatory file is {exc}", path=str(explanatory)) from None
+            decoded = decode_annotation(explanatory.read_bytes())
+            if decoded is None:
+                raise BuildError("explanatory file is not valid JSON in UTF-8 or cp1252", path=str(explanatory))
+            text, _, encoding = decoded
             if encoding != "utf-8":
                 defect("cp1252", explanatory, "encoded in cp1252: transcoded to UTF-8")
             atomic_write_text(tmp / "explanatory" / "train.json", text)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import MANIFEST, sha256_file
+from ..dataset import MANIFEST, atomic_text_file, sha256_file
 from ..errors import BuildError, ReasonSegError
 from ..schema import EXPECTED_COUNTS, SPLITS
 from .openimages import OpenImagesLayout
@@ -53,7 +53,7 @@ from .report import (
 from .runner import run_jobs
 from .scannet import ScanNetLayout
 from .source_index import MemoryIndex, OpenImagesIndex
-from .streams import Spool, Streamed, atomic_text_file, write_json
+from .streams import Spool, Streamed, write_json
 
 __all__ = ["FIDELITY_BINS", "REPORT_JSON", "REPORT_TEXT", "SOURCES", "BuildResult", "Entry", "Job", "Problem",
            "Resolver", "assign_splits", "build_release", "build_report", "check_line", "demo_step", "plan_build",

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import sha256_file
+from ..dataset import atomic_text_file, sha256_file
 from ..errors import BuildError, ReasonSegError
 from ..schema import SPLITS
 from .polygons import FIDELITY_THRESHOLD
-from .streams import Spool, Streamed, atomic_text_file, write_json
+from .streams import Spool, Streamed, write_json
 
 REPORT_JSON = "build_report.json"
 REPORT_TEXT = "build_report.txt"

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 RUN_SIZE = 1024
@@ -109,18 +106,3 @@ def write_json(fh, value, ensure_ascii: bool = True, level: int = 0) -> None:
         separator = ","
         item = next(items, _END)
     fh.write("\n" + " " * level + closing)
-
-
-@contextmanager
-def atomic_text_file(path: Path):
-    """A text file handle whose content appears at `path` only once the block ends without an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
