@@ -2,7 +2,7 @@
 
 Compares, in the same run and on the same synthetic source, configurations that write the same release byte for
 byte (checked at the end of the run):
-- naive: `reasonseg.builders.naive.naive_build`: one process, every image and every mask fully decoded at full
+- naive: `reasonseg.builders.release.naive.naive_build`: one process, every image and every mask fully decoded at full
   size, no reuse of decoded masks or zip indexes between pairs, whole-image polygons and fidelity check, every
   record in memory, the manifest made by reading the release back;
 - w1, w2: `build_release` with --workers 1 and 2 (decode only what is needed, crop-sized fidelity check, original
@@ -44,9 +44,9 @@ def own_peak_kib() -> int:
 
 def one(config: str, oi: Path, manifest: Path, out: Path) -> dict:
     """Run one configuration in this (fresh) process; report time and peak RSS."""
-    from reasonseg.builders.naive import naive_build
-    from reasonseg.builders.openimages import OpenImagesLayout
-    from reasonseg.builders.release import build_release
+    from reasonseg.builders.release.naive import naive_build
+    from reasonseg.builders.release.openimages import OpenImagesLayout
+    from reasonseg.builders.release.build import build_release
 
     cpu_before = [u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                     resource.getrusage(resource.RUSAGE_CHILDREN))]

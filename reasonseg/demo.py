@@ -69,7 +69,7 @@ def _stage(notes: list[StageNote], title: str, needs: tuple[str, ...], extra: st
 
 
 def _build_stage(out: Path) -> StageNote:
-    from .builders.release import demo_step
+    from .builders.release.build import demo_step
 
     built = demo_step(out / "build")
     report = validate_release(built, strict=True)

@@ -43,7 +43,7 @@ class MethodInfo:
 _REGISTRY: dict[str, MethodInfo] = {}
 # Every other module of this package may register methods when imported (one module per method); heavy ones import
 # their dependencies inside `build`, so listing methods stays cheap.
-_NOT_METHODS = {"registry", "predict", "reported", "weights"}
+_NOT_METHODS = {"registry", "predict", "weights"}
 
 
 def register(name: str, description: str, weights: str | None = None, oracle: bool = False):

@@ -107,7 +107,7 @@ def write_split_parquet(samples, path: Path, manifest_sources: dict) -> int:
 def publish_release(data: str | os.PathLike, out: str | os.PathLike, *, repo_id: str | None = None,
                     overwrite: bool = False) -> dict:
     """Write Parquet, README.md and croissant.json for the release at `data` into `out` (atomically)."""
-    from .release import _fresh_dir, _place, temp_dir_beside
+    from .release.build import _fresh_dir, _place, temp_dir_beside
 
     data, out = Path(data), Path(out)
     if not data.is_dir():

@@ -8,7 +8,7 @@ import typer
 
 def _openimages_layout(root: Path | None, segmentation: str | None, attribution: str | None,
                        classes: str | None, images: str | None, masks: str | None):
-    from ..builders.openimages import OpenImagesLayout
+    from ..builders.release.openimages import OpenImagesLayout
 
     if root is None:
         if any((segmentation, attribution, classes, images, masks)):
@@ -63,7 +63,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         from .common import console, progress
 
         if from_release is not None:
-            from ..builders.importer import import_release
+            from ..builders.release.importer import import_release
 
             if manifest or openimages or scannet:
                 raise BuildError("--from-release imports a release: do not combine it with --manifest or sources")
@@ -76,8 +76,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
             raise BuildError("--manifest is required (or --from-release)")
         if openimages is None and scannet is None:
             raise BuildError("give --openimages ROOT and/or --scannet ROOT")
-        from ..builders.release import REPORT_TEXT, build_release
-        from ..builders.scannet import ScanNetLayout
+        from ..builders.release.build import REPORT_TEXT, build_release
+        from ..builders.release.scannet import ScanNetLayout
 
         oi = _openimages_layout(openimages, oi_segmentation, oi_attribution, oi_classes, oi_images, oi_masks)
         sn = None
@@ -117,8 +117,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg build candidates --openimages oi/ --split validation --n 500 --out worksheet/
         """
-        from ..builders.candidates import write_candidates
-        from ..builders.scannet import ScanNetLayout
+        from ..builders.release.candidates import write_candidates
+        from ..builders.release.scannet import ScanNetLayout
         from ..errors import BuildError
 
         if openimages is None and scannet is None:

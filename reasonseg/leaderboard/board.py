@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..baselines.reported import PAPER_TABLE1, SOURCE
+from ..paper import PAPER_TABLE1, SOURCE
 from ..metrics.iou import QueryScore
 from ..metrics.report import group_scores, scores_from_results
 from ..metrics.stats import Difference, image_sums, paired_comparison

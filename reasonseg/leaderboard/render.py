@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..baselines.reported import SOURCE
+from ..paper import SOURCE
 from .board import BADGES, COLUMNS, METRICS, Entry, Significance, build_entries, split_rows
 from .db import Database, SubmissionRow
 from .intake import CHECKPOINT_CHOICES

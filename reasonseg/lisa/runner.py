@@ -71,7 +71,7 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     """Predict + score val and test with one loaded model; the measured row beside the paper's rows (Table 1
     layout, the measured cells with their bootstrap CIs), and warnings (a checkpoint that saw val, a missing split).
     Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one)."""
-    from ..baselines.reported import PAPER_TABLE1, reported_row
+    from ..paper import PAPER_TABLE1, reported_row
     from ..metrics.comparison import reported_rows
     from ..metrics.report import table1, write_results
     from ..metrics.scoring import evaluate

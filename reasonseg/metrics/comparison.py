@@ -83,8 +83,8 @@ def measured_table(entries: Sequence[Entry]) -> tuple[list[str], list[list[str]]
 
 
 def reported_rows(header: Sequence[str]) -> list[list[str]]:
-    """The paper's Table 1 rows (reported.py) in the measured table's columns; other columns are blank."""
-    from ..baselines.reported import PAPER_TABLE1
+    """The paper's Table 1 rows (reasonseg/paper.py) in the measured table's columns; other columns are blank."""
+    from ..paper import PAPER_TABLE1
 
     rows = []
     for row in PAPER_TABLE1:
@@ -222,7 +222,7 @@ def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, r
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join('<tr class="measured">' + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     if show_reported:
-        from ..baselines.reported import SOURCE
+        from ..paper import SOURCE
 
         body += (f'<tr><th colspan="{len(header)}" class="section">reported in the paper (not re-measured): '
                  f"{html.escape(SOURCE)}</th></tr>")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reasonseg.builders.naive import naive_build
-from reasonseg.builders.openimages import OpenImagesLayout, decode_mask, decode_mask_pillow
-from reasonseg.builders.polygons import FIDELITY_THRESHOLD, crop_box, polygonize
-from reasonseg.builders.release import build_release
-from reasonseg.builders.scannet import ScanNetLayout
-from reasonseg.builders.streams import Spool, Streamed, write_json
+from reasonseg.builders.release.naive import naive_build
+from reasonseg.builders.release.openimages import OpenImagesLayout, decode_mask, decode_mask_pillow
+from reasonseg.builders.release.polygons import FIDELITY_THRESHOLD, crop_box, polygonize
+from reasonseg.builders.release.build import build_release
+from reasonseg.builders.release.scannet import ScanNetLayout
+from reasonseg.builders.release.streams import Spool, Streamed, write_json
 from reasonseg.dataset import write_manifest
 from reasonseg.sample.bundle import write_build_sources
 from reasonseg.sample.openimages import write_manifest_jsonl

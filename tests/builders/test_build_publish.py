@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reasonseg.builders.importer import import_release
+from reasonseg.builders.release.importer import import_release
 from reasonseg.builders.publish import publish_release
 from reasonseg.dataset import load_split, validate_release
 from reasonseg.errors import BuildError
@@ -87,7 +87,7 @@ def test_import_refuses_a_folder_without_splits(tmp_path):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    from reasonseg.builders.release import demo_step
+    from reasonseg.builders.release.build import demo_step
 
     root = tmp_path_factory.mktemp("publish")
     release = demo_step(root / "demo")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reasonseg.builders.openimages import (
+from reasonseg.builders.release.openimages import (
     OpenImagesLayout,
     decode_mask,
     fit_mask,
@@ -21,8 +21,8 @@ from reasonseg.builders.openimages import (
     read_location_bytes,
     read_mask_rows,
 )
-from reasonseg.builders.scannet import ScanNetLayout, frame_locations, read_color, read_label_png, read_label_tsv
-from reasonseg.builders.sens import SensReader, export_sens
+from reasonseg.builders.release.scannet import ScanNetLayout, frame_locations, read_color, read_label_png, read_label_tsv
+from reasonseg.builders.release.sens import SensReader, export_sens
 from reasonseg.errors import BuildError
 from reasonseg.sample.openimages import image_ids, write_openimages_source
 from reasonseg.sample.scannet import write_scannet_source, write_sens

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import atomic_write_text, write_manifest
-from ..errors import BuildError, ReasonSegError
+from ...dataset import atomic_write_text, write_manifest
+from ...errors import BuildError, ReasonSegError
 from .openimages import OpenImagesLayout
 from .pair import Job, jpeg_of, read_image_bytes
-from .release import (
+from .build import (
     SOURCE_NOTES,
     Entry,
     Problem,
@@ -41,7 +41,7 @@ from .scannet import ScanNetLayout
 
 
 def _full_region(specs: list[tuple], height: int, width: int, label: str):
-    from ..schema import Shape
+    from ...schema import Shape
     from .openimages import decode_mask_pillow, fit_mask, read_location_bytes
     from .scannet import read_label_png
 
@@ -68,7 +68,7 @@ def naive_pair(job: Job) -> dict:
     """One pair, whole images all the way."""
     import cv2
 
-    from ..masks import rasterize_shapes
+    from ...masks import rasterize_shapes
     from .polygons import polygonize
 
     data = read_image_bytes(job)

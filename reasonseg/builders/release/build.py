@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import MANIFEST, atomic_text_file, sha256_file
-from ..errors import BuildError, ReasonSegError
-from ..schema import EXPECTED_COUNTS, SPLITS
+from ...dataset import MANIFEST, atomic_text_file, sha256_file
+from ...errors import BuildError, ReasonSegError
+from ...schema import EXPECTED_COUNTS, SPLITS
 from .openimages import OpenImagesLayout
 from .pair import Job, run_job
 from .report import (
@@ -560,7 +560,7 @@ def demo_step(out: str | os.PathLike) -> Path:
     Writes `out/sources/` and `out/release/` (with its build report) and returns the release folder.
     """
     out = Path(out)
-    from ..sample.bundle import write_build_sources
+    from ...sample.bundle import write_build_sources
 
     oi_root, sn_root, manifest = write_build_sources(out / "sources")
     result = build_release(manifest, out / "release", openimages=OpenImagesLayout(oi_root),

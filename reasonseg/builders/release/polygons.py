@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..masks import rasterize_shapes_cropped
-from ..schema import Shape
+from ...masks import rasterize_shapes_cropped
+from ...schema import Shape
 
 FIDELITY_THRESHOLD = 0.98
 # Douglas-Peucker tolerances tried in order (pixels): the first whose redraw is faithful enough wins.

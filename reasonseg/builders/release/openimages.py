@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
+from ...errors import BuildError
 
 CLASS_FILES = ("class-descriptions-boxable.csv", "oidv7-class-descriptions-boxable.csv",
                "oidv7-class-descriptions.csv", "oidv6-class-descriptions.csv", "class-descriptions.csv")
@@ -318,7 +318,7 @@ def check_mask_size(shape: tuple[int, ...], height: int, width: int, where: str)
 
 def fit_mask(mask: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
     """The mask at exactly (height, width), nearest neighbour; a mask of another aspect ratio is refused."""
-    from ..masks import resize_mask
+    from ...masks import resize_mask
 
     check_mask_size(mask.shape, height, width, where)
     if mask.shape == (height, width):

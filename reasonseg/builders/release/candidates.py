@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import atomic_write_text
+from ...dataset import atomic_write_text
 from .openimages import OpenImagesLayout
 from .scannet import ScanNetLayout
 
@@ -104,7 +104,7 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
     import cv2
 
     from .openimages import decode_mask, fit_mask, mask_location, read_location_bytes
-    from .release import _fresh_dir, _place, temp_dir_beside
+    from .build import _fresh_dir, _place, temp_dir_beside
     from .scannet import read_label_png
 
     out = Path(out)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
+from ...errors import BuildError
 
 LABEL_TSV = "scannetv2-labels.combined.tsv"
 

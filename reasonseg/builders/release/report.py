@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import atomic_text_file, sha256_file
-from ..errors import BuildError, ReasonSegError
-from ..schema import SPLITS
+from ...dataset import atomic_text_file, sha256_file
+from ...errors import BuildError, ReasonSegError
+from ...schema import SPLITS
 from .polygons import FIDELITY_THRESHOLD
 from .streams import Spool, Streamed, write_json
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import (
+from ...dataset import (
     IMAGE_SUFFIXES,
     KNOWN_LABELS,
     atomic_write_text,
@@ -26,9 +26,9 @@ from ..dataset import (
     parse_shapes,
     write_manifest,
 )
-from ..errors import BuildError, DatasetError
-from ..schema import SPLITS
-from .release import _fresh_dir, _place, temp_dir_beside
+from ...errors import BuildError, DatasetError
+from ...schema import SPLITS
+from .build import _fresh_dir, _place, temp_dir_beside
 
 IMPORT_REPORT = "import_report.json"
 IMPORT_TEXT = "import_report.txt"
@@ -41,7 +41,7 @@ class ImportResult:
 
 
 def _gt(shapes, height: int, width: int) -> np.ndarray:
-    from ..masks import rasterize_shapes
+    from ...masks import rasterize_shapes
 
     return rasterize_shapes(shapes, height, width)
 

@@ -7,7 +7,7 @@ job costs is kept to what the pair needs:
 - archives stay open between masks (`ZipCache`);
 - polygons and the fidelity check run on the bounding box of the masks (plus a margin), not the image;
 - the sha256 of every written file is computed from the bytes in memory, for the release manifest.
-`reasonseg.builders.naive` does the same pair the obvious way; both must give identical bytes.
+`reasonseg.builders.release.naive` does the same pair the obvious way; both must give identical bytes.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError, DatasetError, ReasonSegError
-from ..schema import Shape
+from ...errors import BuildError, DatasetError, ReasonSegError
+from ...schema import Shape
 
 
 @dataclass
@@ -75,7 +75,7 @@ def jpeg_of(data: bytes, where: str) -> tuple[bytes, bool]:
 
 def jpeg_size(jpeg: bytes, where: str) -> tuple[int, int]:
     """(height, width) as the reference's cv2.imread sees them (EXIF orientation applied), from the header."""
-    from ..dataset import image_size
+    from ...dataset import image_size
 
     try:
         return image_size(io.BytesIO(jpeg))  # type: ignore[arg-type]  # Pillow opens file objects too
@@ -108,7 +108,7 @@ def region(specs: list[tuple], height: int, width: int, label: str, cache: dict,
     Masks of one size are OR-ed at that size and resized once: nearest-neighbour resizing picks source pixels,
     so it commutes with the union.
     """
-    from ..masks import resize_mask
+    from ...masks import resize_mask
     from .openimages import check_mask_size
 
     by_size: dict[tuple[int, int], np.ndarray] = {}
@@ -164,7 +164,7 @@ def run_job(job: Job, zips=None) -> dict:
 
 
 def _run_job(job: Job, zips) -> dict:
-    from ..masks import rasterize_shapes
+    from ...masks import rasterize_shapes
     from .polygons import crop_box, polygonize
 
     jpeg, reencoded = jpeg_of(read_image_bytes(job), job.image[1])
