@@ -102,13 +102,46 @@ def _check_size(size, where: str = "size") -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def encode_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of a 2-D mask (any non-zero pixel is foreground), counts as a str."""
+def as_array(values) -> np.ndarray:
+    """A numpy array from a numpy array, a list, or a tensor on any device (duck-typed: torch is never imported)."""
+    if hasattr(values, "detach"):             # a torch tensor: leave the graph, the device, and bfloat16 behind
+        values = values.detach().cpu()
+        if str(getattr(values, "dtype", "")) == "torch.bfloat16":
+            values = values.float()
+        values = values.numpy()
+    return np.asarray(values)
+
+
+def binary_mask(mask, threshold: float | None = None) -> np.ndarray:
+    """A 2-D bool mask from a numpy array or a tensor of any framework and device (duck-typed, torch never imported).
+
+    Integer and bool masks: any non-zero pixel is foreground. Float masks (probabilities, logits) need a
+    `threshold` (foreground is `mask > threshold`; LISA thresholds logits at 0), unless every value is exactly 0
+    or 1: treating "any non-zero" as foreground would turn a probability map into a full mask. A leading axis
+    of length 1 (1 x H x W) is dropped.
+    """
+    array = as_array(mask)
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise MaskError(f"expected a 2-D mask (H x W), got shape {array.shape}")
+    if threshold is not None:
+        return array > threshold
+    if array.dtype.kind == "f":
+        if not ((array == 0) | (array == 1)).all():
+            raise MaskError(f"the mask is a {array.dtype} array with values other than 0 and 1 (probabilities or "
+                            "logits?); pass threshold=, e.g. threshold=0.5 for probabilities or threshold=0.0 for "
+                            "logits as LISA does")
+    elif array.dtype.kind not in "biu":
+        raise MaskError(f"a mask must be bool, integer or float, got dtype {array.dtype}")
+    return array != 0
+
+
+def encode_rle(mask, threshold: float | None = None) -> dict:
+    """COCO compressed RLE of a 2-D mask, counts as a str. See `binary_mask` for what counts as foreground."""
     from pycocotools import mask as cocomask
 
-    if mask.ndim != 2:
-        raise MaskError(f"expected a 2-D mask, got shape {mask.shape}")
-    rle = cocomask.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
+    rle = cocomask.encode(np.asfortranarray(binary_mask(mask, threshold), dtype=np.uint8))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 

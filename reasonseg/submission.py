@@ -31,14 +31,17 @@ _PNG_NAME = re.compile(r"^(?P<id>.+?)(?:__(?P<k>\d+))?\.png$", re.IGNORECASE)
 _SKIPPED_ENTRIES = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PredictedMask:
     height: int
     width: int
     intervals: Intervals
 
+    def __repr__(self) -> str:
+        return f"PredictedMask({self.height}x{self.width}, {len(self.intervals[0])} runs)"
 
-@dataclass
+
+@dataclass(repr=False)
 class PredictionSet:
     path: str
     kind: str                                   # "json" | "png-folder" | "png-zip"
@@ -53,6 +56,10 @@ class PredictionSet:
             raise SubmissionError(f"duplicate prediction for text_index {text_index}", path=self.path,
                                   sample_id=sample_id, hint="keep one mask per (id, text_index)")
         self.masks[key] = mask
+
+    def __repr__(self) -> str:
+        return (f"PredictionSet({self.path!r}, kind={self.kind!r}, split={self.split!r}, method={self.method!r}, "
+                f"{len(self.masks)} masks)")
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ def parse_predictions_json(raw: bytes, where: str) -> PredictionSet:
     except json.JSONDecodeError as exc:
         raise SubmissionError(f"predictions file is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                               path=where) from None
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
+        data = _from_coco_results(data, where)
     if not isinstance(data, dict):
         raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got "
                               f"{type(data).__name__}", path=where)
@@ -118,6 +127,21 @@ def parse_predictions_json(raw: bytes, where: str) -> PredictionSet:
         h, w = rle["size"]
         preds.add(sample_id, text_index, PredictedMask(int(h), int(w), intervals))
     return preds
+
+
+def _from_coco_results(entries: list, where: str) -> dict:
+    """A COCO-style results list `[{"image_id", "segmentation"}]` as a predictions document: image_id is the
+    sample id; `text_index` is read when present (default 0); COCO's score and category_id are not used."""
+    converted = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "segmentation" not in entry:
+            raise SubmissionError("a COCO-style results entry needs 'image_id' and 'segmentation'", path=where,
+                                  field=f"[{n}]")
+        image_id = entry.get("image_id")
+        if isinstance(image_id, int) and not isinstance(image_id, bool):
+            image_id = str(image_id)
+        converted.append({"id": image_id, "text_index": entry.get("text_index", 0), "mask": entry["segmentation"]})
+    return {"format": FORMAT, "version": VERSION, "predictions": converted}
 
 
 def _entry_fields(entry, n: int, where: str) -> tuple[str, int, dict]:
@@ -282,8 +306,10 @@ def write_predictions(path: str | os.PathLike, predictions: list[Prediction], sp
     return path
 
 
-def prediction_from_mask(sample_id: str, text_index: int, mask: np.ndarray) -> Prediction:
-    return Prediction(sample_id, text_index, encode_rle(mask))
+def prediction_from_mask(sample_id: str, text_index: int, mask, threshold: float | None = None) -> Prediction:
+    """A prediction from a 2-D mask (numpy or a tensor on any device); float masks need `threshold`
+    (see `masks.binary_mask`)."""
+    return Prediction(sample_id, text_index, encode_rle(mask, threshold))
 
 
 def png_name(sample_id: str, text_index: int) -> str:

@@ -22,7 +22,7 @@ from ..schema import Query, Sample
 CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GroundTruthMask:
     id: str
     split: str
@@ -35,14 +35,21 @@ class GroundTruthMask:
     image: str                      # path of the image relative to the release root
     source: str | None = None
 
+    def __repr__(self) -> str:
+        return (f"GroundTruthMask({self.id!r}, {self.height}x{self.width}, "
+                f"{'long' if self.is_sentence else 'short'}, {len(self.texts)} text(s))")
 
-@dataclass
+
+@dataclass(repr=False)
 class GroundTruth:
     root: Path
     split: str
     masks: dict[str, GroundTruthMask]
     fingerprint: str
     manifest_sha256: str | None
+
+    def __repr__(self) -> str:
+        return f"GroundTruth({str(self.root)!r}, split={self.split!r}, {len(self.masks)} samples)"
 
     def queries(self, protocol: str = "lisa") -> list[Query]:
         out = []

@@ -27,14 +27,36 @@ EMPTY_UNION_POLICIES = {
 }
 
 
+# Target size classes, COCO-style: COCO's 32² and 96² pixel thresholds are for images of about 640 x 480, so
+# they are applied as fractions of the image area (ReasonSeg images range from 640 to 4000+ pixels wide).
+COCO_IMAGE_AREA = 640 * 480
+SIZE_CLASSES = {
+    "small": "target below 32²/(640·480) ≈ 0.33% of the image",
+    "medium": "target between 0.33% and 96²/(640·480) = 3% of the image",
+    "large": "target above 3% of the image",
+}
+
+
+def size_class(target_area: int, height: int, width: int) -> str | None:
+    """small / medium / large by the target's share of the image; None for an empty target."""
+    if target_area <= 0:
+        return None
+    # Integer cross-multiplication: the class never depends on float rounding.
+    scaled = target_area * COCO_IMAGE_AREA
+    if scaled < 32 * 32 * height * width:
+        return "small"
+    return "medium" if scaled < 96 * 96 * height * width else "large"
+
+
 @dataclass(frozen=True)
 class QueryScore:
     id: str
     text_index: int
-    is_sentence: bool
+    is_sentence: bool | None        # None where the query kind is unknown (masks scored without a release)
     intersection: int
     union: int
     source: str | None = None
+    size: str | None = None         # size_class of the target
 
     def iou(self, empty_union: str = "one") -> float | None:
         value = self.intersection / (self.union + IOU_EPS)

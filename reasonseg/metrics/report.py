@@ -8,17 +8,22 @@ from pathlib import Path
 
 from ..dataset import atomic_write_text
 from ..errors import ResultsError
-from .iou import EMPTY_UNION_POLICIES, QueryScore, ciou, giou
+from .iou import EMPTY_UNION_POLICIES, SIZE_CLASSES, QueryScore, ciou, giou
 from .stats import bootstrap_ci, image_sums
 
 FORMAT, VERSION = "reasonseg-results", 1
 
 
 def group_scores(scores: Sequence[QueryScore]) -> dict[str, list[QueryScore]]:
-    """overall, short (is_sentence false), long (true), and `source:<name>` when samples name a source."""
-    groups = {"overall": list(scores),
-              "short": [s for s in scores if not s.is_sentence],
-              "long": [s for s in scores if s.is_sentence]}
+    """overall, short (is_sentence false), long (true), small / medium / large (the target's size class, see
+    `iou.SIZE_CLASSES`) when sizes are known, and `source:<name>` when samples name a source."""
+    groups = {"overall": list(scores)}
+    if not scores or any(s.is_sentence is not None for s in scores):
+        groups["short"] = [s for s in scores if s.is_sentence is False]
+        groups["long"] = [s for s in scores if s.is_sentence]
+    if any(s.size is not None for s in scores):
+        for size in SIZE_CLASSES:
+            groups[size] = [s for s in scores if s.size == size]
     for source in sorted({s.source for s in scores if s.source}):
         groups[f"source:{source}"] = [s for s in scores if s.source == source]
     return groups
@@ -51,7 +56,8 @@ def results_document(scores: Sequence[QueryScore], *, split: str, protocol: str,
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": confidence, "unit": "image"},
         "queries": [{"id": s.id, "text_index": s.text_index, "is_sentence": s.is_sentence,
                      "intersection": s.intersection, "union": s.union, "iou": s.iou(empty_union),
-                     **({"source": s.source} if s.source else {})} for s in scores],
+                     **({"size": s.size} if s.size else {}), **({"source": s.source} if s.source else {})}
+                    for s in scores],
         "dataset": dataset, "predictions_sha256": predictions_sha256, "reasonseg_version": __version__,
     }
 
@@ -75,8 +81,9 @@ def read_results(path: str | os.PathLike) -> dict:
 
 def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
     try:
-        return [QueryScore(q["id"], int(q["text_index"]), bool(q["is_sentence"]), int(q["intersection"]),
-                           int(q["union"]), q.get("source")) for q in doc["queries"]]
+        return [QueryScore(q["id"], int(q["text_index"]), None if q["is_sentence"] is None else bool(q["is_sentence"]),
+                           int(q["intersection"]), int(q["union"]), q.get("source"), q.get("size"))
+                for q in doc["queries"]]
     except (KeyError, TypeError, ValueError):
         raise ResultsError("results 'queries' are malformed", path=where, field="queries") from None
 

@@ -1,17 +1,27 @@
-"""Match a predictions set to the ground truth of a split and compute every query's I and U."""
+"""Match a predictions set to the ground truth of a split and compute every query's I and U.
+
+The checks here (unknown ids, text indices, sizes, absent queries) serve both the file path (`reasonseg score`)
+and the in-memory metric (`metrics.metric.ReasonSegMetric`), so both refuse and accept exactly the same inputs.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import SubmissionError
-from ..masks import EMPTY_INTERVALS
-from ..submission import Limits, PredictedMask, PredictionSet, read_predictions
+from ..errors import ReasonSegError, SubmissionError
+from ..masks import EMPTY_INTERVALS, intervals_area, rle_to_intervals
+from ..schema import Prediction
+from ..submission import Limits, PredictedMask, PredictionSet, predictions_document, read_predictions
 from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
-from .iou import PROTOCOLS, QueryScore, intersection_union
+from .iou import PROTOCOLS, QueryScore, intersection_union, size_class
 from .report import results_document
 
 MISSING_POLICIES = ("error", "empty")
+DEGENERATE_SHARE = 0.5   # warn when more than this share of queries is predicted as the whole image or nothing
 
 
 def _first(items: list, n: int = 5) -> str:
@@ -19,46 +29,100 @@ def _first(items: list, n: int = 5) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa",
-                      missing: str = "error") -> dict[tuple[str, int], PredictedMask | None]:
-    """The prediction of every scored query; raises one `SubmissionError` per kind of mismatch.
-
-    Under `lisa`, predictions for other texts of a known image are accepted and left unscored. With
-    `missing="empty"`, a query without a prediction is scored as an empty mask instead of failing.
-    """
+def check_options(protocol: str, missing: str) -> None:
     if protocol not in PROTOCOLS:
         raise SubmissionError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if missing not in MISSING_POLICIES:
         raise SubmissionError(f"unknown missing policy {missing!r}; choose one of {', '.join(MISSING_POLICIES)}")
-    if preds.split and preds.split != gt.split:
-        raise SubmissionError(f"predictions are for split {preds.split!r} but scoring split {gt.split!r}",
-                              path=preds.path, field="split", hint=f"pass --split {preds.split}")
-    unknown = sorted({sid for sid, _ in preds.masks if sid not in gt.masks})
+
+
+def check_text_index(gt: GroundTruth, sample_id: str, text_index: int, where: str | None) -> None:
+    n_texts = max(len(gt.masks[sample_id].texts), 1)
+    if text_index >= n_texts:
+        raise SubmissionError(f"text_index {text_index} but the image has {n_texts} text(s)", path=where,
+                              sample_id=sample_id, field="text_index")
+
+
+def _image_is_exif_rotated(gt: GroundTruth, mask: GroundTruthMask) -> bool:
+    from ..dataset import image_size
+
+    path = gt.root / mask.image
+    if not path.is_file():
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            raw_w, raw_h = img.size
+        return (raw_h, raw_w) == (mask.width, mask.height) and image_size(path) == (mask.height, mask.width)
+    except (OSError, ValueError, ReasonSegError):
+        return False
+
+
+def check_size(gt: GroundTruth, sample_id: str, height: int, width: int, where: str | None) -> None:
+    """The predicted mask must have the image's size; a swapped size is named for what it most likely is."""
+    mask = gt.masks[sample_id]
+    if (height, width) == (mask.height, mask.width):
+        return
+    message = f"mask size {height}x{width} but the image is {mask.height}x{mask.width} (height x width)"
+    if (height, width) == (mask.width, mask.height):
+        if _image_is_exif_rotated(gt, mask):
+            hint = ("the image has a 90° EXIF orientation, which the ground truth applies (as cv2.imread does); "
+                    "predict on the rotated image, e.g. PIL.ImageOps.exif_transpose or cv2.imread, do not resize")
+        else:
+            hint = "height and width are swapped: the mask looks transposed (mask.T?); do not resize it"
+    else:
+        hint = "predict at the original image size, or resize the mask to it (nearest neighbour)"
+    raise SubmissionError(message, path=where, sample_id=sample_id, field="mask.size", hint=hint)
+
+
+def check_known(gt: GroundTruth, keys: Iterable[tuple[str, int]], where: str | None) -> None:
+    keys = list(keys)
+    unknown = sorted({sid for sid, _ in keys if sid not in gt.masks})
     if unknown:
         raise SubmissionError(f"{len(unknown)} prediction id(s) are not in split {gt.split!r}: {_first(unknown)}",
-                              path=preds.path, field="id", hint="ids are image file stems of that split")
-    for (sid, k) in sorted(preds.masks):
-        n_texts = max(len(gt.masks[sid].texts), 1)
-        if k >= n_texts:
-            raise SubmissionError(f"text_index {k} but the image has {n_texts} text(s)", path=preds.path,
-                                  sample_id=sid, field="text_index")
+                              path=where, field="id", hint="ids are image file stems of that split")
+    for sid, k in sorted(keys):
+        check_text_index(gt, sid, k, where)
+
+
+def wanted_queries(gt: GroundTruth, given: Iterable[tuple[str, int]], protocol: str, missing: str,
+                   where: str | None) -> list[tuple[str, int]]:
+    """The scored queries in the split's order; raises when some have no prediction and `missing` is error.
+
+    Under `lisa`, predictions for other texts of a known image are accepted and left unscored, with a warning.
+    """
+    given = set(given)
     wanted = [q.key for q in gt.queries(protocol)]
-    absent = [key for key in wanted if key not in preds.masks]
+    absent = [key for key in wanted if key not in given]
     if absent and missing == "error":
         shown = [sid if k == 0 else f"{sid}#{k}" for sid, k in absent]
         raise SubmissionError(f"{len(absent)} of {len(wanted)} queries have no prediction: {_first(shown)}",
-                              path=preds.path, field="predictions",
+                              path=where, field="predictions",
                               hint="predict every query, or pass --missing empty to score them as empty masks")
+    unscored = len(given - set(wanted))
+    if unscored:
+        warnings.warn(f"{unscored} prediction(s) for text_index > 0 are not scored: protocol {protocol!r} scores "
+                      "text 0 of each image (pass --protocol all-texts to score every text)", stacklevel=3)
+    return wanted
+
+
+def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa",
+                      missing: str = "error") -> dict[tuple[str, int], PredictedMask | None]:
+    """The prediction of every scored query; raises one `SubmissionError` per kind of mismatch.
+
+    With `missing="empty"`, a query without a prediction is scored as an empty mask instead of failing.
+    """
+    check_options(protocol, missing)
+    if preds.split and preds.split != gt.split:
+        raise SubmissionError(f"predictions are for split {preds.split!r} but scoring split {gt.split!r}",
+                              path=preds.path, field="split", hint=f"pass --split {preds.split}")
+    check_known(gt, preds.masks, preds.path)
     matched = {}
-    for key in wanted:
+    for key in wanted_queries(gt, preds.masks, protocol, missing, preds.path):
         pred = preds.masks.get(key)
         if pred is not None:
-            mask = gt.masks[key[0]]
-            if (pred.height, pred.width) != (mask.height, mask.width):
-                raise SubmissionError(f"mask size {pred.height}x{pred.width} but the image is "
-                                      f"{mask.height}x{mask.width} (height x width)", path=preds.path,
-                                      sample_id=key[0], field="mask.size",
-                                      hint="resize the mask to the original image size")
+            check_size(gt, key[0], pred.height, pred.width, preds.path)
         matched[key] = pred
     return matched
 
@@ -66,7 +130,8 @@ def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "li
 def score_query(gt: GroundTruthMask, text_index: int, pred: PredictedMask | None) -> QueryScore:
     intervals = pred.intervals if pred is not None else EMPTY_INTERVALS
     inter, union = intersection_union(gt.target, gt.ignore, intervals)
-    return QueryScore(gt.id, text_index, gt.is_sentence, inter, union, gt.source)
+    return QueryScore(gt.id, text_index, gt.is_sentence, inter, union, gt.source,
+                      size_class(intervals_area(gt.target), gt.height, gt.width))
 
 
 def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa",
@@ -76,31 +141,89 @@ def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "li
     return [score_query(gt.masks[sid], k, pred) for (sid, k), pred in matched.items()]
 
 
-@dataclass
+def warn_if_degenerate(gt: GroundTruth, areas: Iterable[tuple[str, int]]) -> None:
+    """Warn when most queries are predicted as the whole image or as nothing: a threshold or format slip.
+
+    `areas` holds (sample id, predicted area) per scored query; absent predictions count as nothing.
+    """
+    areas = list(areas)
+    if not areas:
+        return
+    empty = sum(area == 0 for _, area in areas)
+    full = sum(area == gt.masks[sid].height * gt.masks[sid].width > 0 for sid, area in areas)
+    for count, what, cause in ((full, "the whole image", "float probabilities or logits written as masks without "
+                                "a threshold?"), (empty, "nothing (an empty mask)", "a threshold too high, or "
+                                                  "masks written as 0/1 read back as empty?")):
+        if count > DEGENERATE_SHARE * len(areas):
+            warnings.warn(f"{count} of {len(areas)} queries are predicted as {what}: {cause}", stacklevel=3)
+
+
+def prediction_set(predictions: Iterable[Prediction], split: str | None = None, method: str | None = None
+                   ) -> PredictionSet:
+    """An in-memory predictions set from `Prediction` objects (e.g. `prediction_from_mask`).
+
+    Its sha256 is that of the file `write_predictions(path, predictions, split, method)` would write.
+    """
+    predictions = list(predictions)
+    raw = json.dumps(predictions_document(predictions, split, method)).encode()
+    preds = PredictionSet("<in memory>", "memory", split=split, method=method,
+                          sha256="sha256:" + hashlib.sha256(raw).hexdigest())
+    for p in predictions:
+        h, w = p.size
+        preds.add(p.id, p.text_index, PredictedMask(h, w, rle_to_intervals(p.rle)))
+    return preds
+
+
+@dataclass(repr=False)
 class Evaluation:
     ground_truth: GroundTruth
     predictions: PredictionSet
     scores: list[QueryScore]
     document: dict
 
+    def __repr__(self) -> str:
+        overall = self.document["groups"]["overall"]
+        return (f"Evaluation(method={self.document.get('method')!r}, split={self.document['split']!r}, "
+                f"protocol={self.document['protocol']!r}, n={overall['n']}, giou={overall['giou']:.4f}, "
+                f"ciou={overall['ciou']:.4f})")
 
-def evaluate_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa", *,
+
+def evaluation_document(gt: GroundTruth, scores: list[QueryScore], protocol: str, predictions_sha256: str | None,
+                        method: str | None, *, empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
+                        confidence: float = 0.95) -> dict:
+    """The results document of scores against a split's ground truth (one builder for files and the metric)."""
+    dataset = {"root": str(gt.root), "manifest_sha256": gt.manifest_sha256, "annotations_sha256": gt.fingerprint}
+    return results_document(scores, split=gt.split, protocol=protocol, method=method, dataset=dataset,
+                            predictions_sha256=predictions_sha256, empty_union=empty_union, bootstrap=bootstrap,
+                            seed=seed, confidence=confidence)
+
+
+def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Prediction], protocol: str = "lisa", *,
                          missing: str = "error", empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
                          confidence: float = 0.95, method: str | None = None) -> Evaluation:
-    """Score an already-read predictions set against ready ground truth (what the leaderboard keeps warm)."""
+    """Score predictions against ready ground truth (what the leaderboard keeps warm).
+
+    `preds` is a read `PredictionSet` or any iterable of `Prediction` (e.g. from `prediction_from_mask`).
+    """
+    if not isinstance(preds, PredictionSet):
+        preds = prediction_set(preds, gt.split, method)
     scores = score_predictions(gt, preds, protocol, missing)
-    dataset = {"root": str(gt.root), "manifest_sha256": gt.manifest_sha256,
-               "annotations_sha256": gt.fingerprint}
-    document = results_document(scores, split=gt.split, protocol=protocol, method=method or preds.method,
-                                dataset=dataset, predictions_sha256=preds.sha256, empty_union=empty_union,
-                                bootstrap=bootstrap, seed=seed, confidence=confidence)
+    warn_if_degenerate(gt, ((s.id, intervals_area(preds.masks[s.id, s.text_index].intervals)
+                             if (s.id, s.text_index) in preds.masks else 0) for s in scores))
+    document = evaluation_document(gt, scores, protocol, preds.sha256, method or preds.method,
+                                   empty_union=empty_union, bootstrap=bootstrap, seed=seed, confidence=confidence)
     return Evaluation(gt, preds, scores, document)
 
 
-def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str, protocol: str = "lisa", *,
-             cache_dir: str | os.PathLike | None = "default", strict: bool = False, limits: Limits = Limits(),
-             **options) -> Evaluation:
-    """Read a release split and a predictions file, and score them (`reasonseg score`)."""
-    gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
+def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None,
+             protocol: str = "lisa", *, cache_dir: str | os.PathLike | None = "default", strict: bool = False,
+             limits: Limits = Limits(), **options) -> Evaluation:
+    """Read a release split and a predictions file, and score them (`reasonseg score`). `split=None` takes the
+    split the predictions file names."""
     preds = read_predictions(predictions, limits)
+    split = split or preds.split
+    if not split:
+        raise SubmissionError("the predictions do not name their split", path=str(predictions),
+                              hint="pass --split, e.g. --split val")
+    gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
     return evaluate_predictions(gt, preds, protocol, **options)

@@ -105,14 +105,31 @@ def _aligned(a: ImageSums, b: ImageSums) -> tuple[ImageSums, ImageSums]:
     return a, b
 
 
-def paired_comparison(a: ImageSums, b: ImageSums, n_resamples: int = 2000, n_permutations: int = 10000,
-                      seed: int = 0, confidence: float = 0.95) -> list[Difference]:
+def as_image_sums(scored, empty_union: str | None = None) -> ImageSums:
+    """ImageSums from ImageSums, an `Evaluation`, a results document (dict) or a sequence of `QueryScore`.
+
+    `empty_union` defaults to the document's (or the evaluation's) own policy, else "one".
+    """
+    if isinstance(scored, ImageSums):
+        return scored
+    document = scored if isinstance(scored, dict) else getattr(scored, "document", None)
+    policy = empty_union or (document or {}).get("empty_union") or "one"
+    if isinstance(scored, dict):
+        from .report import scores_from_results
+
+        return image_sums(scores_from_results(scored), policy)
+    return image_sums(getattr(scored, "scores", scored), policy)
+
+
+def paired_comparison(a, b, n_resamples: int = 2000, n_permutations: int = 10000, seed: int = 0,
+                      confidence: float = 0.95, empty_union: str | None = None) -> list[Difference]:
     """B minus A for gIoU and cIoU: a paired bootstrap CI and a paired permutation p-value.
 
-    The permutation test swaps the two methods' results image by image (the null: the methods are
-    exchangeable), and reports the two-sided p-value with the +1 correction, so it is never exactly 0.
+    `a` and `b` are `ImageSums`, `Evaluation`s, results documents, or lists of `QueryScore` (see
+    `as_image_sums`). The permutation test swaps the two methods' results image by image (the null: the
+    methods are exchangeable), and reports the two-sided p-value with the +1 correction, so it is never 0.
     """
-    a, b = _aligned(a, b)
+    a, b = _aligned(as_image_sums(a, empty_union), as_image_sums(b, empty_union))
     n = len(a.ids)
     out = []
     for metric in ("giou", "ciou"):
