@@ -2,6 +2,8 @@
 
 Trainable: LoRA (r 8, alpha 16, dropout 0.05 on q_proj/v_proj of the LLM only), `embed_tokens`, `lm_head`,
 `text_hidden_fcs`, SAM's mask decoder. Frozen: CLIP, projector, SAM image and prompt encoders, the rest of the LLM.
+`trainable:` adds frozen parts by name (`sam_encoder`, `projector`, `llm`: what a model trained from random weights
+may need); `threads:` sets torch's CPU threads; `val_every:` validates every N steps, apart from the LR schedule.
 AdamW (lr 3e-4, betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0 over epochs x steps_per_epoch
 optimizer steps (DeepSpeed's WarmupDecayLR formula), gradient accumulation, clipping 1.0.
 
@@ -20,6 +22,7 @@ import math
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -83,6 +86,9 @@ class TrainConfig:
     val_batch_size: int = 4
     seed: int = 42
     max_steps: int | None = None      # stop after this many optimizer steps (the schedule still spans the run)
+    trainable: list[str] = field(default_factory=lambda: ["reference"])  # TRAINABLE_GROUPS to train
+    threads: int | None = None        # torch CPU threads (None: torch's default); 1 on a shared small CPU
+    val_every: int | None = None      # also validate (and checkpoint) every N optimizer steps, whatever the epochs
 
     @property
     def total_steps(self) -> int:
@@ -113,6 +119,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     lora = _build(LoraSettings, doc.pop("lora", None) or {}, f"{path}: lora")
     config = _build(TrainConfig, {**doc, "data": data, "lora": lora}, str(path))
     config.betas = tuple(config.betas)
+    config.trainable = trainable_groups(config.trainable, str(path))
+    for key in ("threads", "val_every"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise TrainError(f"{key} must be a positive integer or null, got {value!r}", path=str(path), field=key)
     if config.engine not in ("torch", "deepspeed"):
         raise TrainError(f"unknown engine {config.engine!r} (torch or deepspeed)", path=str(path), field="engine")
     if not config.model and not config.base:
@@ -166,23 +177,38 @@ def merge_lora(model) -> None:
 
 
 TRAINABLE_PREFIXES = ("llm.model.embed_tokens.", "llm.lm_head.", "text_hidden_fcs.", "sam.mask_decoder.")
+# `trainable:` names: the reference's set (LoRA + TRAINABLE_PREFIXES) and parts it freezes, which a model trained
+# from random weights (the tiny one) may need to learn anything.
+TRAINABLE_GROUPS = {"reference": TRAINABLE_PREFIXES, "sam_encoder": ("sam.image_encoder.",),
+                    "projector": ("mm_projector.",), "llm": ("llm.",)}
 
 
-def is_trainable(name: str) -> bool:
-    return "lora_" in name or name.startswith(TRAINABLE_PREFIXES)
+def trainable_groups(groups, where: str = "config") -> list[str]:
+    """The checked `trainable:` list: known group names, `reference` always among them (the recipe trains it)."""
+    groups = [groups] if isinstance(groups, str) else list(groups or [])
+    unknown = [g for g in groups if g not in TRAINABLE_GROUPS]
+    if unknown:
+        raise TrainError(f"unknown trainable group {unknown[0]!r}", path=where, field="trainable",
+                         hint=f"choose from {', '.join(TRAINABLE_GROUPS)}")
+    return ["reference"] + [g for g in dict.fromkeys(groups) if g != "reference"]
 
 
-def set_trainable(model) -> list[str]:
+def is_trainable(name: str, groups=("reference",)) -> bool:
+    prefixes = tuple(p for g in groups for p in TRAINABLE_GROUPS[g])
+    return "lora_" in name or name.startswith(prefixes)
+
+
+def set_trainable(model, groups=("reference",)) -> list[str]:
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad_(is_trainable(name))
+        param.requires_grad_(is_trainable(name, groups))
         if param.requires_grad:
             names.append(name)
     return names
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_trainable(k)}
+def trainable_state(model, groups=("reference",)) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_trainable(k, groups)}
 
 
 def load_start_model(config: TrainConfig, device: str, dtype: torch.dtype):
@@ -316,6 +342,9 @@ def _deepspeed_config(config: TrainConfig) -> dict:
 
 def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Run (or continue) a training run into `config.out`; returns the losses and val scores of this call."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    started = time.monotonic()
     rank, world, device = _distributed(config)
     dtype = _dtype(config.precision)
     out = Path(config.out)
@@ -326,7 +355,7 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
     model = loaded.model
     torch.manual_seed(config.seed)  # LoRA's initialisation draws from the global generator: same seed, same run
     add_lora(model, config.lora)
-    set_trainable(model)
+    set_trainable(model, config.trainable)
     model.to(device=device, dtype=load_dtype)
     if config.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
@@ -379,27 +408,35 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
         if on_step:
             on_step({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]})
         if rank == 0:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]}) + "\n")
+            _append_metrics(out, {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0],
+                                  "elapsed_s": round(time.monotonic() - started, 3)})
         epoch_end = step % config.steps_per_epoch == 0 or step == last
-        if epoch_end:
+        if epoch_end or (config.val_every and step % config.val_every == 0):
             scores = _validate(config, model, loaded.tokenizer, processor, device, load_dtype, step, rank, world)
             if scores:
                 vals.append(scores)
-            _save_checkpoint(checkpoints, step, model, optimizer, scheduler, engine, rank, scores)
+                if rank == 0:
+                    _append_metrics(out, {**scores, "split": "val", "elapsed_s": round(time.monotonic() - started, 3)})
+            _save_checkpoint(checkpoints, step, model, optimizer, scheduler, engine, rank, scores, config.trainable)
             model.train()
     return RunResult(out, step, losses, vals)
 
 
+def _append_metrics(out: Path, record: dict) -> None:
+    """One line of metrics.jsonl; `elapsed_s` is wall-clock seconds since this train() call started."""
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, engine, rank: int,
-                     scores: dict | None) -> None:
+                     scores: dict | None, groups=("reference",)) -> None:
     tag = f"step_{step:06d}"
     target = folder / tag
     if engine is not None:
         engine.save_checkpoint(str(folder), tag=tag, client_state={"step": step, "rng": _rng_state()})
     if rank == 0:
         target.mkdir(parents=True, exist_ok=True)
-        torch.save(trainable_state(model), target / ".trainable.pt.tmp")
+        torch.save(trainable_state(model, groups), target / ".trainable.pt.tmp")
         os.replace(target / ".trainable.pt.tmp", target / "trainable.pt")
         if engine is None:
             state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -479,7 +516,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str |
     model = loaded.model
     add_lora(model, config.lora)
     state = torch.load(run / "checkpoints" / tag / "trainable.pt", weights_only=True)
-    expected = {k for k in model.state_dict() if is_trainable(k)}
+    expected = {k for k in model.state_dict() if is_trainable(k, config.trainable)}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise TrainError(f"checkpoint {tag} does not match the start model "
