@@ -159,6 +159,8 @@ def rle_counts(rle: dict) -> np.ndarray:
     if isinstance(counts, list):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
             raise MaskError("uncompressed RLE counts must be integers", field="counts")
+        if any(v < 0 or v > _UINT32_MAX for v in counts):   # before int64 conversion, which overflows at 2^63
+            raise MaskError("RLE has a negative or oversized run", field="counts")
         runs = np.array(counts, dtype=np.int64)
     elif isinstance(counts, (str, bytes)):
         try:

@@ -11,7 +11,9 @@ import io
 import json
 import os
 import re
+import struct
 import zipfile
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,6 +29,10 @@ FORMAT, VERSION = "reasonseg-predictions", 1
 MAX_FILE_BYTES = 512 * 1024 * 1024          # a JSON file, a zip, or one PNG
 MAX_UNCOMPRESSED_BYTES = 4 * 1024 * 1024 * 1024  # all entries of a zip together, as decompressed
 MAX_PNG_PIXELS = 64 * 1024 * 1024
+MAX_PNG_DECODED_BYTES = 128 * 1024 * 1024  # pixels x channels x bytes per channel, once decoded
+_MAX_ZIP_RECORD = 1024                      # bytes of central directory allowed per entry (names are short)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type: grey, RGB, palette, grey+alpha, RGBA
 _PNG_NAME = re.compile(r"^(?P<id>.+?)(?:__(?P<k>\d+))?\.png$", re.IGNORECASE)
 _SKIPPED_ENTRIES = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
@@ -41,6 +47,11 @@ class PredictedMask:
         return f"PredictedMask({self.height}x{self.width}, {len(self.intervals[0])} runs)"
 
 
+def duplicate_error(where: str, sample_id: str, text_index: int) -> SubmissionError:
+    return SubmissionError(f"duplicate prediction for text_index {text_index}", path=where, sample_id=sample_id,
+                           hint="keep one mask per (id, text_index)")
+
+
 @dataclass(repr=False)
 class PredictionSet:
     path: str
@@ -50,12 +61,13 @@ class PredictionSet:
     method: str | None = None
     sha256: str = ""
 
+    def check_new(self, sample_id: str, text_index: int) -> None:
+        if (sample_id, text_index) in self.masks:
+            raise duplicate_error(self.path, sample_id, text_index)
+
     def add(self, sample_id: str, text_index: int, mask: PredictedMask) -> None:
-        key = (sample_id, text_index)
-        if key in self.masks:
-            raise SubmissionError(f"duplicate prediction for text_index {text_index}", path=self.path,
-                                  sample_id=sample_id, hint="keep one mask per (id, text_index)")
-        self.masks[key] = mask
+        self.check_new(sample_id, text_index)
+        self.masks[(sample_id, text_index)] = mask
 
     def __repr__(self) -> str:
         return (f"PredictionSet({self.path!r}, kind={self.kind!r}, split={self.split!r}, method={self.method!r}, "
@@ -67,81 +79,289 @@ class Limits:
     max_file_bytes: int = MAX_FILE_BYTES
     max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
     max_png_pixels: int = MAX_PNG_PIXELS
+    max_png_decoded_bytes: int = MAX_PNG_DECODED_BYTES
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """What a split accepts, so that a reader refuses a prediction before it decodes the mask.
+
+    `images` maps each id to (height, width, number of texts). With an index, every name and id is checked against
+    the split and every mask size against its image before any RLE or PNG is decoded, so a file's cost is bounded
+    by the split, not by the file: at most one prediction per (id, text_index), i.e. `max_predictions` in all.
+    """
+
+    split: str
+    images: Mapping[str, tuple[int, int, int]]
+
+    @property
+    def max_predictions(self) -> int:
+        return sum(max(n, 1) for _, _, n in self.images.values())
+
+    def check_key(self, sample_id: str, text_index: int, where: str, field: str | None = None) -> tuple[int, int]:
+        """(height, width) of a known (id, text_index); raises for an id or text index the split does not have."""
+        image = self.images.get(sample_id)
+        if image is None:
+            raise SubmissionError(f"prediction id {sample_id[:80]!r} is not in split {self.split!r}", path=where,
+                                  field=field or "id", hint="ids are image file stems of that split")
+        height, width, n_texts = image
+        if text_index >= max(n_texts, 1):
+            raise SubmissionError(f"text_index {text_index} but the image has {max(n_texts, 1)} text(s)", path=where,
+                                  sample_id=sample_id, field=field or "text_index")
+        return height, width
+
+    def check_size(self, sample_id: str, size: tuple[int, int], expected: tuple[int, int], where: str,
+                   field: str | None = None) -> None:
+        if tuple(size) != tuple(expected):
+            raise SubmissionError(f"mask size {size[0]}x{size[1]} but the image is {expected[0]}x{expected[1]} "
+                                  "(height x width)", path=where, sample_id=sample_id, field=field or "mask.size",
+                                  hint="resize the mask to the original image size")
+
+    def check_split(self, file_split: str | None, where: str) -> None:
+        if file_split and file_split != self.split:
+            raise SubmissionError(f"predictions are for split {file_split!r} but scoring split {self.split!r}",
+                                  path=where, field="split", hint=f"pass --split {file_split}")
 
 
 # ------------------------------------------------------------------------------------------------------ reading
 
-def read_predictions(path: str | os.PathLike, limits: Limits = Limits()) -> PredictionSet:
-    """Read and validate a predictions file, folder of PNGs, or zip of PNGs."""
+def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
+                     index: SplitIndex | None = None) -> PredictionSet:
+    """Read and validate a predictions file, folder of PNGs, or zip of PNGs (against a split's `index` if given)."""
     path = Path(path)
     if not path.exists():
         raise SubmissionError("predictions not found", path=str(path))
     if path.is_dir():
-        return _read_png_folder(path, limits)
+        return _read_png_folder(path, limits, index)
     size = path.stat().st_size
     if size == 0:
         raise SubmissionError("predictions file is empty", path=str(path))
     if size > limits.max_file_bytes:
         raise SubmissionError(f"predictions file is {size} bytes, over the {limits.max_file_bytes} byte limit",
                               path=str(path), hint="use JSON RLE, which is far smaller than PNGs")
-    raw = path.read_bytes()
+    return parse_predictions_bytes(path.read_bytes(), str(path), limits, index)
+
+
+def parse_predictions_bytes(raw: bytes, where: str, limits: Limits = Limits(),
+                            index: SplitIndex | None = None) -> PredictionSet:
+    """A predictions JSON or PNG zip held in memory (an upload), named `where` in errors."""
+    if not raw:
+        raise SubmissionError("predictions file is empty", path=where)
     if zipfile.is_zipfile(io.BytesIO(raw)):
-        return _read_png_zip(path, raw, limits)
-    return parse_predictions_json(raw, str(path))
+        return _read_png_zip(where, raw, limits, index)
+    return parse_predictions_json(raw, where, index)
 
 
-def parse_predictions_json(raw: bytes, where: str) -> PredictionSet:
+class _JsonText:
+    """A JSON text read one value at a time: each prediction is parsed, checked and reduced to intervals before the
+    next is parsed, so memory follows what is kept, not the file's object count.
+
+    Nesting is bounded: the standard decoder stops at Python's recursion limit, and that is reported as one line.
+    """
+
+    _SPACE = re.compile(r"[ \t\n\r]*")
+    _DECODER = json.JSONDecoder()
+
+    def __init__(self, text: str, where: str):
+        self.text, self.where, self.pos = text, where, 0
+
+    def fail(self, message: str, pos: int | None = None) -> SubmissionError:
+        pos = self.pos if pos is None else pos
+        line = self.text.count("\n", 0, pos) + 1
+        column = pos - self.text.rfind("\n", 0, pos)
+        return SubmissionError(f"predictions file is not JSON: {message} at line {line} column {column}",
+                               path=self.where)
+
+    def peek(self) -> str:
+        self.pos = self._SPACE.match(self.text, self.pos).end()
+        return self.text[self.pos:self.pos + 1]
+
+    def take(self, char: str) -> bool:
+        if self.peek() == char:
+            self.pos += 1
+            return True
+        return False
+
+    def expect(self, char: str, message: str) -> None:
+        if not self.take(char):
+            raise self.fail(message)
+
+    def value(self):
+        self.peek()
+        try:
+            value, self.pos = self._DECODER.raw_decode(self.text, self.pos)
+        except json.JSONDecodeError as exc:
+            raise self.fail(exc.msg, exc.pos) from None
+        except RecursionError:
+            raise SubmissionError(f"JSON nested too deeply at line {self.text.count(chr(10), 0, self.pos) + 1}; "
+                                  "a predictions file nests at most a few levels", path=self.where) from None
+        return value
+
+    def skip(self) -> None:
+        """Pass over one value, holding at most one of its elements at a time."""
+        if self.take("["):
+            for _ in self.elements():
+                self.skip()
+        elif self.take("{"):
+            for _ in self.members():
+                self.skip()
+        else:
+            self.value()
+
+    def members(self) -> Iterator[str]:
+        """The keys of an object whose '{' was just taken; the caller reads each key's value."""
+        if self.take("}"):
+            return
+        while True:
+            if self.peek() != '"':
+                raise self.fail("Expecting property name enclosed in double quotes")
+            key = self.value()
+            self.expect(":", "Expecting ':' delimiter")
+            yield key
+            if not self.take(","):
+                self.expect("}", "Expecting ',' delimiter")
+                return
+
+    def elements(self) -> Iterator[int]:
+        """The positions of an array whose '[' was just taken; the caller reads each element."""
+        if self.take("]"):
+            return
+        n = 0
+        while True:
+            yield n
+            n += 1
+            if not self.take(","):
+                self.expect("]", "Expecting ',' delimiter")
+                return
+
+    def end(self) -> None:
+        if self.peek():
+            raise self.fail("Extra data")
+
+
+_HEADER_KEYS = ("format", "version", "split", "method")
+
+
+def parse_predictions_json(raw: bytes, where: str, index: SplitIndex | None = None) -> PredictionSet:
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SubmissionError("predictions file is not UTF-8 text (not JSON, nor a zip of PNGs)",
                               path=where) from None
-    except json.JSONDecodeError as exc:
-        raise SubmissionError(f"predictions file is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                              path=where) from None
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
-        data = _from_coco_results(data, where)
-    if not isinstance(data, dict):
+    if index is not None:
+        # Every prediction is an object holding an RLE object, and RLE strings never contain '{': a count of
+        # braces bounds the objects the file can make, before one is parsed.
+        objects, allowed = text.count("{"), 2 * index.max_predictions + 64
+        if objects > allowed:
+            raise SubmissionError(f"predictions file holds up to {objects} JSON objects, more than split "
+                                  f"{index.split!r} can use ({index.max_predictions} queries)", path=where,
+                                  hint="one prediction per (id, text_index) of the split")
+    sha256 = "sha256:" + hashlib.sha256(raw).hexdigest()
+    doc = _JsonText(text, where)
+    first = doc.peek()
+    if first == "[":
+        return _read_coco_results(doc, sha256, index)
+    if first != "{":
+        data = doc.value()
+        doc.end()
         raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got "
                               f"{type(data).__name__}", path=where)
-    if data.get("format") != FORMAT:
-        raise SubmissionError(f"'format' must be {FORMAT!r}, got {data.get('format')!r}", path=where,
-                              field="format")
-    if data.get("version") != VERSION:
-        raise SubmissionError(f"unsupported version {data.get('version')!r}; this reasonseg reads version "
-                              f"{VERSION}", path=where, field="version")
-    entries = data.get("predictions")
-    if not isinstance(entries, list):
-        raise SubmissionError("'predictions' must be a list", path=where, field="predictions")
-    split, method = data.get("split"), data.get("method")
-    preds = PredictionSet(where, "json", split=split if isinstance(split, str) else None,
-                          method=method if isinstance(method, str) else None,
-                          sha256="sha256:" + hashlib.sha256(raw).hexdigest())
-    for n, entry in enumerate(entries):
-        sample_id, text_index, rle = _entry_fields(entry, n, where)
-        try:
-            intervals = rle_to_intervals(rle)
-        except MaskError as exc:
-            raise SubmissionError(f"malformed RLE: {exc.message}", path=where, sample_id=sample_id,
-                                  field=f"predictions[{n}].mask") from None
-        h, w = rle["size"]
-        preds.add(sample_id, text_index, PredictedMask(int(h), int(w), intervals))
+    doc.take("{")
+    header: dict = {}
+    preds: PredictionSet | None = None
+    deferred: int | None = None         # where "predictions" starts when it came before the header
+    for key in doc.members():
+        if key != "predictions":
+            if key in _HEADER_KEYS:
+                header[key] = doc.value()
+            else:
+                doc.skip()
+            continue
+        if doc.peek() != "[":
+            raise SubmissionError("'predictions' must be a list", path=where, field="predictions")
+        if "format" in header and "version" in header:
+            preds = _read_entries(doc, _checked_header(header, where, sha256, index), index)
+        else:
+            deferred = doc.pos
+            doc.skip()
+    doc.end()
+    if preds is None:
+        preds = _checked_header(header, where, sha256, index)
+        if deferred is None:
+            raise SubmissionError("'predictions' must be a list", path=where, field="predictions")
+        doc.pos = deferred
+        _read_entries(doc, preds, index)
+    for key in ("split", "method"):      # either may come after the predictions
+        if isinstance(header.get(key), str):
+            setattr(preds, key, header[key])
+    if index is not None:
+        index.check_split(preds.split, where)
     return preds
 
 
-def _from_coco_results(entries: list, where: str) -> dict:
-    """A COCO-style results list `[{"image_id", "segmentation"}]` as a predictions document: image_id is the
-    sample id; `text_index` is read when present (default 0); COCO's score and category_id are not used."""
-    converted = []
-    for n, entry in enumerate(entries):
+def _checked_header(header: dict, where: str, sha256: str, index: SplitIndex | None) -> PredictionSet:
+    if header.get("format") != FORMAT:
+        raise SubmissionError(f"'format' must be {FORMAT!r}, got {header.get('format')!r}", path=where,
+                              field="format")
+    if header.get("version") != VERSION:
+        raise SubmissionError(f"unsupported version {header.get('version')!r}; this reasonseg reads version "
+                              f"{VERSION}", path=where, field="version")
+    split, method = header.get("split"), header.get("method")
+    preds = PredictionSet(where, "json", split=split if isinstance(split, str) else None,
+                          method=method if isinstance(method, str) else None, sha256=sha256)
+    if index is not None:
+        index.check_split(preds.split, where)
+    return preds
+
+
+def _read_entries(doc: _JsonText, preds: PredictionSet, index: SplitIndex | None) -> PredictionSet:
+    doc.expect("[", "Expecting value")
+    for n in doc.elements():
+        _add_entry(preds, *_entry_fields(doc.value(), n, preds.path), f"predictions[{n}]", index)
+    return preds
+
+
+def _add_entry(preds: PredictionSet, sample_id: str, text_index: int, rle: dict, field: str,
+               index: SplitIndex | None) -> None:
+    """Check one prediction's key and size against the split (when known), then decode its RLE."""
+    where = preds.path
+    if index is not None:
+        expected = index.check_key(sample_id, text_index, where, f"{field}.id")
+        preds.check_new(sample_id, text_index)
+        size = rle.get("size")
+        if isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size):
+            index.check_size(sample_id, (size[0], size[1]), expected, where, f"{field}.mask.size")
+    try:
+        intervals = rle_to_intervals(rle)
+    except MaskError as exc:
+        raise SubmissionError(f"malformed RLE: {exc.message}", path=where, sample_id=sample_id,
+                              field=f"{field}.mask") from None
+    h, w = rle["size"]
+    preds.add(sample_id, text_index, PredictedMask(int(h), int(w), intervals))
+
+
+def _read_coco_results(doc: _JsonText, sha256: str, index: SplitIndex | None) -> PredictionSet:
+    """A COCO-style results list `[{"image_id", "segmentation"}]`: image_id is the sample id; `text_index` is read
+    when present (default 0); COCO's score and category_id are not used. Read one entry at a time, like ours."""
+    where = doc.where
+    preds = PredictionSet(where, "json", sha256=sha256)
+    doc.take("[")
+    for n in doc.elements():
+        entry = doc.value()
+        if n == 0 and not (isinstance(entry, dict) and "image_id" in entry):
+            raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got list", path=where)
         if not isinstance(entry, dict) or "segmentation" not in entry:
             raise SubmissionError("a COCO-style results entry needs 'image_id' and 'segmentation'", path=where,
                                   field=f"[{n}]")
         image_id = entry.get("image_id")
         if isinstance(image_id, int) and not isinstance(image_id, bool):
             image_id = str(image_id)
-        converted.append({"id": image_id, "text_index": entry.get("text_index", 0), "mask": entry["segmentation"]})
-    return {"format": FORMAT, "version": VERSION, "predictions": converted}
+        converted = {"id": image_id, "text_index": entry.get("text_index", 0), "mask": entry["segmentation"]}
+        _add_entry(preds, *_entry_fields(converted, n, where), f"[{n}]", index)
+    doc.end()
+    if not preds.masks:
+        raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got list", path=where)
+    return preds
 
 
 def _entry_fields(entry, n: int, where: str) -> tuple[str, int, dict]:
@@ -165,20 +385,49 @@ def _entry_fields(entry, n: int, where: str) -> tuple[str, int, dict]:
 def _png_key(name: str, where: str) -> tuple[str, int]:
     match = _PNG_NAME.match(name)
     if not match:
-        raise SubmissionError(f"unexpected file {name!r}: name masks <id>.png or <id>__<k>.png", path=where)
+        raise SubmissionError(f"unexpected file {name[:120]!r}: name masks <id>.png or <id>__<k>.png", path=where)
     return match["id"], int(match["k"] or 0)
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(height, width, channels, bits per channel) from a PNG's IHDR chunk, or None when `data` is not a PNG."""
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return height, width, _PNG_CHANNELS.get(colour, 4), depth
+
+
+def check_png_header(data: bytes, where: str, sample_id: str, limits: Limits,
+                     expected: tuple[int, int] | None = None, index: SplitIndex | None = None) -> None:
+    """Refuse a PNG from its header alone: over the pixel limit, not the image's size, or too many decoded bytes
+    (pixels x channels x bit depth) for its mask. Nothing is decompressed."""
+    header = png_header(data)
+    if header is None:
+        return                  # not a PNG: the decoder's own checks name what it is
+    h, w, channels, depth = header
+    if w * h > limits.max_png_pixels:
+        raise SubmissionError(f"PNG is {w}x{h}, over the {limits.max_png_pixels} pixel limit", path=where,
+                              sample_id=sample_id)
+    if expected is not None and index is not None:
+        index.check_size(sample_id, (h, w), expected, where)
+    decoded = w * h * channels * max(depth, 8) // 8
+    if decoded > limits.max_png_decoded_bytes:
+        raise SubmissionError(f"PNG is {w}x{h} with {channels} channel(s) of {depth} bits: {decoded} bytes once "
+                              f"decoded, over the {limits.max_png_decoded_bytes} byte limit", path=where,
+                              sample_id=sample_id, hint="save masks as 8-bit single-channel PNGs")
 
 
 def decode_png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> np.ndarray:
     """A binary mask from PNG bytes: any non-zero pixel is foreground, but only one non-zero value is allowed.
 
-    The header is checked (format, pixel limit) before any pixel is decoded. Palette images keep their indices
-    (what the writer meant); others are decoded by OpenCV, which is faster and releases the GIL. An alpha
-    channel is ignored; colour channels must agree.
+    The header is checked (format, pixel limit, decoded bytes) before any pixel is decoded. Palette images keep
+    their indices (what the writer meant); others are decoded by OpenCV, which is faster and releases the GIL. An
+    alpha channel is ignored; colour channels must agree.
     """
     import cv2
     from PIL import Image, UnidentifiedImageError
 
+    check_png_header(data, where, sample_id, limits)
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":
@@ -194,7 +443,9 @@ def decode_png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> 
     except UnidentifiedImageError:
         raise SubmissionError("not an image file", path=where, sample_id=sample_id,
                               hint="write masks as PNG") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise SubmissionError(f"image too large: {exc}", path=where, sample_id=sample_id) from None
+    except (OSError, SyntaxError, ValueError, cv2.error) as exc:
         raise SubmissionError(f"PNG does not decode: {exc}", path=where, sample_id=sample_id) from None
     if array is None:
         raise SubmissionError("PNG does not decode", path=where, sample_id=sample_id)
@@ -213,33 +464,40 @@ def decode_png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> 
     return array
 
 
-def _png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> PredictedMask:
+def _png_mask(data: bytes, where: str, sample_id: str, limits: Limits,
+              expected: tuple[int, int] | None = None, index: SplitIndex | None = None) -> PredictedMask:
+    check_png_header(data, where, sample_id, limits, expected, index)
     array = decode_png_mask(data, where, sample_id, limits)
+    if expected is not None and index is not None:
+        index.check_size(sample_id, array.shape, expected, where)
     return PredictedMask(array.shape[0], array.shape[1], mask_to_intervals(array))
 
 
-def _read_png_folder(folder: Path, limits: Limits) -> PredictionSet:
+def _read_png_folder(folder: Path, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
     preds = PredictionSet(str(folder), "png-folder")
     files = sorted(p for p in folder.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.name not in _SKIPPED_ENTRIES)
     if not files:
         raise SubmissionError("predictions folder is empty", path=str(folder))
     keys = [_png_key(path.name, str(folder)) for path in files]
+    sizes: list[tuple[int, int] | None] = [None] * len(keys)
+    if index is not None:   # every name against the split before any file is read
+        sizes = [index.check_key(sid, k, str(path)) for path, (sid, k) in zip(files, keys, strict=True)]
 
-    def read_one(item: tuple[Path, tuple[str, int]]) -> tuple[bytes, PredictedMask]:
-        path, (sample_id, _) = item
+    def read_one(item: tuple[Path, tuple[str, int], tuple[int, int] | None]) -> tuple[bytes, PredictedMask]:
+        path, (sample_id, _), expected = item
         size = path.stat().st_size
         if size > limits.max_file_bytes:
             raise SubmissionError(f"PNG is {size} bytes, over the {limits.max_file_bytes} byte limit",
                                   path=str(path), sample_id=sample_id)
         data = path.read_bytes()
-        return hashlib.sha256(data).digest(), _png_mask(data, str(path), sample_id, limits)
+        return hashlib.sha256(data).digest(), _png_mask(data, str(path), sample_id, limits, expected, index)
 
     digest = hashlib.sha256()
     # Decoding dominates; OpenCV and hashlib release the GIL, so threads overlap it. map() keeps file order,
     # so the first bad file in name order is the one reported.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(read_one, zip(files, keys, strict=True))
+        decoded = pool.map(read_one, zip(files, keys, sizes, strict=True))
         for path, (sample_id, k), (file_hash, mask) in zip(files, keys, decoded, strict=True):
             digest.update(path.name.encode() + b"\0" + file_hash)
             preds.add(sample_id, k, mask)
@@ -250,17 +508,31 @@ def _read_png_folder(folder: Path, limits: Limits) -> PredictionSet:
 def _safe_entry_name(name: str, where: str) -> PurePosixPath:
     posix = PurePosixPath(name.replace("\\", "/"))
     if posix.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in posix.parts:
-        raise SubmissionError(f"zip entry {name!r} has an absolute path or '..'", path=where,
+        raise SubmissionError(f"zip entry {name[:120]!r} has an absolute path or '..'", path=where,
                               hint="zip the PNGs with relative names only")
     return posix
 
 
-def _read_png_zip(path: Path, raw: bytes, limits: Limits) -> PredictionSet:
-    where = str(path)
+def _central_directory_bytes(raw: bytes) -> int | None:
+    """The size of a zip's central directory, from its end record (None when there is none to read)."""
+    at = raw.rfind(b"PK\x05\x06", max(0, len(raw) - 65_557))
+    if at < 0 or len(raw) < at + 22:
+        return None
+    return struct.unpack("<I", raw[at + 12:at + 16])[0]
+
+
+def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
     preds = PredictionSet(where, "png-zip", sha256="sha256:" + hashlib.sha256(raw).hexdigest())
+    if index is not None:
+        # Opening a zip reads every directory record into memory: bound them by the split first.
+        directory, allowed = _central_directory_bytes(raw), (2 * index.max_predictions + 64) * _MAX_ZIP_RECORD
+        if directory is not None and directory > allowed:
+            raise SubmissionError(f"zip directory is {directory} bytes, more than split {index.split!r} "
+                                  f"can use ({index.max_predictions} queries)", path=where,
+                                  hint="one PNG per (id, text_index) of the split")
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         raise SubmissionError(f"zip does not open: {exc}", path=where) from None
     total = 0
     with archive:
@@ -274,21 +546,29 @@ def _read_png_zip(path: Path, raw: bytes, limits: Limits) -> PredictionSet:
         if declared > limits.max_uncompressed_bytes:
             raise SubmissionError(f"zip decompresses to {declared} bytes, over the "
                                   f"{limits.max_uncompressed_bytes} byte limit", path=where)
-        for info in infos:
-            name = PurePosixPath(info.filename).name
-            sample_id, k = _png_key(name, where)
+        keys = [_png_key(PurePosixPath(info.filename).name, where) for info in infos]
+        sizes: list[tuple[int, int] | None] = [None] * len(keys)
+        if index is not None:   # every name against the split before any entry is extracted
+            sizes = [index.check_key(sid, k, f"{where}:{info.filename}") for info, (sid, k) in
+                     zip(infos, keys, strict=True)]
+            seen: set[tuple[str, int]] = set()
+            for sid, k in keys:
+                if (sid, k) in seen:
+                    raise duplicate_error(where, sid, k)
+                seen.add((sid, k))
+        for info, (sample_id, k), expected in zip(infos, keys, sizes, strict=True):
             budget = min(limits.max_file_bytes, limits.max_uncompressed_bytes - total)
             try:
                 with archive.open(info) as fh:
                     data = fh.read(budget + 1)  # the declared size can lie: cap what is actually read
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                raise SubmissionError(f"zip entry {info.filename!r} does not extract: {exc}", path=where,
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
+                raise SubmissionError(f"zip entry {info.filename[:120]!r} does not extract: {exc}", path=where,
                                       sample_id=sample_id) from None
             if len(data) > budget:
-                raise SubmissionError(f"zip entry {info.filename!r} decompresses past the size limit "
+                raise SubmissionError(f"zip entry {info.filename[:120]!r} decompresses past the size limit "
                                       "(zip bomb?)", path=where, sample_id=sample_id)
             total += len(data)
-            preds.add(sample_id, k, _png_mask(data, f"{where}:{info.filename}", sample_id, limits))
+            preds.add(sample_id, k, _png_mask(data, f"{where}:{info.filename}", sample_id, limits, expected, index))
     return preds
 
 
