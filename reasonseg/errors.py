@@ -49,3 +49,15 @@ class BuildError(ReasonSegError):
 
 class MethodError(ReasonSegError):
     """A baseline method is unknown or cannot run (missing weights, bad options)."""
+
+
+class LeaderboardError(ReasonSegError):
+    """A leaderboard request, database or server cannot proceed."""
+
+
+class MissingExtraError(ReasonSegError):
+    """A command needs an optional part of the package (an extra) that is not installed."""
+
+
+class OutputError(ReasonSegError):
+    """An output folder cannot be written: not empty without --overwrite, or not a folder."""

@@ -34,6 +34,11 @@ class MethodInfo:
     weights: str | None = None      # what to download, when the method needs weights
     oracle: bool = False            # reads the ground truth: an analysis ceiling, never a real method
 
+    @property
+    def extra(self) -> str | None:
+        """The package extra the method needs: a method with weights runs a torch model."""
+        return "model" if self.weights is not None else None
+
     def weights_present(self, ctx: MethodContext | None = None) -> bool | None:
         if self.weights is None:
             return None

@@ -1,8 +1,29 @@
-"""Shared helpers of the command-line modules: console output, tables, progress bars."""
+"""Shared helpers of the command-line modules: console output and tables.
+
+Everything printed here is text, never rich markup: method names, folder names, sample ids and error messages come
+from users and files, and a `[/x]` in one of them must print as written (not crash, not vanish).
+"""
 from __future__ import annotations
 
+import inspect
 import sys
-from contextlib import contextmanager
+from typing import Literal
+
+from typer.core import TyperArgument, TyperOption
+
+from .progress import progress
+
+__all__ = ["HELP_OPTION_NAMES", "EmptyUnion", "Precision", "Protocol", "console", "polish_help", "print_table",
+           "progress"]
+
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+# The choices of options shared by several commands (typer shows a Literal as a choice list and checks it).
+Protocol = Literal["lisa", "all-texts"]
+EmptyUnion = Literal["one", "zero", "skip"]
+Precision = Literal["bf16", "fp16", "fp32"]
+PROTOCOL_HELP = "lisa (text[0] per image, the paper) or all-texts"
+SPLIT_HELP = "val, test, train, or joined such as train_val"
 
 
 def console(stderr: bool = False):
@@ -11,28 +32,63 @@ def console(stderr: bool = False):
     stream = sys.stderr if stderr else sys.stdout
     # Piped output (logs, CI, files) is not wrapped at 80 columns: tables stay one line per row.
     width = None if stream.isatty() else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, markup=False, emoji=False)
 
 
 def print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    # Text objects: the console's markup=False does not reach a table's title, headers and cells.
+    table = Table(title=Text(title) if title is not None else None, show_lines=False)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+        table.add_column(Text(name), justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console().print(table)
 
 
-@contextmanager
-def progress(description: str, total: int):
-    """A progress bar on a terminal; silent otherwise. Yields `advance(n)`."""
-    if not sys.stderr.isatty():
-        yield lambda n=1: None
-        return
-    from rich.progress import Progress
+class _Argument(TyperArgument):
+    """A positional shown in the usage line as click shows it: DATA, [DATA] when optional, DATA... when many."""
 
-    with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    def _usage_display_name(self) -> str:
+        name = self.metavar or self.name.upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def reflow(text: str | None) -> str | None:
+    """A docstring as help text: each paragraph one line (the terminal wraps it), rich markup shown as written.
+
+    A paragraph that starts with a line holding only `\\b` (click's convention) keeps its line breaks.
+    """
+    if not text:
+        return text
+    from rich.markup import escape
+
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).partition("\f")[0].split("\n\n"):
+        if paragraph.startswith("\b\n"):
+            paragraphs.append(paragraph[2:])
+        else:
+            paragraphs.append(" ".join(paragraph.split()))
+    return escape("\n\n".join(p for p in paragraphs if p))
+
+
+def polish_help(command) -> None:
+    """Give every command of the tree the help click users expect: reflowed text, positionals shown as `DATA`, no
+    `<bool>` type beside flags, option help shown as written (never parsed as markup)."""
+    command.help = reflow(command.help)
+    # The help option is made on first use; made here (and kept by the command) so it is a flag like the others.
+    help_option = command.get_help_option(command.context_class(command, help_option_names=HELP_OPTION_NAMES))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, TyperArgument):
+            if param.metavar is None:
+                param.metavar = param.name.upper()
+            param.__class__ = _Argument
+        elif isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        if getattr(param, "help", None):
+            param.help = reflow(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        polish_help(sub)

@@ -6,9 +6,9 @@ from pathlib import Path
 import typer
 
 from ..errors import ReasonSegError
-from .common import progress
+from .common import PROTOCOL_HELP, Protocol, progress
 
-ProtocolOpt = typer.Option("lisa", "--protocol", help="lisa (text[0] per image, the paper) or all-texts")
+ProtocolOpt = typer.Option("lisa", "--protocol", help=PROTOCOL_HELP)
 
 
 def _options(values: list[str] | None) -> dict[str, str]:
@@ -53,7 +53,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                 method: str | None = typer.Option(None, "--method", help="registered method name (see --list)"),
                 split: str | None = typer.Option(None, "--split", help="split to predict"),
                 out: Path | None = typer.Option(None, "--out", help="predictions JSON to write"),
-                protocol: str = ProtocolOpt,
+                protocol: Protocol = ProtocolOpt,
                 weights: list[str] | None = typer.Option(
                     None, "--weights", help="weights: a folder/file for the method's first slot, or SLOT=PATH "
                                             "(repeatable: --weights dino=DIR --weights sam=FILE)"),
@@ -72,11 +72,12 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         Weights come from --weights or the local Hugging Face cache; nothing is downloaded (HF_HUB_OFFLINE=1).
         An interrupted run keeps OUT.partial.jsonl and resumes from it when rerun with the same settings.
 
-        Examples:
-          reasonseg predict --list
-          reasonseg predict --method center-prior ReasonSeg/ --split val --out preds.json
-          reasonseg predict --method grounded-sam --weights sam=sam_vit_h_4b8939.pth ReasonSeg/ --split test
-          --out gsam.json --device cuda --batch-size 8
+        Example: reasonseg predict --list
+
+        Example: reasonseg predict ReasonSeg/ --method center-prior --split val --out preds.json
+
+        Example: reasonseg predict ReasonSeg/ --method grounded-sam --weights sam=sam_vit_h_4b8939.pth --split test
+        --out gsam.json --device cuda --batch-size 8
         """
         from ..baselines.weights import offline
 
@@ -84,16 +85,26 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         if list_methods:
             _list_methods(data, weights)
             return
-        if not (data and method and split and out):
-            raise ReasonSegError("predict needs DATA, --method, --split and --out (or --list)")
+        missing = [name for name, value in (("DATA", data), ("--method", method), ("--split", split), ("--out", out))
+                   if not value]
+        if missing:
+            raise ReasonSegError(f"predict needs {', '.join(missing)}",
+                                 hint="e.g. reasonseg predict ReasonSeg/ --method center-prior --split val --out "
+                                      "preds.json; `reasonseg predict --list` lists the methods")
         import warnings
 
         from ..baselines.predict import RunContext, method_meta, run_to_file
         from ..baselines.registry import get_method
         from ..baselines.weights import parse_weight_flags, slots_of
-        from ..dataset import load_split
+        from ..dataset import load_split, release_root
+        from ..schema import canonical_split
 
+        data, split = release_root(data), canonical_split(split)  # a published form reads as its release folder
         info = get_method(method)
+        if info.extra:
+            from ..extras import require_extra
+
+            require_extra(info.extra, f"--method {method}", ("torch", "transformers"))
         options = _options(settings)
         if vlm_base_url:
             options["vlm_base_url"] = vlm_base_url
@@ -128,7 +139,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                                                "results by sha256; a sibling predictions/ folder is searched too)"),
                reported: bool = typer.Option(True, help="show the paper's Table 1 rows beside the measured ones"),
                gallery: int = typer.Option(8, help="queries shown where the two compared methods disagree most"),
-               resamples: int = typer.Option(2000, help="bootstrap resamples for the paired comparisons")):
+               resamples: int = typer.Option(2000, help="bootstrap resamples for the paired comparisons"),
+               allow_different_data: bool = typer.Option(
+                   False, "--allow-different-data", help="accept results scored on other annotations than DATA's")):
         """One HTML page comparing several results files side by side.
 
         Table 1 layout with CIs, paired significance against the best method, a per-query IoU scatter of the two
@@ -139,5 +152,5 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         from ..metrics.comparison import write_comparison
 
         page = write_comparison(out, data, results, predictions or (), show_reported=reported, n_gallery=gallery,
-                                n_resamples=resamples)
+                                n_resamples=resamples, allow_different_data=allow_different_data)
         typer.echo(f"wrote {page}")

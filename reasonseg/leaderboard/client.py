@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..errors import LeaderboardError
 from ..submission import PredictionSet, read_predictions
-from .db import LeaderboardError
 from .intake import safe_filename
 
 CHUNK = 256 * 1024

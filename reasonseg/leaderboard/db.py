@@ -27,16 +27,12 @@ from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, cr
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..errors import ReasonSegError
+from ..errors import LeaderboardError  # defined with the other typed errors: the client needs no SQLAlchemy
 from ..processes import pid_alive
 
 STATUSES = ("pending", "scoring", "done", "failed")
 TOKEN_PREFIX = "rsl"
 MAX_ATTEMPTS = 3   # a submission whose scoring killed the process this often is failed, not retried forever
-
-
-class LeaderboardError(ReasonSegError):
-    """A leaderboard request, database or server cannot proceed."""
 
 
 class Base(DeclarativeBase):
