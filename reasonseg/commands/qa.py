@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
+
+DEFAULT_LISA_SAMPLES = 1000
+# What `build qa` and `qa stats` write into a QA folder: an overwrite clears exactly these (stale stats included).
+QA_OUTPUTS = ("qa.jsonl", "build.json", "qa.parquet", "stats.json", "class_frequency.png")
 
 qa_app = typer.Typer(no_args_is_help=True, help="The template QA training set: statistics of a built set.")
 
@@ -24,23 +29,31 @@ def _pairs(values: list[str], option: str) -> dict[str, Path]:
 
 def build_qa_command(
         source: list[str] = typer.Option(..., "--source", help="NAME=DIR, repeatable. Names: ade20k, cocostuff, "
-                                          "paco_lvis, pascal_part, refcoco, refcoco+, refcocog, refclef, refer_seg "
-                                          "(all four), llava_instruct, reason_seg"),
+                                          "mapillary, paco_lvis, pascal_part, refcoco, refcoco+, refcocog, refclef, "
+                                          "refer_seg (all four), llava_instruct, reason_seg"),
         out: Path = typer.Option(..., "--out", help="folder for qa.jsonl and build.json"),
         images: list[str] = typer.Option([], "--images", help="NAME=DIR: the image root of a source, when the "
                                          "images are not where the reference tree puts them"),
-        mode: str = typer.Option("exhaustive", help="exhaustive (every target) or lisa (the reference's sampling)"),
+        mode: Literal["exhaustive", "lisa"] = typer.Option(
+            "exhaustive", help="exhaustive (every target) or lisa (the reference's sampling)"),
         per_sample: int = typer.Option(3, "--per-sample", help="turns per record at most"),
-        samples: int = typer.Option(1000, help="lisa mode: number of records to draw"),
+        samples: int | None = typer.Option(
+            None, help="lisa mode: number of records to draw (the first N draws of the stream a training run with the "
+                       "same seed consumes) [default: 1000]"),
         seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes"),
         workers: int = typer.Option(1, help="worker processes (the output does not depend on it)"),
         keep_going: bool = typer.Option(False, "--keep-going", help="skip bad items, listing them in build.json"),
-        parquet: bool = typer.Option(False, "--parquet", help="also write qa.parquet"),
+        parquet: bool = typer.Option(False, "--parquet", help="also write qa.parquet (needs the hub extra)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace this command's outputs in a non-empty "
+                                       "--out (other files there are kept)"),
         explanatory: float = typer.Option(0.1, help="ReasonSeg: rate of explanation-only answers; -1 disables "
                                           "explanations"),
         refer_split: list[str] = typer.Option(["train"], "--refer-split", help="refer splits to read (repeatable; "
                                               "'all' for every split)"),
-        rates: str = typer.Option("9,3,3,1", help="lisa mode: rates of sem_seg,refer_seg,vqa,reason_seg")):
+        rates: str = typer.Option("9,3,3,1", help="lisa mode: rates of sem_seg,refer_seg,vqa,reason_seg (numbers, "
+                                  "e.g. 9,3,3,1 or 0.5,0.2,0.2,0.1)"),
+        reasonseg_split: str = typer.Option("train", "--reasonseg-split", help="ReasonSeg split(s) read: train, or "
+                                            "train_val as the released v1 models were trained")):
     """Generate the template QA training set (question, "[SEG]" answer, mask) from segmentation sources.
 
     Example: reasonseg build qa --source ade20k=dataset/ade20k --source refer_seg=dataset/refer_seg
@@ -48,19 +61,31 @@ def build_qa_command(
     """
     from ..builders.qa import BuildOptions, build_qa, open_sources
     from ..errors import BuildError
+    from ..outputs import check_output_dir, staged_output_dir
     from .common import progress
 
+    if samples is not None and mode != "lisa":
+        raise BuildError("--samples applies to --mode lisa only (exhaustive mode writes every target)",
+                         field="samples", hint="add --mode lisa, or leave out --samples")
+    samples = DEFAULT_LISA_SAMPLES if samples is None else samples
+    if parquet:
+        from ..extras import require_extra
+
+        require_extra("hub", "--parquet", ("pyarrow",))
+    check_output_dir(out, overwrite)  # before reading any source
     try:
-        rate_values = tuple(int(v) for v in rates.split(","))
+        rate_values = tuple(float(v) for v in rates.split(","))
     except ValueError:
-        raise BuildError(f"--rates must be integers such as 9,3,3,1, got {rates!r}", field="rates") from None
+        raise BuildError(f"--rates must be numbers such as 9,3,3,1, got {rates!r}", field="rates") from None
     options = BuildOptions(mode=mode, per_sample=per_sample, samples=samples, seed=seed, workers=workers,
                            keep_going=keep_going, explanatory=explanatory, rates=rate_values)
     options.check()
-    sources = open_sources(_pairs(source, "--source"), _pairs(images, "--images"), tuple(refer_split))
+    sources = open_sources(_pairs(source, "--source"), _pairs(images, "--images"), tuple(refer_split),
+                           reasonseg_split=reasonseg_split)
     total = samples if mode == "lisa" else sum(len(s.keys()) for s in sources)
-    with progress("generating QA records", total) as advance:
-        summary = build_qa(sources, out, options, parquet=parquet, advance=advance)
+    with progress("generating QA records", total) as advance, \
+            staged_output_dir(out, overwrite, QA_OUTPUTS) as folder:
+        summary = build_qa(sources, folder, options, parquet=parquet, advance=advance)
     per = ", ".join(f"{name} {n}" for name, n in sorted(summary.per_source.items()))
     typer.echo(f"wrote {summary.records} records to {out / 'qa.jsonl'} ({per})")
     if summary.skipped:

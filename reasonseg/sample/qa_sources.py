@@ -9,13 +9,16 @@
     refer_seg/images/mscoco/images/train2014/COCO_train2014_%012d.jpg, refer_seg/images/saiapr_tc-12/00/images/*.jpg
     llava_dataset/llava_instruct_150k.json
     vlpart/paco/annotations/paco_lvis_v1_train.json, vlpart/pascal_part/train.json + VOCdevkit/VOC2010/JPEGImages/
+    mapillary/config_v2.0.json, mapillary/training/v2.0/labels/*.png (indexed 'P'), mapillary/training/images/*.jpg
     reason_seg/ReasonSeg/                         (train split of `write_sample_release`, with explanatory/)
 
 The gotchas of the real data are in: ADE value 0 (ignored), 150 (the last class) and an all-zero label map;
 COCO-Stuff's off-by-one values (0 is person), a `-` class (ignored), `sky-other` and an all-255 map; string
 LLaVA ids, `<image>` at the end of a turn, a 4-turn item and non-ASCII text; a PACO image without `file_name`
 (only `coco_url`, as LVIS v1), a part with empty segmentation; refclef segmentations as lists of RLEs with str
-counts; a refCOCO annotation of two overlapping polygons; refs in several splits, `raw` differing from `sent`.
+counts; a refCOCO annotation of two overlapping polygons; refs in several splits, `raw` differing from `sent`;
+Mapillary's indexed label PNGs, mixed-case `readable` names (two labels sharing one), its own `Unlabeled` label
+and an all-255 map.
 Write them under a root whose path holds `images`, `cocostuff` and `.jpg` (`GOTCHA_ROOT`) to prove that no reader
 derives paths by string replacement. Output is byte-for-byte identical for a given seed.
 """
@@ -342,6 +345,54 @@ def write_pascal_part(root: Path, seed: int = 0, size: tuple[int, int] | None = 
     return root
 
 
+# --------------------------------------------------------------------------------------------------- Mapillary
+
+# A few of Mapillary Vistas v2.0's labels (`readable`, `name`, colour); "Pole" names two labels, as a readable
+# string may, and the last is Mapillary's own "Unlabeled" class (value 9 here; 255 is the ignored value).
+MAPILLARY_LABELS = (
+    ("Bird", "animal--bird", (165, 42, 42)), ("Curb", "construction--barrier--curb", (196, 196, 196)),
+    ("Road", "construction--flat--road", (128, 64, 128)), ("Sidewalk", "construction--flat--sidewalk", (244, 35, 232)),
+    ("Building", "construction--structure--building", (70, 70, 70)), ("Person", "human--person--individual",
+                                                                        (220, 20, 60)),
+    ("Pole", "object--support--pole", (153, 153, 153)), ("Car", "object--vehicle--car", (0, 0, 142)),
+    ("Pole", "object--support--pole-group", (153, 153, 154)), ("Unlabeled", "void--unlabeled", (0, 0, 0)),
+)
+
+
+def write_mapillary(root: Path, seed: int = 0, count: int = 4, size: tuple[int, int] | None = None) -> Path:
+    """Mapillary Vistas v2.0 layout. Image 1 holds both "Pole" labels (6 and 8), Unlabeled (9) and 255; image 2 is
+    all 255 (nothing to ask); the others 1-3 objects on a road."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    labels = [{"color": list(c), "instances": True, "readable": r, "name": n, "evaluate": n != "void--unlabeled"}
+              for r, n, c in MAPILLARY_LABELS]
+    (root / "config_v2.0.json").write_text(json.dumps({"labels": labels, "version": "2.0", "mapping": "public"},
+                                                      indent=1), encoding="utf-8")
+    palette = [v for _, _, c in MAPILLARY_LABELS for v in c]
+    palette += [0] * (768 - len(palette))
+    for k in range(1, count + 1):
+        rng = _rng(seed, "mapillary", k)
+        h, w = _size(rng, size)
+        stem = f"{'abcdefghijklmnopqrstuv'[k]}{k:021d}"
+        label, image = np.full((h, w), 255, np.uint8), _image(rng, h, w)
+        if k == 1:
+            label[:] = 9
+            _scene(rng, h, w, [6, 8, 2], label, image)
+            label[:3, :] = 255
+        elif k != 2:
+            label[h // 2:, :] = 2
+            _scene(rng, h, w, list(rng.choice([0, 1, 3, 4, 5, 7], int(rng.integers(1, 4)), replace=False)),
+                   label, image)
+        png = Image.fromarray(label, mode="P")
+        png.putpalette(palette)
+        path = root / "training" / "v2.0" / "labels" / f"{stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        png.save(path)
+        _write_jpg(root / "training" / "images" / f"{stem}.jpg", image)
+    return root
+
+
 # ------------------------------------------------------------------------------------------------------- all
 
 def write_qa_sources(out: str | Path, seed: int = 0, ade20k: int = 6, reason_seg: int = 6,
@@ -357,6 +408,7 @@ def write_qa_sources(out: str | Path, seed: int = 0, ade20k: int = 6, reason_seg
         "llava_instruct": write_llava(out / "llava_dataset", coco, seed),
         "paco_lvis": write_paco(out / "vlpart" / "paco", coco, seed),
         "pascal_part": write_pascal_part(out / "vlpart" / "pascal_part", seed, size),
+        "mapillary": write_mapillary(out / "mapillary", seed, size=size),
         "reason_seg": write_sample_release(out / "reason_seg" / "ReasonSeg", seed=seed,
                                            counts={"train": reason_seg}),
     }

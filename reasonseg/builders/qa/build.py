@@ -1,16 +1,14 @@
 """`build qa`: sources -> `qa.jsonl` (+ `build.json`, optional `qa.parquet`), in two modes.
 
 - exhaustive: every target of every item, in order, chunked into records of at most `per_sample` turns.
-- lisa: the reference's sampling. Each sample draws a group with the rates 9,3,3,1 (sem_seg, refer_seg, vqa,
-  reason_seg; renormalised over the groups present), a dataset uniformly within the group, a random item, and up to
-  3 distinct targets; an item without targets (an all-ignore label map) is redrawn, as the reference does.
+- lisa: the reference's sampling (`sampler.LisaSampler`, the same draws training makes): record k is draw k of the
+  stream with this seed, so `--samples N` is the first N samples a training run with that seed consumes.
 
 Every random choice of a record comes from a generator seeded by (seed, what the record is), never from a shared
 stream, so the output does not depend on the number of workers and a rerun writes the same bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -19,18 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ...dataset import atomic_write_text
 from ...errors import BuildError
-from .items import GROUPS, QASourceError, Source
+from .items import QASourceError, Source
 from .records import make_record
+from .sampler import LISA_RATES, NUM_PER_SAMPLE, LisaSampler, SamplerOptions, seeded_rng
 
 QA_FILE, BUILD_FILE, PARQUET_FILE = "qa.jsonl", "build.json", "qa.parquet"
 FORMAT, VERSION = "reasonseg-qa", 1
-LISA_RATES = (9, 3, 3, 1)
-NUM_PER_SAMPLE = 3
-MAX_REDRAWS = 1000
 
 
 @dataclass(frozen=True)
@@ -42,16 +36,17 @@ class BuildOptions:
     workers: int = 1
     keep_going: bool = False            # skip bad items (recorded in build.json) instead of stopping
     explanatory: float = 0.1            # ReasonSeg text-only explanation rate; -1 disables explanations
-    rates: tuple[int, ...] = LISA_RATES  # group rates of lisa mode, in GROUPS order
+    rates: tuple[float, ...] = LISA_RATES  # group rates of lisa mode, in GROUPS order
 
     def check(self) -> None:
         if self.mode not in ("exhaustive", "lisa"):
             raise BuildError(f"unknown mode {self.mode!r}; choose exhaustive or lisa", field="mode")
         if self.per_sample < 1 or self.samples < 0 or self.workers < 1:
             raise BuildError("--per-sample and --workers must be at least 1, --samples at least 0")
-        if len(self.rates) != len(GROUPS) or any(r < 0 for r in self.rates) or not sum(self.rates):
-            raise BuildError(f"--rates needs {len(GROUPS)} non-negative numbers ({', '.join(GROUPS)})",
-                             field="rates")
+        self.sampler_options().check()
+
+    def sampler_options(self) -> SamplerOptions:
+        return SamplerOptions(tuple(self.rates), self.per_sample, self.explanatory, self.keep_going)
 
 
 @dataclass
@@ -62,12 +57,6 @@ class BuildSummary:
     skipped: list[dict] = field(default_factory=list)
     empty: Counter = field(default_factory=Counter)
     redrawn: Counter = field(default_factory=Counter)
-
-
-def seeded_rng(seed: int, *parts: object) -> np.random.Generator:
-    """A generator that depends only on the seed and on what it is for (stable across processes and runs)."""
-    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
 # ----------------------------------------------------------------------------------------- tasks (per worker)
@@ -100,41 +89,21 @@ def _exhaustive_task(task: tuple[str, str]) -> tuple[str, list[str], list]:
     if item.conversation is not None:
         rng = seeded_rng(options.seed, name, key, 0)
         return name, [_dumps(make_record(source, item, [], rng, f"{name}/{key}/0", options.explanatory))], events
-    if not item.targets:
+    usable = [t for t in item.targets if not t.empty]
+    if not usable:
         events.append(("empty", name, key, ""))
         return name, [], events
     lines = []
-    for chunk, start in enumerate(range(0, len(item.targets), options.per_sample)):
+    for chunk, start in enumerate(range(0, len(usable), options.per_sample)):
         rng = seeded_rng(options.seed, name, key, chunk)
-        targets = item.targets[start:start + options.per_sample]
+        targets = usable[start:start + options.per_sample]
         lines.append(_dumps(make_record(source, item, targets, rng, f"{name}/{key}/{chunk}", options.explanatory)))
     return name, lines, events
 
 
 def _lisa_task(k: int) -> tuple[str, list[str], list]:
-    options, by_group = _STATE["options"], _STATE["by_group"]
-    rng = seeded_rng(options.seed, "lisa", k)
-    groups = [g for g in GROUPS if by_group.get(g)]
-    rates = np.array([options.rates[GROUPS.index(g)] for g in groups], float)
-    group = groups[int(rng.choice(len(groups), p=rates / rates.sum()))]
-    source = by_group[group][int(rng.integers(len(by_group[group])))]
-    keys = _STATE["keys"][source.name]
-    events: list = []
-    for _ in range(MAX_REDRAWS):
-        key = keys[int(rng.integers(len(keys)))]
-        item = _load(source, key, events)
-        if item is None:
-            continue
-        if item.conversation is None and not item.targets:
-            events.append(("redraw", source.name, key, ""))
-            continue
-        n = len(item.targets)
-        picked = rng.choice(n, size=options.per_sample, replace=False) if n >= options.per_sample else range(n)
-        targets = [item.targets[int(i)] for i in picked]
-        record = make_record(source, item, targets, rng, f"{source.name}/{key}/s{k}", options.explanatory)
-        return source.name, [_dumps(record)], events
-    raise BuildError(f"no usable item after {MAX_REDRAWS} draws", path=str(source.root), sample_id=source.name,
-                     hint="the source has no targets (all-ignore label maps?) or every item is bad")
+    draw = _STATE["sampler"].draw(k)
+    return draw.source.name, [_dumps(draw.record())], draw.events
 
 
 def _run(fn: Callable, tasks: list, workers: int) -> Iterable[tuple[str, list[str], list]]:
@@ -156,17 +125,11 @@ def build_qa(sources: list[Source], out: str | os.PathLike, options: BuildOption
         raise BuildError("no source given", hint="pass at least one --source NAME=DIR")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keys = {s.name: list(s.keys()) for s in sources}
-    empty_sources = [name for name, k in keys.items() if not k]
-    if empty_sources and options.mode == "lisa":
-        raise BuildError(f"source(s) without items: {', '.join(empty_sources)}", hint="check the source folders")
-    by_group: dict[str, list[Source]] = {}
-    for s in sources:
-        by_group.setdefault(s.group, []).append(s)
-    _STATE.update(sources={s.name: s for s in sources}, options=options, keys=keys, by_group=by_group)
+    _STATE.update(sources={s.name: s for s in sources}, options=options)
     if options.mode == "exhaustive":
-        fn, tasks = _exhaustive_task, [(s.name, key) for s in sources for key in keys[s.name]]
+        fn, tasks = _exhaustive_task, [(s.name, key) for s in sources for key in s.keys()]
     else:
+        _STATE["sampler"] = LisaSampler(sources, options.sampler_options(), options.seed)
         fn, tasks = _lisa_task, list(range(options.samples))
 
     summary = BuildSummary(out)

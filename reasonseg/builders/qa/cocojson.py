@@ -41,10 +41,32 @@ def index_coco(data: object, path: Path, need: tuple[str, ...] = ("images", "ann
     return images, anns, by_image, cats
 
 
-def segmentation_mask(segmentation: object, height: int, width: int, where: str, path: Path) -> np.ndarray:
-    """The H x W 0/1 mask of a COCO segmentation: the union of its parts.
+OVERLAPS = ("sum", "clip")
+# Coordinates beyond this make pycocotools' polygon rasteriser allocate without bound (it walks every edge pixel).
+MAX_COORDINATE = 1e5
 
-    The reference sums the decoded parts, which gives 2 where polygons overlap; a binary mask is clipped to 1.
+
+def _polygons(segmentation: list, where: str, path: Path) -> list[list[float]]:
+    """Polygon lists as floats, refusing what would make pycocotools' C code misbehave (non-numbers, NaN, huge)."""
+    try:
+        out = [[float(v) for v in p] for p in segmentation]
+    except (TypeError, ValueError):
+        raise QASourceError("polygon coordinates must be numbers", path=str(path), sample_id=where,
+                            field="segmentation") from None
+    if any(not np.isfinite(v) or abs(v) > MAX_COORDINATE for p in out for v in p):
+        raise QASourceError(f"polygon coordinate is not finite or beyond {MAX_COORDINATE:g}", path=str(path),
+                            sample_id=where, field="segmentation")
+    return out
+
+
+def segmentation_mask(segmentation: object, height: int, width: int, where: str, path: Path,
+                      overlap: str = "clip") -> np.ndarray:
+    """The H x W mask of a COCO segmentation: its parts decoded by pycocotools and combined.
+
+    Polygons go to `frPyObjects` as they are, so short ones decode as pycocotools decodes them (a first polygon of
+    4 numbers is read as boxes, an odd count drops its last number). `overlap="sum"` adds the parts as the
+    reference's refer loader does (2 where polygons overlap); `"clip"` unites them (0/1, what COCO's `annToMask`
+    gives and what an RLE can hold).
     """
     from pycocotools import mask as cocomask
 
@@ -56,11 +78,8 @@ def segmentation_mask(segmentation: object, height: int, width: int, where: str,
         elif isinstance(segmentation, list) and all(isinstance(p, dict) for p in segmentation):
             parts = segmentation
         elif isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
-            if any(len(p) < 6 or len(p) % 2 for p in segmentation):
-                raise QASourceError("a polygon needs an even number of at least 6 coordinates", path=str(path),
-                                    sample_id=where, field="segmentation")
-            rles = cocomask.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)
-            return (cocomask.decode(rles).max(axis=2) > 0).view(np.uint8)
+            rles = cocomask.frPyObjects(_polygons(segmentation, where, path), height, width)
+            return _combine(cocomask.decode(rles if isinstance(rles, list) else [rles]), overlap)
         else:
             raise QASourceError("segmentation must be polygons, an RLE or a list of RLEs", path=str(path),
                                 sample_id=where, field="segmentation")
@@ -79,12 +98,18 @@ def segmentation_mask(segmentation: object, height: int, width: int, where: str,
             else:
                 raise QASourceError("RLE counts must be a string or a list", path=str(path), sample_id=where,
                                     field="segmentation")
-        return (cocomask.decode(rles).max(axis=2) > 0).view(np.uint8)
+        return _combine(cocomask.decode(rles), overlap)
     except QASourceError:
         raise
     except MaskError as exc:
         raise QASourceError(f"segmentation RLE is malformed: {exc.message}", path=str(path), sample_id=where,
                             field="segmentation") from None
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pycocotools raises bare Exception for input it does not support
         raise QASourceError(f"segmentation does not decode: {exc}", path=str(path), sample_id=where,
                             field="segmentation") from None
+
+
+def _combine(stack: np.ndarray, overlap: str) -> np.ndarray:
+    if overlap == "sum":
+        return stack.sum(axis=2).astype(np.uint8)
+    return (stack.max(axis=2) > 0).view(np.uint8)

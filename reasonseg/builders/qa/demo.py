@@ -9,7 +9,8 @@ from .build import BuildOptions, build_qa
 from .sources import open_sources
 from .stats import write_stats
 
-DEMO_SOURCES = ("ade20k", "cocostuff", "refer_seg", "llava_instruct", "reason_seg", "paco_lvis", "pascal_part")
+DEMO_SOURCES = ("ade20k", "cocostuff", "mapillary", "refer_seg", "llava_instruct", "reason_seg", "paco_lvis",
+                "pascal_part")
 
 
 def demo_step(out: Path, seed: int = 0, samples: int = 400) -> Path:

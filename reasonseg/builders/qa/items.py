@@ -32,6 +32,9 @@ class Target:
     kind: str
     mask_key: object
     obj_part: tuple[str, str] | None = None
+    # A part annotation without a segmentation: `build qa --mode exhaustive` leaves it out, the lisa sampler redraws
+    # the whole sample when it picks one (the reference's `annToMask` raises on it and its loader starts over).
+    empty: bool = False
 
 
 @dataclass
@@ -49,11 +52,18 @@ class Item:
     conversation: list[dict] | None = None                  # VQA turns, already normalised
     _rles: dict = field(default_factory=dict, repr=False)
 
+    def mask(self, mask_key: object) -> np.ndarray:
+        """A target's H x W mask, decoded once per item whatever the number of turns asking it."""
+        key = ("array", mask_key)
+        if key not in self._rles:
+            self._rles[key] = self.mask_of(mask_key)
+        return self._rles[key]
+
     def rle(self, mask_key: object) -> dict:
-        """The COCO RLE of a target's mask, encoded once per item whatever the number of turns asking it."""
+        """The COCO RLE of a target's mask (0/1: any non-zero pixel, so a summed refer mask is clipped)."""
         key = ("mask", mask_key)
         if key not in self._rles:
-            self._rles[key] = encode_rle(self.mask_of(mask_key))
+            self._rles[key] = encode_rle(self.mask(mask_key))
         return self._rles[key]
 
     def ignore_rle(self) -> dict | None:

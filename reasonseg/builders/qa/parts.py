@@ -3,7 +3,8 @@
 Each annotation instance is a target. A category `obj:part` is asked as `obj part` or `the part of the obj`
 (a coin flip per turn); PACO names lose everything from `_(` on each side (`car_(automobile)` -> `car`),
 underscores are kept; PACO's whole-object categories are asked by their name. PASCAL-Part names must hold exactly
-one colon. Annotations with an empty segmentation are left out (PACO has some).
+one colon. An annotation with an empty segmentation (PACO has some) is a target marked `empty`: the exhaustive
+build leaves it out, the lisa sampler redraws the sample that picks it, as the reference does.
 
 - PACO-LVIS: `<root>/annotations/paco_lvis_v1_train.json`; images are `<coco>/<file_name>` (`train2017/...`),
   `<coco>` defaulting to the `coco` folder two levels up (dataset/vlpart/paco -> dataset/coco). An image without
@@ -76,10 +77,9 @@ def open_source(root: Path, image_root: Path | None = None, *, name: str = "paco
             if ann.get("category_id") not in naming:
                 raise QASourceError(f"annotation {ann['id']} has unknown category {ann.get('category_id')}",
                                     path=str(path), sample_id=where, field="category_id")
-            if ann.get("segmentation") in (None, [], {}):
-                continue
             label, obj_part = naming[ann["category_id"]]
-            targets.append(Target(label, "part" if obj_part else "object", ann["id"], obj_part))
+            targets.append(Target(label, "part" if obj_part else "object", ann["id"], obj_part,
+                                  empty=ann.get("segmentation") in (None, [], {})))
             by_id[ann["id"]] = ann
 
         def mask_of(ann_id: int):

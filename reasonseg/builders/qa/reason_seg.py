@@ -1,7 +1,8 @@
-"""ReasonSeg train (protocol.md §1, §4): every text of a train image asks for the same mask (`mask == 1`; the
-ignore polygons are reported as the record's ignore region), long texts through the long templates, short ones
-through the short templates lower-cased. `explanatory/train.json` adds the explanation of an image (matched by
-file name) that the explanatory turns use. Read through the Foundation's release reader."""
+"""ReasonSeg train, or `train_val` as the released v1 models were trained (protocol.md §1, §4): every text of an
+image asks for the same mask (`mask == 1`; the ignore polygons are reported as the record's ignore region), long
+texts through the long templates, short ones through the short templates lower-cased. `explanatory/train.json`
+adds the explanation of an image (matched by file name) that the explanatory turns use. Read through the
+Foundation's release reader."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +33,9 @@ def read_explanations(root: Path) -> dict[str, str]:
     return out
 
 
-def open_source(root: Path, image_root: Path | None = None, **_) -> Source:
+def open_source(root: Path, image_root: Path | None = None, *, split: str = SPLIT, **_) -> Source:
     try:
-        samples = {s.id: s for s in load_split(root, SPLIT)}
+        samples = {s.id: s for s in load_split(root, split)}
     except DatasetError as exc:
         raise QASourceError(exc.message, path=exc.path, sample_id=exc.sample_id, field=exc.field,
                             hint=exc.hint) from None
@@ -52,4 +53,4 @@ def open_source(root: Path, image_root: Path | None = None, **_) -> Source:
 
     keys = sorted(samples)
     return Source("reason_seg", "reason_seg", root, image_root, lambda: keys, load,
-                  {"images": len(keys), "explanations": len(explanations)})
+                  {"images": len(keys), "explanations": len(explanations), "split": split})

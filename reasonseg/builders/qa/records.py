@@ -27,15 +27,15 @@ def explanatory_choice(item: Item, rng: np.random.Generator, rate: float) -> int
     return TEXT_ONLY if rng.random() < rate else int(rng.integers(2))
 
 
-def make_record(source: Source, item: Item, targets: list[Target], rng: np.random.Generator, record_id: str,
-                explanatory_rate: float = 0.1) -> dict:
-    """The record for these targets of the item: one human/gpt turn each, one mask per [SEG]."""
-    record = {"id": record_id, "source": source.name, "image": item.image}
+def make_turns(source: Source, item: Item, targets: list[Target], rng: np.random.Generator,
+               explanatory_rate: float = 0.1) -> tuple[dict, list]:
+    """The record fields for these targets of the item (`conversations`: one human/gpt turn each; `targets`;
+    `templates`) and the mask key of each [SEG], in order. Masks are left to the caller: the builder stores RLEs,
+    training decodes arrays."""
     if item.conversation is not None:
-        return {**record, "conversations": item.conversation, "masks": [], "ignore": None, "targets": [],
-                "templates": []}
+        return {"conversations": item.conversation, "targets": [], "templates": []}, []
     choice = explanatory_choice(item, rng, explanatory_rate) if source.group == "reason_seg" else PLAIN
-    turns, masks, names, templates = [], [], [], []
+    turns, mask_keys, names, templates = [], [], [], []
     for target in targets:
         question, q_id, name = question_for(target, rng)
         answer, a_id = seg_answer(rng)
@@ -47,8 +47,17 @@ def make_record(source: Source, item: Item, targets: list[Target], rng: np.rando
         turns += [{"from": "human", "value": with_image(question) if not turns else question},
                   {"from": "gpt", "value": answer}]
         if choice != TEXT_ONLY:
-            masks.append(item.rle(target.mask_key))
+            mask_keys.append(target.mask_key)
         names.append(name)
         templates.append([q_id, a_id])
-    return {**record, "conversations": turns, "masks": masks,
-            "ignore": item.ignore_rle() if masks else None, "targets": names, "templates": templates}
+    return {"conversations": turns, "targets": names, "templates": templates}, mask_keys
+
+
+def make_record(source: Source, item: Item, targets: list[Target], rng: np.random.Generator, record_id: str,
+                explanatory_rate: float = 0.1) -> dict:
+    """The `qa.jsonl` record for these targets of the item: one human/gpt turn each, one RLE mask per [SEG]."""
+    fields, mask_keys = make_turns(source, item, targets, rng, explanatory_rate)
+    masks = [item.rle(k) for k in mask_keys]
+    return {"id": record_id, "source": source.name, "image": item.image, "conversations": fields["conversations"],
+            "masks": masks, "ignore": item.ignore_rle() if masks else None, "targets": fields["targets"],
+            "templates": fields["templates"]}

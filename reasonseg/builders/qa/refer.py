@@ -4,7 +4,9 @@ Read from the `refer_seg` root: `<name>/refs(<split_by>).p` (a pickled list of r
 `<name>/instances.json` (COCO-style; refclef segmentations are lists of RLEs), images under
 `images/mscoco/images/train2014/` (refclef: `images/saiapr_tc-12/`) joined with the image's `file_name`.
 An item is an image; its targets are every sentence (`sent`, stripped and lower-cased) of every ref of the image
-in the chosen splits, each with its ref's annotation mask (parts united, overlaps clipped to 1).
+in the chosen splits, each with its ref's annotation mask. Where the polygon parts of an annotation overlap, the
+reference's loader sums them (2 there): `overlap="sum"`, what training uses; `overlap="clip"` unites them (0/1),
+our fix, and what a QA record's RLE holds.
 
 The pickle is read with an unpickler that refuses every class, so a hostile file cannot run code.
 """
@@ -54,7 +56,7 @@ def read_refs(path: Path) -> list[dict]:
 
 
 def open_source(root: Path, image_root: Path | None = None, *, name: str = "refcoco",
-                splits: tuple[str, ...] = ("train",), **_) -> Source:
+                splits: tuple[str, ...] = ("train",), overlap: str = "sum", **_) -> Source:
     if name not in SPLIT_BY:
         raise QASourceError(f"unknown refer dataset {name!r}; choose one of {', '.join(SPLIT_BY)}")
     folder = root / name
@@ -91,7 +93,8 @@ def open_source(root: Path, image_root: Path | None = None, *, name: str = "refc
             targets += [Target(s["sent"].strip().lower(), "refer", ref["ann_id"]) for s in ref["sentences"]]
 
         def mask_of(ann_id: int):
-            return segmentation_mask(anns[ann_id].get("segmentation"), height, width, item_id, instances_path)
+            return segmentation_mask(anns[ann_id].get("segmentation"), height, width, item_id, instances_path,
+                                     overlap)
 
         return Item(key, image, height, width, targets, mask_of=mask_of)
 

@@ -12,6 +12,7 @@ READERS: dict[str, tuple[str, str, dict]] = {
     "cocostuff": ("cocostuff", "sem_seg", {}),
     "pascal_part": ("parts", "sem_seg", {"name": "pascal_part"}),
     "paco_lvis": ("parts", "sem_seg", {"name": "paco_lvis"}),
+    "mapillary": ("mapillary", "sem_seg", {}),
     "refclef": ("refer", "refer_seg", {"name": "refclef"}),
     "refcoco": ("refer", "refer_seg", {"name": "refcoco"}),
     "refcoco+": ("refer", "refer_seg", {"name": "refcoco+"}),
@@ -42,8 +43,17 @@ def expand_specs(specs: dict[str, Path]) -> dict[str, Path]:
 
 
 def open_sources(specs: dict[str, Path], images: dict[str, Path] | None = None,
-                 refer_splits: tuple[str, ...] = ("train",)) -> list[Source]:
-    """Open every source (reading its index files), in a fixed order: by group, then by name."""
+                 refer_splits: tuple[str, ...] = ("train",), refer_overlap: str = "sum",
+                 reasonseg_split: str = "train") -> list[Source]:
+    """Open every source (reading its index files), in a fixed order: by group, then by name.
+
+    `refer_overlap`: how overlapping polygon parts of a refer annotation combine (`sum`: the reference; `clip`: 0/1).
+    `reasonseg_split`: the ReasonSeg split(s) read, `train` or `train_val` (what the released v1 models saw)."""
+    from .cocojson import OVERLAPS
+
+    if refer_overlap not in OVERLAPS:
+        raise QASourceError(f"unknown refer overlap {refer_overlap!r}; choose {' or '.join(OVERLAPS)}",
+                            field="refer_overlap")
     images = images or {}
     specs = expand_specs(specs)
     unknown = set(images) - set(specs)
@@ -57,7 +67,8 @@ def open_sources(specs: dict[str, Path], images: dict[str, Path] | None = None,
         if not root.exists():
             raise QASourceError(f"source folder for {name} not found", path=str(root))
         reader = importlib.import_module(f"{__package__}.{module}")
-        extra = {"splits": tuple(refer_splits)} if READERS[name][1] == "refer_seg" else {}
+        extra = ({"splits": tuple(refer_splits), "overlap": refer_overlap} if READERS[name][1] == "refer_seg"
+                 else {"split": reasonseg_split} if name == "reason_seg" else {})
         image_root = Path(images[name]) if name in images else None
         opened.append(reader.open_source(root, image_root, **kwargs, **extra))
     return opened
