@@ -8,6 +8,7 @@ STAGE_MODULES = (
     "reasonseg.commands.qa",
     "reasonseg.commands.rephrase",
     "reasonseg.commands.predict",
+    "reasonseg.commands.table",
     "reasonseg.commands.lisa",
     "reasonseg.commands.leaderboard",
 )

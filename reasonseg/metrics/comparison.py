@@ -71,6 +71,21 @@ def load_entries(paths: Sequence[str | os.PathLike], predictions: Sequence[str |
     return entries
 
 
+def foreign_entries(entries: Sequence[Entry], data_root: Path, allow: bool = False) -> list[Entry]:
+    """The entries scored on other annotations than data_root's split (raises unless `allow`)."""
+    from .groundtruth import load_ground_truth
+    from .report import check_same_data
+
+    fingerprints = {}
+    foreign = []
+    for e in entries:
+        if e.split not in fingerprints:
+            fingerprints[e.split] = load_ground_truth(data_root, e.split).fingerprint
+        if not check_same_data(e.document, fingerprints[e.split], str(e.path), allow):
+            foreign.append(e)
+    return foreign
+
+
 def _display(entry: Entry) -> str:
     return f"{entry.label} [oracle]" if entry.oracle else entry.label
 
@@ -213,11 +228,17 @@ def _diff_cell(d) -> str:
 
 def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, results: Sequence[str | os.PathLike],
                      predictions: Sequence[str | os.PathLike] = (), show_reported: bool = True, n_gallery: int = 8,
-                     n_resamples: int = 2000, n_permutations: int = 5000, title: str | None = None) -> Path:
-    """Write `index.html` (+ `gallery/*.png`) into out_dir; returns the page's path."""
+                     n_resamples: int = 2000, n_permutations: int = 5000, title: str | None = None,
+                     allow_different_data: bool = False) -> Path:
+    """Write `index.html` (+ `gallery/*.png`) into out_dir; returns the page's path.
+
+    Results scored on other annotations than data_root's are refused (`ResultsError` naming both hashes) unless
+    `allow_different_data`, in which case the page says which ones.
+    """
     out_dir, data_root = Path(out_dir), Path(data_root)
-    out_dir.mkdir(parents=True, exist_ok=True)
     entries = load_entries(results, predictions)
+    other_data = foreign_entries(entries, data_root, allow_different_data)
+    out_dir.mkdir(parents=True, exist_ok=True)
     header, rows = measured_table(entries)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join('<tr class="measured">' + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
@@ -248,6 +269,9 @@ def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, r
                      f"</h2>{scatter_svg(a, b)}<h2>Where they disagree most</h2>"
                      f"<div class='gallery'>{_gallery(out_dir, data_root, a, b, n_gallery)}</div>")
     name = title or "reasonseg: methods compared"
+    foreign_note = (f'<p class="warning"><b>Scored on other data</b> than this release (allowed by the user): '
+                    f"{html.escape(', '.join(_display(e) for e in other_data))}. Their numbers are not comparable "
+                    "and their gallery masks may not match.</p>" if other_data else "")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}</title>
 <style>
@@ -261,6 +285,7 @@ th.section {{ text-align: left; font-weight: normal; font-style: italic; backgro
 <h1>{html.escape(name)}</h1>
 <p>gIoU / cIoU ×100, Table 1 layout; 95% bootstrap intervals over images on the second line. Rows marked [oracle]
 read the ground truth: they are ceilings, not methods. Data: <code>{html.escape(str(data_root))}</code>.</p>
+{foreign_note}
 <table id="table1"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Against the best method of each split</h2>
 <p>Difference to the best non-oracle method (×100) with a paired bootstrap interval over images and a paired

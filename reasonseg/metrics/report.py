@@ -79,6 +79,26 @@ def read_results(path: str | os.PathLike) -> dict:
     return doc
 
 
+def check_same_data(document: dict, fingerprint: str, where: str, allow: bool = False) -> bool:
+    """Whether a results document was scored on the annotations whose fingerprint is given.
+
+    Raises `ResultsError` naming both hashes when it was not, unless `allow` (then it warns and returns False).
+    A document without `annotations_sha256` cannot be checked and passes.
+    """
+    theirs = (document.get("dataset") or {}).get("annotations_sha256")
+    if theirs is None or theirs == fingerprint:
+        return True
+    message = (f"results were scored on different data: annotations_sha256 {theirs} in the results, "
+               f"{fingerprint} for split {document.get('split')!r} of this release")
+    if allow:
+        import warnings
+
+        warnings.warn(f"{where}: {message} (allowed)", stacklevel=2)
+        return False
+    raise ResultsError(message, path=where, hint="score the predictions on this release again, or pass "
+                                                 "--allow-different-data")
+
+
 def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
     try:
         return [QueryScore(q["id"], int(q["text_index"]), None if q["is_sentence"] is None else bool(q["is_sentence"]),

@@ -152,8 +152,7 @@ def warn_if_degenerate(gt: GroundTruth, areas: Iterable[tuple[str, int]]) -> Non
     empty = sum(area == 0 for _, area in areas)
     full = sum(area == gt.masks[sid].height * gt.masks[sid].width > 0 for sid, area in areas)
     for count, what, cause in ((full, "the whole image", "float probabilities or logits written as masks without "
-                                "a threshold?"), (empty, "nothing (an empty mask)", "a threshold too high, or "
-                                                  "masks written as 0/1 read back as empty?")):
+                                "a threshold?"), (empty, "nothing (an empty mask)", "is the threshold too high?")):
         if count > DEGENERATE_SHARE * len(areas):
             warnings.warn(f"{count} of {len(areas)} queries are predicted as {what}: {cause}", stacklevel=3)
 
