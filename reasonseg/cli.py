@@ -6,34 +6,72 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from .commands import STAGE_MODULES
-from .commands.common import print_table
+from .commands.common import (
+    HELP_OPTION_NAMES,
+    PROTOCOL_HELP,
+    SPLIT_HELP,
+    EmptyUnion,
+    Protocol,
+    polish_help,
+    print_table,
+)
 from .errors import ReasonSegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": HELP_OPTION_NAMES},
                   help="reasonseg: build, score and compare ReasonSeg reasoning-segmentation results.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"reasonseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                               help="print the version and exit")) -> None:
+    """reasonseg: build, score and compare ReasonSeg reasoning-segmentation results."""
 
 build_app = typer.Typer(no_args_is_help=True, help="Build datasets: the ReasonSeg release, the template QA set.")
 app.add_typer(build_app, name="build")
 
-SplitOpt = typer.Option(..., "--split", help="val, test, train, or joined such as train_val")
-ProtocolOpt = typer.Option("lisa", "--protocol", help="lisa (text[0] per image, the paper) or all-texts")
+SplitOpt = typer.Option(None, "--split", help=f"{SPLIT_HELP} [default: the split the predictions file names]")
+ProtocolOpt = typer.Option("lisa", "--protocol", help=PROTOCOL_HELP)
+SCORE_REPORT_OUTPUTS = ("index.html", "overlays")
 
 
 # ------------------------------------------------------------------------------------------------------- sample
 
 @app.command()
 def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
-           seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes")):
+           seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes"),
+           grounding: int | None = typer.Option(
+               None, "--grounding", help="instead: a grounding set of N train scenes (3 objects, each a query's "
+                                         "target; only the query tells which) in OUT/release"),
+           val_scenes: int = typer.Option(200, "--val-scenes", help="with --grounding: val scenes")):
     """Write the embedded synthetic data: a ReasonSeg-format release (OUT/release) and the sources every builder
     reads, in their real formats (OUT/sources: OpenImages, ScanNet, instructions.jsonl; OUT/qa-sources: ADE20K,
     COCO-Stuff, PACO-LVIS, PASCAL-Part, refCOCO family, LLaVA-Instruct).
 
+    With --grounding N: only a release for training and checking that a model reads the query (`lisa train` reads
+    it as data.reasonseg): N train and --val-scenes val scenes, 3 samples each, plus OUT/release/scenes.json.
+
     Example: reasonseg sample --out rs-sample
     """
+    if grounding is not None:
+        from .sample.grounding import write_grounding
+
+        release = write_grounding(out, grounding, val_scenes, seed=seed)
+        typer.echo(f"grounding release: {release} ({grounding} train, {val_scenes} val scenes; 3 samples each)")
+        return
     from .sample.bundle import write_sample
 
     bundle = write_sample(out, seed=seed)
@@ -76,18 +114,20 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
 # -------------------------------------------------------------------------------------------------------- score
 
 @app.command()
-def score(data: Path = typer.Argument(..., help="release folder"),
+def score(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
           predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
-          split: str = SplitOpt,
-          protocol: str = ProtocolOpt,
+          split: str | None = SplitOpt,
+          protocol: Protocol = ProtocolOpt,
           out: Path | None = typer.Option(None, "--out", help="write the results JSON here"),
-          bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs (0 = none)"),
+          bootstrap: int = typer.Option(1000, min=0, help="bootstrap resamples for the CIs (0 = none)"),
           seed: int = typer.Option(0, help="bootstrap seed"),
-          confidence: float = typer.Option(0.95, help="confidence level of the intervals"),
-          missing: str = typer.Option("error", help="error, or empty: score absent queries as empty masks"),
-          empty_union: str = typer.Option("one", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero)"),
+          confidence: float = typer.Option(0.95, min=0.0, max=1.0, help="confidence level of the intervals"),
+          missing: Literal["error", "empty"] = typer.Option(
+              "error", help="error, or empty: score absent queries as empty masks"),
+          empty_union: EmptyUnion = typer.Option("one", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero)"),
           method: str | None = typer.Option(None, help="method name for the results (default: from file)"),
           report: Path | None = typer.Option(None, "--report", help="write an HTML report into this folder"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace the report in a non-empty --report"),
           no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
           strict: bool = typer.Option(False, help="read .jpg images only, as the reference loader"),
           as_json: bool = typer.Option(False, "--json", help="print the results JSON instead of the table")):
@@ -97,7 +137,10 @@ def score(data: Path = typer.Argument(..., help="release folder"),
     """
     from .metrics.report import split_table, write_results
     from .metrics.scoring import evaluate
+    from .outputs import check_output_dir, staged_output_dir
 
+    if report:
+        check_output_dir(report, overwrite, "--report")  # before the work, not after it
     evaluation = evaluate(data, predictions, split, protocol, cache_dir=None if no_cache else "default",
                           strict=strict, missing=missing, empty_union=empty_union, bootstrap=bootstrap,
                           seed=seed, confidence=confidence, method=method)
@@ -107,12 +150,14 @@ def score(data: Path = typer.Argument(..., help="release folder"),
     if report:
         from .metrics.html import write_report
 
-        write_report(report, evaluation)
+        with staged_output_dir(report, overwrite, SCORE_REPORT_OUTPUTS, "--report") as folder:
+            write_report(folder, evaluation)
     if as_json:
         typer.echo(json.dumps(doc, indent=1))
         return
     header, rows = split_table(doc)
-    print_table(header, rows, title=f"{doc['method'] or predictions.name} · {split} · protocol {protocol} (×100)")
+    print_table(header, rows,
+                title=f"{doc['method'] or predictions.name} · {doc['split']} · protocol {protocol} (×100)")
     for path, what in ((out, "results"), (report and report / "index.html", "report")):
         if path:
             typer.echo(f"{what}: {path}")
@@ -120,9 +165,12 @@ def score(data: Path = typer.Argument(..., help="release folder"),
 
 # ------------------------------------------------------------------------------------------------------ compare
 
-def _scores_for(data: Path, path: Path, split: str, protocol: str, empty_union: str, cache: bool):
-    """Per-query scores from a results file (as is) or from a predictions file (scored now)."""
-    from .metrics.report import read_results, scores_from_results
+def _scores_for(data: Path, path: Path, split: str | None, protocol: str, empty_union: str, cache: bool,
+                allow_different_data: bool = False):
+    """Per-query scores, method name and split from a results file (as is, if scored on DATA) or from a predictions
+    file (scored now); `split=None` takes the file's own split."""
+    from .metrics.groundtruth import load_ground_truth
+    from .metrics.report import check_same_data, read_results, scores_from_results
     from .metrics.scoring import evaluate
 
     if path.is_file():
@@ -130,27 +178,44 @@ def _scores_for(data: Path, path: Path, split: str, protocol: str, empty_union: 
             head = fh.read(4096)
         if b'"reasonseg-results"' in head:
             doc = read_results(path)
+            from .schema import canonical_split
+
+            split = canonical_split(split or doc["split"])
             if doc["split"] != split or doc["protocol"] != protocol:
                 raise ReasonSegError(f"results are for split {doc['split']!r}, protocol {doc['protocol']!r}; "
                                      f"comparing split {split!r}, protocol {protocol!r}", path=str(path))
-            return scores_from_results(doc, str(path)), doc.get("method") or path.stem
+            fingerprint = load_ground_truth(data, split, cache_dir="default" if cache else None).fingerprint
+            check_same_data(doc, fingerprint, str(path), allow_different_data)
+            return scores_from_results(doc, str(path)), doc.get("method") or path.stem, split
     evaluation = evaluate(data, path, split, protocol, cache_dir="default" if cache else None, bootstrap=0,
                           empty_union=empty_union)
-    return evaluation.scores, evaluation.document.get("method") or path.stem
+    return evaluation.scores, evaluation.document.get("method") or path.stem, evaluation.document["split"]
+
+
+METRIC_NAMES = {"giou": "gIoU", "ciou": "cIoU"}
+
+
+def _p_value(p: float, permutations: int) -> str:
+    # With the +1 correction the smallest possible value is 1/(permutations+1): no permutation was as extreme.
+    if permutations and p <= 1.0 / (permutations + 1) * (1 + 1e-9):
+        return f"< {1.0 / permutations:.2g}"
+    return f"{p:.4f}"
 
 
 @app.command()
 def compare(data: Path = typer.Argument(..., help="release folder"),
             pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
             pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
-            split: str = SplitOpt,
-            protocol: str = ProtocolOpt,
-            group: str = typer.Option("overall", help="overall, short, long or source:<name>"),
-            empty_union: str = typer.Option("one", help="one (LISA), zero or skip"),
+            split: str | None = SplitOpt,
+            protocol: Protocol = ProtocolOpt,
+            group: str = typer.Option("overall", help="overall, short, long or source:NAME"),
+            empty_union: EmptyUnion = typer.Option("one", help="one (LISA), zero or skip"),
             bootstrap: int = typer.Option(2000, help="paired bootstrap resamples for the CI of B - A"),
             permutations: int = typer.Option(10000, help="paired permutations for the p-value"),
             seed: int = typer.Option(0, help="random seed"),
             no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
+            allow_different_data: bool = typer.Option(
+                False, "--allow-different-data", help="accept results scored on other annotations than DATA's"),
             as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Paired comparison of two methods on the same queries: B - A with a CI and a permutation p-value.
 
@@ -160,8 +225,9 @@ def compare(data: Path = typer.Argument(..., help="release folder"),
     from .metrics.report import group_scores
     from .metrics.stats import image_sums, paired_comparison
 
-    scores_a, name_a = _scores_for(data, pred_a, split, protocol, empty_union, not no_cache)
-    scores_b, name_b = _scores_for(data, pred_b, split, protocol, empty_union, not no_cache)
+    scores_a, name_a, split = _scores_for(data, pred_a, split, protocol, empty_union, not no_cache,
+                                          allow_different_data)
+    scores_b, name_b, _ = _scores_for(data, pred_b, split, protocol, empty_union, not no_cache, allow_different_data)
     groups_a, groups_b = group_scores(scores_a), group_scores(scores_b)
     if group not in groups_a:
         raise ResultsError(f"unknown group {group!r}; choose one of {', '.join(groups_a)}")
@@ -176,8 +242,8 @@ def compare(data: Path = typer.Argument(..., help="release folder"),
         typer.echo(json.dumps({"a": name_a, "b": name_b, "split": split, "protocol": protocol, "group": group,
                                "differences": [d.__dict__ for d in diffs]}, indent=1))
         return
-    rows = [[d.metric, f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
-             f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", f"{d.p_value:.4f}"] for d in diffs]
+    rows = [[METRIC_NAMES.get(d.metric, d.metric), f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
+             f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", _p_value(d.p_value, permutations)] for d in diffs]
     print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
                  title=f"{split} · {group} · {len(keys_a)} queries (×100)")
 
@@ -217,16 +283,50 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     typer.echo(f"warning: {message}", err=True)
 
 
+def _holds_release(folder: Path) -> bool:
+    return any((folder / split).is_dir() for split in ("train", "val", "test"))
+
+
+def _suggestion(path_text) -> str:
+    """' (did you mean ...?)' for a path typed on the command line that is a near-miss of an existing name, or a
+    folder holding a release one level down (`rs` for `rs/release`); '' otherwise."""
+    if not isinstance(path_text, (str, Path)) or not str(path_text):
+        return ""
+    import difflib
+
+    path = Path(path_text)
+    if path not in {Path(arg.partition("=")[2] or arg) for arg in sys.argv[1:] if arg}:
+        return ""  # only a path the user typed: a file missing inside a dataset is no typo
+    try:
+        base = path
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if base != path and base == path.parent and base.is_dir():
+            names = sorted(child.name for child in base.iterdir())
+            close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {base / close[0]}?)"
+        if base.is_dir() and not _holds_release(base):
+            inner = sorted(child for child in base.iterdir() if child.is_dir() and _holds_release(child))
+            if len(inner) == 1:
+                return f" (did you mean {inner[0]}? it holds a release)"
+    except OSError:
+        pass
+    return ""
+
+
 def main() -> None:
     warnings.showwarning = _show_warning
+    command = typer.main.get_command(app)
+    polish_help(command)
     try:
-        app()
+        command(prog_name="reasonseg")
     except ReasonSegError as exc:
-        typer.echo(f"error: {exc.render()}", err=True)
+        typer.echo(f"error: {exc.render()}{_suggestion(exc.path)}", err=True)
         sys.exit(2)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        typer.echo(f"error: {where}{exc.strerror or exc}{_suggestion(exc.filename)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -110,11 +110,21 @@ def _write_tree(root: Path, seed: int, scenes: dict[str, int], side: int) -> dic
 def check_scenes(scenes: dict[str, int]) -> dict[str, int]:
     unknown = sorted(set(scenes) - set(SPLITS))
     if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
+        raise DatasetError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
     for split, n in scenes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"scene count for split {split!r} must be a positive int, got {n!r}")
+            raise DatasetError(f"the number of {split} scenes must be a positive integer, got {n!r}",
+                               field="--grounding" if split == "train" else f"--{split}-scenes")
     return {split: scenes[split] for split in SPLITS if split in scenes}
+
+
+def write_grounding(out: str | os.PathLike, train_scenes: int, val_scenes: int = VAL_SCENES, *,
+                    seed: int = 0) -> Path:
+    """`reasonseg sample --grounding N`: the grounding release at `out/release`, `out` new or empty."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError("output folder exists and is not empty", path=str(out), hint="choose a new --out")
+    return write_grounding_release(out / "release", {"train": train_scenes, "val": val_scenes}, seed=seed)
 
 
 def write_grounding_release(out: str | os.PathLike, scenes: dict[str, int], *, seed: int = 0,
@@ -127,7 +137,7 @@ def write_grounding_release(out: str | os.PathLike, scenes: dict[str, int], *, s
 
     scenes = check_scenes(scenes)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise DatasetError(f"the seed must be a non-negative integer, got {seed!r}", field="--seed")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError("output folder already exists and is not empty", path=str(out),
