@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError
-from .schema import EXPECTED_COUNTS, SPLITS, Sample, Shape
+from .schema import EXPECTED_COUNTS, SPLITS, Sample, Shape, canonical_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -135,9 +135,21 @@ def image_size(path: Path) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------------ splits
 
+def release_root(root: str | os.PathLike) -> Path:
+    """The release folder behind `root`: the folder itself, or, for a published (Parquet) folder or a Hub dataset
+    in the local Hugging Face cache, its release layout written once into the cache (`reasonseg.published`)."""
+    root = Path(root)
+    if any((root / split).is_dir() for split in SPLITS):
+        return root
+    from .published import published_release  # pyarrow is imported only when a published form is read
+
+    return published_release(root) or root
+
+
 def split_dirs(root: Path, split: str) -> list[tuple[str, Path]]:
-    """The folders of a split name; `train_val` joins several, as the reference allows."""
-    names = split.split("_")
+    """The folders of a split name; `train_val` joins several, as the reference allows; `validation` is `val`."""
+    root = release_root(root)
+    names = canonical_split(split).split("_")
     out = []
     for name in names:
         folder = root / name
@@ -163,7 +175,7 @@ def list_images(folder: Path, strict: bool = False) -> list[Path]:
 
 def load_split(root: str | os.PathLike, split: str, strict: bool = False) -> list[Sample]:
     """Every sample of a split (or joined splits such as `train_val`), with image sizes from headers."""
-    root = Path(root)
+    root = release_root(root)
     samples: list[Sample] = []
     seen: dict[str, Path] = {}
     manifest = read_manifest(root) or {}
@@ -310,6 +322,7 @@ def validate_release(root: str | os.PathLike, strict: bool = False) -> Validatio
     """An integrity report of a release folder: it never stops at the first problem."""
     root = Path(root)
     report = ValidationReport(str(root))
+    root = release_root(root)
     if not root.is_dir():
         raise DatasetError("release folder not found", path=str(root))
     present = [s for s in SPLITS if (root / s).is_dir()]

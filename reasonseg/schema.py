@@ -11,6 +11,15 @@ from pathlib import Path
 SPLITS = ("train", "val", "test")
 EXPECTED_COUNTS = {"train": 239, "val": 200, "test": 779}
 TARGET, IGNORE, BACKGROUND = 1, 255, 0
+# The Hugging Face Hub calls the validation split "validation"; the release folder is `val/`. Both names are
+# accepted wherever a split is named, and `canonical_split` is the one place that maps them.
+HUB_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def canonical_split(split: str) -> str:
+    """The release's name of a split (or joined splits): `validation` -> `val`, `train_validation` -> `train_val`."""
+    folder = {hub: name for name, hub in HUB_SPLIT_NAMES.items()}
+    return "_".join(folder.get(part, part) for part in split.split("_"))
 
 
 @dataclass(frozen=True)

@@ -135,22 +135,50 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         data: Path = typer.Argument(..., help="release folder"),
         out: Path = typer.Option(..., "--out", help="folder for the Parquet files, README.md and croissant.json"),
         repo_id: str | None = typer.Option(None, "--repo-id", help="Hugging Face dataset repo, e.g. me/reasonseg"),
-        push: bool = typer.Option(False, "--push", help="upload --out to --repo-id (token from HF_TOKEN)"),
+        exclude_source: list[str] | None = typer.Option(
+            None, "--exclude-source", help="leave out the rows of this source, e.g. scannet (repeatable); the card "
+                                           "states the changed split sizes"),
+        push: bool = typer.Option(False, "--push", help="upload --out to --repo-id (token from `hf auth login` or "
+                                                        "HF_TOKEN)"),
         private: bool = typer.Option(False, "--private", help="create the repo as private when pushing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace --out"),
     ):
-        """Export a release for the Hugging Face Hub: Parquet per split, a dataset card and Croissant metadata.
+        """Export a release for the Hugging Face Hub: Parquet per split (train, validation, test), a dataset card,
+        Croissant metadata, and the release's manifest. Warns about sources whose terms forbid redistribution.
 
-        Example: reasonseg publish ReasonSeg/ --out hub/ --repo-id me/reasonseg --push
+        Example: reasonseg publish ReasonSeg/ --out hub/ --repo-id me/reasonseg --exclude-source scannet --push
         """
         from ..builders.publish import check_push, publish_release, push_to_hub
+        from ..schema import HUB_SPLIT_NAMES
 
         if push:
             check_push(repo_id)  # before any work: a missing token should not cost a full export
-        result = publish_release(data, out, repo_id=repo_id, overwrite=overwrite)
-        for split, n in result["splits"].items():
-            typer.echo(f"{split}: {n} rows")
+        result = publish_release(data, out, repo_id=repo_id, exclude_sources=tuple(exclude_source or ()),
+                                 overwrite=overwrite)
+        for split, stats in result["splits"].items():
+            left_out = result["excluded"].get(split, 0)
+            typer.echo(f"{HUB_SPLIT_NAMES[split]}: {stats['rows']} rows"
+                       + (f" ({left_out} left out: {', '.join(result['excluded_sources'])})" if left_out else ""))
         typer.echo(f"wrote {out}")
         if push:
             url = push_to_hub(out, repo_id, private=private)
             typer.echo(f"pushed: {url}")
+
+    @app.command("export-release")
+    def export_release(
+        published: str = typer.Argument(..., help="published folder (from `reasonseg publish`) or a Hub dataset id "
+                                                  "already in the local Hugging Face cache"),
+        out: Path = typer.Option(..., "--out", help="release folder to write (train/ val/ test/, manifest.json)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace this command's outputs in --out"),
+    ):
+        """Write the release layout back from its published (Parquet) form: images and annotation files byte for
+        byte, manifest.json and explanatory/train.json as published.
+
+        Example: reasonseg export-release hub/ --out ReasonSeg
+        """
+        from ..published import export_release as export
+
+        result = export(published, out, overwrite=overwrite)
+        for split, n in result["splits"].items():
+            typer.echo(f"{split}: {n} images")
+        typer.echo(f"release: {out}")

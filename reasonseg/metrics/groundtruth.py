@@ -17,7 +17,7 @@ import numpy as np
 from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, split_dirs
 from ..errors import DatasetError
 from ..masks import Intervals, crop_to_intervals, rasterize_shapes_cropped
-from ..schema import Query, Sample
+from ..schema import Query, Sample, canonical_split
 
 CACHE_VERSION = 1
 
@@ -97,7 +97,7 @@ def _cache_key(root: Path, split: str, strict: bool) -> str:
 def load_ground_truth(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = "default",
                       strict: bool = False) -> GroundTruth:
     """The ground truth of a split, from the cache when the split's files are unchanged."""
-    root = Path(root)
+    root, split = Path(root), canonical_split(split)
     if cache_dir is None:
         return build_ground_truth(root, split, load_split(root, split, strict))
     cache = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
