@@ -97,7 +97,7 @@ def test_update_takes_batches_tensors_and_ground_truth_objects(tmp_path, release
     for (sid, k), mask in masks.items():
         by_size.setdefault(mask.shape, []).append((sid, k, mask))
     for group in by_size.values():
-        ids, ks, ms = zip(*group)
+        ids, ks, ms = zip(*group, strict=True)
         # N x 1 x H x W logits as a model returns them, thresholded at 0 as LISA does.
         logits = torch.from_numpy(np.stack(ms)).float()[:, None] * 8 - 4
         batched.update(list(ids), torch.tensor(ks), logits, threshold=0.0)
