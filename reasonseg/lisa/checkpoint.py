@@ -152,15 +152,24 @@ def resolve_vision_tower(directory: Path, name: str) -> str:
     return name
 
 
+def tower_name(doc: dict) -> str:
+    """The CLIP tower a config names: `vision_tower` (what the original's LISA loader reads), else LLaVA's
+    `mm_vision_tower`."""
+    return str(doc.get("vision_tower") or doc.get("mm_vision_tower") or "")
+
+
 def load_vision_tower(directory: Path, name: str, dtype: torch.dtype):
     from transformers import CLIPVisionModel
     from transformers.utils import logging as hf_logging
 
+    from .attention import CLIP_ATTENTION, register
+
+    register()
     where = resolve_vision_tower(directory, name)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # the library never prints; transformers' bars would
     try:
-        return CLIPVisionModel.from_pretrained(where, dtype=dtype), where
+        return CLIPVisionModel.from_pretrained(where, dtype=dtype, attn_implementation=CLIP_ATTENTION), where
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the vision tower {name!r} ({str(exc).splitlines()[0]})",
                               path=str(directory / "config.json"), field="mm_vision_tower",
@@ -171,15 +180,10 @@ def load_vision_tower(directory: Path, name: str, dtype: torch.dtype):
 
 
 def load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
+    """LLaMA's SentencePiece tokenizer with LISA's tokens, tokenizing as the original did (`tokenizer.py`)."""
+    from .tokenizer import LisaTokenizer, add_lisa_tokens
 
-    from .tokenizer import add_lisa_tokens
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
-    except (OSError, ValueError, ImportError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer ({str(exc).splitlines()[0]})", path=str(directory),
-                              hint="a sentencepiece tokenizer.model needs `pip install sentencepiece`") from None
+    tokenizer = LisaTokenizer.from_pretrained(directory)
     add_lisa_tokens(tokenizer)  # no-op on a LISA tokenizer; needed for a bare LLaVA one
     return tokenizer
 
@@ -216,7 +220,7 @@ def load_lisa(directory: str | os.PathLike, device: str | torch.device = "cpu", 
     """Load a released LISA directory (or one written by `lisa init`/`lisa export`) strictly."""
     directory = Path(directory)
     doc = read_config(directory)
-    tower, tower_path = load_vision_tower(directory, vision_tower or doc.get("mm_vision_tower", ""), dtype)
+    tower, tower_path = load_vision_tower(directory, vision_tower or tower_name(doc), dtype)
     config = from_released_config(doc, vision_config_of(tower))
     tokenizer = load_tokenizer(directory)
     if len(tokenizer) > int(doc.get("vocab_size", len(tokenizer))):
@@ -395,11 +399,10 @@ def _default_dtype(dtype: torch.dtype):
 def new_model(size: str = "tiny", llava: str = "v1", *, seed: int = 0, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu"):
     """A random-initialised LISA of a preset size, with its tokenizer and CLIP image processor."""
-    from transformers import CLIPImageProcessor
+    from .preprocess import ClipPreprocessor
+    from .tokenizer import build_tiny_tokenizer
 
-    from .tokenizer import build_byte_bpe_tokenizer
-
-    tokenizer = build_byte_bpe_tokenizer()
+    tokenizer = build_tiny_tokenizer()
     config = preset(size, llava)
     vocab = max(len(tokenizer), int(config.llm.get("vocab_size", 0)))
     config = with_vocab(config, vocab)
@@ -408,7 +411,7 @@ def new_model(size: str = "tiny", llava: str = "v1", *, seed: int = 0, dtype: to
         tower = build_vision_tower(config.vision)
         model = build_lisa(config, seg_token_id(tokenizer), vision_tower=tower)
     side = config.vision.image_size
-    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    processor = ClipPreprocessor(size=side, crop_height=side, crop_width=side)
     return model, tokenizer, processor
 
 
@@ -433,7 +436,7 @@ def build_from_llava(llava_dir: str | os.PathLike, sam_checkpoint: str | os.Path
     the tokenizer gains [SEG] and the embeddings grow to fit it."""
     llava_dir = Path(llava_dir)
     doc = read_config(llava_dir)
-    tower, tower_path = load_vision_tower(llava_dir, vision_tower or doc.get("mm_vision_tower", ""), dtype)
+    tower, tower_path = load_vision_tower(llava_dir, vision_tower or tower_name(doc), dtype)
     config = from_released_config(doc, vision_config_of(tower))
     tokenizer = load_tokenizer(llava_dir)
     with _default_dtype(dtype):

@@ -109,7 +109,9 @@ def to_released_config(config: LisaConfig, torch_dtype: str = "bfloat16") -> dic
            "mm_use_im_start_end": config.use_im_start_end, "mm_use_im_patch_token": False,
            "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": True,
            "image_aspect_ratio": "square", "train_mask_decoder": True, "out_dim": config.out_dim,
-           "use_cache": True}
+           # what the original's LisaModel sets on its config, and `vision_tower`, which its loader reads
+           "vision_tower": config.vision_tower, "image_grid_pinpoints": None, "pretrain_mm_mlp_adapter": None,
+           "use_cache": False}
     if config.projector != "linear":
         doc["mm_projector_type"] = config.projector
     if config.sam != SamConfig():
@@ -125,7 +127,7 @@ def from_released_config(doc: dict, vision: VisionConfig) -> LisaConfig:
     sam = SamConfig() if not sam_doc else SamConfig(**{
         k: tuple(v) if isinstance(v, list) else v for k, v in sam_doc.items()})
     return LisaConfig(llm=llm, vision=vision, projector=doc.get("mm_projector_type", "linear"),
-                      vision_tower=doc.get("mm_vision_tower", _TOWER["v1"]),
+                      vision_tower=doc.get("mm_vision_tower") or doc.get("vision_tower") or _TOWER["v1"],
                       select_layer=int(doc.get("mm_vision_select_layer", -2)),
                       use_im_start_end=bool(doc.get("mm_use_im_start_end", True)),
                       out_dim=int(doc.get("out_dim", sam.prompt_embed_dim)), sam=sam)

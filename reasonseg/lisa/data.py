@@ -1,15 +1,15 @@
-"""Training data: QA records (`qa.jsonl` of `reasonseg build qa`) and ReasonSeg train, tokenized with `llava_v1`.
+"""Training data: fresh draws from the source datasets (the reference's way) or a fixed QA set, tokenized with
+`llava_v1`.
 
 An `Example` is one image with its token sequences and one target mask per `[SEG]`, in order. `collate` pads a list
 of examples into a `LisaBatch` (used for training and for teacher-forced prediction alike).
 
-QA records come from a set built by `reasonseg build qa` (`qa.jsonl` + `build.json`), read through
-`reasonseg.builders.qa.QADataset`, the one reader every caller shares. A templated record (up to 3 targets, one turn
-each) becomes one conversation per question, each opening with `<image>`, as the reference builds its samples; a VQA
-record stays one multi-turn conversation. The record's `ignore` pixels are background in every target, as in the
-reference (its loss counts them as 0). ReasonSeg train follows the reference: up to 3 distinct texts per image, each
-its own conversation, all with the image's mask (`mask == 1`); long texts fill the long templates, short ones
-(lower-cased) the short templates.
+`SampleStream` gives the recipe of global sample k of a run: draw k of `reasonseg.builders.qa.LisaSampler` (the
+sources read by the QA builder's readers, sampled as the reference's `HybridDataset` samples them), or a record of a
+set built by `reasonseg build qa` (read through `QADataset`, the one reader every caller shares), or a mix of the
+two. Every templated question becomes its own conversation opening with `<image>`, as the reference builds its
+samples; a VQA conversation stays one multi-turn conversation. A fixed record's `ignore` pixels are background in
+every target, as in the reference (its loss counts them as 0).
 """
 from __future__ import annotations
 
@@ -23,11 +23,9 @@ import torch
 
 from ..errors import DatasetError
 from .config import IMAGE_TOKEN_INDEX
-from .conversation import ANSWERS, IGNORE_INDEX, IMAGE, LONG_QUESTIONS, SHORT_QUESTIONS, Tokenized, render, tokenize
+from .conversation import IGNORE_INDEX, IMAGE, Tokenized, render, tokenize
 from .model import LisaBatch
 from .preprocess import PreparedImage, prepare_image, read_rgb
-
-MAX_TEXTS_PER_IMAGE = 3
 
 
 @dataclass
@@ -45,42 +43,39 @@ class Recipe:
     id: str
     image_path: Path
     conversations: tuple[tuple[tuple[str, str], ...], ...]   # per sequence: (question, answer) turns
-    masks: np.ndarray | None = None                           # k x H x W uint8 0/1, one per [SEG] (QA records)
-    mask_fn: object = None                                    # or: a callable returning them (ReasonSeg, lazily)
+    masks: np.ndarray | None = None                           # k x H x W uint8, one per [SEG]
 
 
-# ---------------------------------------------------------------------------------------------- QA records
+# ---------------------------------------------------------------------------------------------- recipes
 
-def _checked_turns(record, where: str) -> list[tuple[str, str]]:
-    """The record's (question, answer) pairs, after checking the roles alternate human, gpt."""
-    turns = record.conversations
+def _conversations(pairs: list[tuple[str, str]], templated: bool) -> tuple:
+    """Templated turns (one per question) -> one one-turn conversation each, opening with `<image>`; a free
+    conversation (VQA) stays one multi-turn conversation."""
+    if templated:
+        return tuple(((q if IMAGE in q else f"{IMAGE}\n{q}", a),) for q, a in pairs)
+    return (tuple(pairs),)
+
+
+def _checked_turns(turns: list[dict], record_id: str, where: str) -> list[tuple[str, str]]:
+    """The (question, answer) pairs, after checking the roles alternate human, gpt."""
     for k, turn in enumerate(turns):
         if turn.get("from") != ("human" if k % 2 == 0 else "gpt"):
-            raise DatasetError("turns must alternate human, gpt", path=where, sample_id=record.id,
+            raise DatasetError("turns must alternate human, gpt", path=where, sample_id=record_id,
                                field=f"conversations[{k}]")
-    pairs = [(str(q), str(a)) for q, a in record.turns]
+    pairs = [(str(turns[k]["value"]), str(turns[k + 1]["value"])) for k in range(0, len(turns) - 1, 2)]
     if not pairs:
-        raise DatasetError("no human/gpt turn pair", path=where, sample_id=record.id, field="conversations")
+        raise DatasetError("no human/gpt turn pair", path=where, sample_id=record_id, field="conversations")
     return pairs
 
 
 def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
-    """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe.
-
-    A templated record (one template pair per turn: semantic, part, referring, reasoning) becomes one conversation
-    per question, each opening with `<image>`, as the reference builds its samples (protocol.md §4: every class its
-    own Q/A and mask); a free conversation (VQA: no templates) stays one multi-turn conversation. Pixels of the
-    record's `ignore` mask are background in every target (the reference's `label == class` leaves them 0 and its
-    loss counts them).
-    """
-    pairs = _checked_turns(record, where)
+    """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe (protocol.md §4: every
+    class its own Q/A and mask). Pixels of the record's `ignore` mask are background in every target (the
+    reference's `label == class` leaves them 0 and its loss counts them)."""
+    pairs = _checked_turns(record.conversations, record.id, where)
     if record.image_path is None:
         raise DatasetError(f"no image root for source {record.source!r}", path=where, sample_id=record.id,
                            field="source", hint="set data.qa_image_roots in the training config")
-    if record.templates:
-        conversations = tuple(((q if IMAGE in q else f"{IMAGE}\n{q}", a),) for q, a in pairs)
-    else:
-        conversations = (tuple(pairs),)
     masks = None
     if record.masks:
         masks = np.stack([np.asarray(m, np.uint8) for m in record.masks])
@@ -90,7 +85,16 @@ def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
                                    f"masks are {masks.shape[1]}x{masks.shape[2]}", path=where, sample_id=record.id,
                                    field="ignore")
             masks = masks * (record.ignore == 0).astype(np.uint8)[None]
-    return Recipe(record.id, Path(record.image_path), conversations, masks)
+    return Recipe(record.id, Path(record.image_path), _conversations(pairs, bool(record.templates)), masks)
+
+
+def draw_recipe(draw) -> Recipe:
+    """A sampler draw (`reasonseg.builders.qa.Draw`) as a training recipe; its masks are the reference's targets
+    (a refer mask whose polygon parts overlap keeps its 2s unless the run clips them)."""
+    pairs = _checked_turns(draw.fields["conversations"], draw.id, str(draw.source.root))
+    masks = draw.masks()
+    return Recipe(draw.id, draw.source.image_root / draw.item.image,
+                  _conversations(pairs, bool(draw.fields["templates"])), masks if len(masks) else None)
 
 
 class QARecipes(Sequence):
@@ -113,47 +117,26 @@ class QARecipes(Sequence):
         return qa_recipe(self.dataset[index], f"{self.dataset.path} (record {index})")
 
 
-# ---------------------------------------------------------------------------------------------- ReasonSeg train
+class SampleStream:
+    """The recipe of global sample k of a run, a pure function of (seed, k): so every rank reads its own indices of
+    one stream and a resumed run continues it. With both a sampler and a fixed QA set, sample k is a fresh draw
+    with probability `draw_rate` (the rest: a uniformly chosen QA record)."""
 
-def _target_masks(sample, k: int) -> np.ndarray:
-    from ..masks import rasterize_shapes
-    from ..schema import TARGET
+    def __init__(self, sampler=None, qa: QARecipes | None = None, draw_rate: float = 1.0, seed: int = 0):
+        if sampler is None and qa is None:
+            raise DatasetError("the training data is empty: give sources or a QA set")
+        self.sampler, self.qa, self.seed = sampler, qa, seed
+        self.draw_rate = 1.0 if qa is None else (0.0 if sampler is None else draw_rate)
 
-    mask = (rasterize_shapes(sample.shapes, sample.height, sample.width) == TARGET).astype(np.uint8)
-    return np.repeat(mask[None], k, axis=0)
+    def recipe(self, index: int) -> Recipe:
+        from ..builders.qa.sampler import seeded_rng
 
-
-class _Masks:
-    """A picklable mask maker for one sample and k copies (ReasonSeg train gives every text the same mask)."""
-
-    def __init__(self, sample, k: int):
-        self.sample, self.k = sample, k
-
-    def __call__(self) -> np.ndarray:
-        return _target_masks(self.sample, self.k)
-
-
-def reasonseg_recipes(root: str | os.PathLike, split: str = "train", seed: int = 0) -> list[Recipe]:
-    """ReasonSeg samples as recipes: up to 3 distinct texts per image, each its own conversation."""
-    from ..dataset import load_split
-
-    rng = np.random.default_rng(seed)
-    recipes = []
-    for sample in load_split(root, split):
-        texts = list(dict.fromkeys(t for t in sample.texts if t.strip()))
-        if not texts:
-            continue
-        chosen = [texts[i] for i in rng.permutation(len(texts))[:MAX_TEXTS_PER_IMAGE]]
-        conversations = []
-        for text in chosen:
-            if sample.is_sentence:
-                question = LONG_QUESTIONS[int(rng.integers(len(LONG_QUESTIONS)))].format(sent=text)
-            else:
-                question = SHORT_QUESTIONS[int(rng.integers(len(SHORT_QUESTIONS)))].format(class_name=text.lower())
-            conversations.append(((question, ANSWERS[int(rng.integers(len(ANSWERS)))]),))
-        recipes.append(Recipe(sample.id, sample.image_path, tuple(conversations),
-                              mask_fn=_Masks(sample, len(conversations))))
-    return recipes
+        if self.qa is None:
+            return draw_recipe(self.sampler.draw(index))
+        rng = seeded_rng(self.seed, "mix", index)
+        if rng.random() < self.draw_rate:
+            return draw_recipe(self.sampler.draw(index))
+        return self.qa[int(rng.integers(len(self.qa)))]
 
 
 # ---------------------------------------------------------------------------------------------- examples
@@ -163,9 +146,7 @@ def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_toke
     """Read the image, tokenize each conversation, decode the masks; truncate as the reference does (to
     model_max_length counting the image's expanded tokens), dropping the masks of any [SEG] cut off."""
     image = read_rgb(recipe.image_path)
-    if recipe.mask_fn is not None:
-        masks = recipe.mask_fn()
-    elif recipe.masks is not None:
+    if recipe.masks is not None:
         masks = recipe.masks
     else:
         masks = np.zeros((0, image.shape[0], image.shape[1]), np.uint8)
@@ -175,8 +156,8 @@ def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_toke
     sequences, keep = [], []
     cursor = 0
     for turns in recipe.conversations:
-        text, spans = render(list(turns), use_im_start_end)
-        tok = tokenize(tokenizer, text, spans)
+        text, _ = render(list(turns), use_im_start_end)
+        tok = tokenize(tokenizer, text, with_labels=True)
         n_seg = tok.input_ids.count(seg_id)
         budget = model_max_length - (n_image_tokens - 1) * tok.input_ids.count(IMAGE_TOKEN_INDEX)
         tok = Tokenized(tok.input_ids[:budget], tok.labels[:budget])

@@ -13,6 +13,7 @@ across its sequences, in batch order.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -41,11 +42,14 @@ def build_vision_tower(vision: VisionConfig):
     """A random-initialised CLIP vision tower of this shape (released models load theirs from `mm_vision_tower`)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
+    from .attention import CLIP_ATTENTION, register
+
+    register()
     return CLIPVisionModel(CLIPVisionConfig(
         hidden_size=vision.hidden_size, intermediate_size=vision.intermediate_size,
         num_hidden_layers=vision.num_hidden_layers, num_attention_heads=vision.num_attention_heads,
         image_size=vision.image_size, patch_size=vision.patch_size, projection_dim=vision.projection_dim,
-        hidden_act="quick_gelu"))
+        hidden_act="quick_gelu", attn_implementation=CLIP_ATTENTION))
 
 
 def vision_config_of(tower) -> VisionConfig:
@@ -57,9 +61,44 @@ def vision_config_of(tower) -> VisionConfig:
 
 
 def build_llm(llm: dict):
+    """LLaMA with transformers 4.31's attention arithmetic (`attention.py`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(**llm))
+    from .attention import LLAMA_ATTENTION, register
+
+    register()
+    return LlamaForCausalLM(LlamaConfig(**llm, attn_implementation=LLAMA_ATTENTION))
+
+
+class Fp32UnderFp16Neck(nn.Sequential):
+    """SAM's neck (conv, LayerNorm2d, conv, LayerNorm2d) that runs in float32 when its input is float16, as the
+    original's SAM fork does (its LayerNorm overflows in float16); other dtypes run unchanged. Same children, so
+    the same state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float16:
+            return super().forward(x)
+        from torch.func import functional_call
+
+        y = x.float()
+        for module in self:
+            y = functional_call(module, {k: v.float() for k, v in module.named_parameters()}, (y,))
+        return y.to(x.dtype)
+
+
+def dense_positional_encoding(pe_layer: nn.Module, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """1 x C x h x w: SAM's dense positional encoding computed as the original's SAM fork computes it in a model of
+    `dtype`: the Gaussian matrix, the coordinate grid and every operation in that dtype (bf16 under a bf16 model;
+    the mask decoder was trained with it). In float32 this is segment-anything's `get_dense_pe` bit for bit."""
+    gaussian = pe_layer.positional_encoding_gaussian_matrix.to(dtype)
+    h, w = size
+    grid = torch.ones((h, w), device=gaussian.device, dtype=dtype)
+    y = (grid.cumsum(dim=0) - 0.5) / h
+    x = (grid.cumsum(dim=1) - 0.5) / w
+    coords = 2 * torch.stack([x, y], dim=-1) - 1
+    coords = coords @ gaussian
+    coords = 2 * math.pi * coords
+    return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).permute(2, 0, 1).unsqueeze(0)
 
 
 @dataclass
@@ -111,7 +150,12 @@ class LisaModel(nn.Module):
         self.vision_tower = vision_tower
         self.mm_projector = mm_projector
         self.sam = sam
-        self._keep_pe_float32()
+        sam.image_encoder.neck.__class__ = Fp32UnderFp16Neck
+        rotary = llm.model.rotary_emb
+        # transformers computes inv_freq in float32 at construction; kept here so a cast of the model cannot round it
+        # (a plain attribute, not a buffer: the state dict is unchanged).
+        self._inv_freq_fp32 = rotary.inv_freq.detach().float().clone()
+        self._keep_float32()
         self.text_hidden_fcs = text_hidden_fcs
         self.seg_token_id = int(seg_token_id)
 
@@ -187,15 +231,25 @@ class LisaModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ SAM decoding
-    def _keep_pe_float32(self) -> None:
-        # segment-anything builds its positional-encoding grid in float32 and multiplies it by this buffer, so the
-        # buffer must stay float32 in a bf16/fp16 model (the encoding is cast to the model dtype in decode_masks).
+    def _keep_float32(self) -> None:
+        """Buffers that stay float32 whatever the model's dtype.
+
+        LLaMA's rotary `inv_freq`: transformers 4.31 computed the cos/sin tables once, in float32, before the model
+        was cast (then rounded them to the model dtype); current transformers recompute them on every forward from
+        `inv_freq`, which `model.to(bf16)` would round (angle errors up to ~0.4 rad at position 330). Kept float32,
+        today's tables equal 4.31's. SAM's Gaussian matrix: stored float32 so segment-anything's own float32 grid
+        can use it; `dense_positional_encoding` casts it to the dtype the original computed in.
+        """
+        rotary = self.llm.model.rotary_emb
+        device = rotary.inv_freq.device
+        rotary.inv_freq = self._inv_freq_fp32.to(device)
+        rotary.original_inv_freq = self._inv_freq_fp32.to(device)
         pe = self.sam.prompt_encoder.pe_layer
         pe.positional_encoding_gaussian_matrix = pe.positional_encoding_gaussian_matrix.float()
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self._keep_pe_float32()
+        self._keep_float32()
         return self
 
     def decode_masks(self, image_embedding: torch.Tensor, seg_hidden: torch.Tensor, resize_size: tuple[int, int],
@@ -203,15 +257,18 @@ class LisaModel(nn.Module):
         """k x H x W mask logits for one image (`image_embedding` 1 x C x g x g) from k [SEG] hidden states."""
         h, w = original_size
         if seg_hidden.shape[0] == 0:
-            return image_embedding.new_zeros(0, h, w)
+            return image_embedding.new_zeros(0, h, w, dtype=torch.float32)
         prompts = self.text_hidden_fcs(seg_hidden)
-        _, dense = self.sam.prompt_encoder(points=None, boxes=None, masks=None)
+        encoder = self.sam.prompt_encoder
         k = prompts.shape[0]
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(k, -1, *encoder.image_embedding_size)
         low_res, _ = self.sam.mask_decoder(
-            image_embeddings=image_embedding, image_pe=self.sam.prompt_encoder.get_dense_pe().to(prompts.dtype),
-            sparse_prompt_embeddings=prompts[:, None, :], dense_prompt_embeddings=dense.to(prompts.dtype).expand(
-                k, -1, -1, -1), multimask_output=False)
-        masks = self.sam.postprocess_masks(low_res, input_size=tuple(resize_size), original_size=(h, w))
+            image_embeddings=image_embedding,
+            image_pe=dense_positional_encoding(encoder.pe_layer, encoder.image_embedding_size, prompts.dtype),
+            sparse_prompt_embeddings=prompts[:, None, :], dense_prompt_embeddings=dense.to(prompts.dtype),
+            multimask_output=False)
+        # The original's SAM fork upsamples in float32 whatever the model dtype (and returns float32 logits).
+        masks = self.sam.postprocess_masks(low_res.float(), input_size=tuple(resize_size), original_size=(h, w))
         return masks[:, 0]
 
     # ------------------------------------------------------------------ one pass (training / teacher forcing)
@@ -240,7 +297,8 @@ class LisaModel(nn.Module):
     def generate(self, image_clip: torch.Tensor, input_ids: torch.Tensor, eos_token_id: int,
                  max_new_tokens: int = 64, use_cache: bool = True) -> tuple[list[int], torch.Tensor]:
         """Greedy decoding for one sequence (`input_ids`: 1 x L, ending with `ASSISTANT:`). Returns the new token
-        ids (without EOS) and the hidden states that predicted each generated [SEG] (k x H).
+        ids (with the EOS when one was generated, as the original's `generate` returns it; it counts against
+        `max_new_tokens`) and the hidden states that predicted each generated [SEG] (k x H).
 
         With `use_cache` the prompt is encoded once and each step feeds one token against the KV cache; without it
         every step re-runs the whole sequence (the naive path the benchmark compares against).
@@ -261,6 +319,7 @@ class LisaModel(nn.Module):
             last = out.last_hidden_state[:, -1]
             token = int(self.llm.lm_head(last).float().argmax(-1))
             if token == eos_token_id:
+                new_ids.append(token)
                 break
             if token == self.seg_token_id:
                 seg_states.append(last[0])
