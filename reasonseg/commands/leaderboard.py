@@ -1,4 +1,5 @@
-"""The `leaderboard` commands (serve, add-team, export) and the top-level `submit`."""
+"""The `leaderboard` commands (serve, add-team, rotate-token, revoke-team, teams, audit, export) and the top-level
+`submit`."""
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -19,6 +20,9 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
           host: str = typer.Option("127.0.0.1", help="address to listen on"),
           port: int = typer.Option(8000, help="port to listen on"),
           daily_limit: int = typer.Option(5, "--daily-limit", help="submissions per team, per split, per UTC day"),
+          refused_limit: int = typer.Option(20, "--refused-limit",
+                                            help="refused uploads per team per UTC day (all splits) before the "
+                                                 "server stops reading its uploads until midnight"),
           max_upload_mb: int = typer.Option(256, "--max-upload-mb", help="largest accepted upload, in MiB"),
           bootstrap: int = typer.Option(1000, help="bootstrap resamples for each submission's intervals"),
           threads: int = typer.Option(2, help="scoring threads in this process"),
@@ -33,7 +37,7 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
     from ..leaderboard.app import Settings
     from ..leaderboard.app import serve as run_server
 
-    settings = Settings(data=data, db_url=db, bootstrap=bootstrap, daily_limit=daily_limit,
+    settings = Settings(data=data, db_url=db, bootstrap=bootstrap, daily_limit=daily_limit, refused_limit=refused_limit,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, threads=threads, lease_s=lease,
                         reread_ground_truth=reread, cache_dir=None if no_cache else "default")
     typer.echo(f"serving {data} on http://{host}:{port}/ (database {db})", err=True)
@@ -50,6 +54,61 @@ def add_team(name: str = typer.Argument(..., help="team name shown on the leader
 
     token = Database(db).add_team(name)
     typer.echo(token)
+
+
+@leaderboard_app.command("rotate-token")
+def rotate_token(name: str = typer.Argument(..., help="team name"), db: str = DbOpt):
+    """Give a team a new token and print it once; the old token is refused from the next request on.
+
+    Example: reasonseg leaderboard rotate-token "DV Lab" --db leaderboard.db
+    """
+    from ..leaderboard.db import Database
+
+    typer.echo(Database(db).rotate_token(name))
+
+
+@leaderboard_app.command("revoke-team")
+def revoke_team(name: str = typer.Argument(..., help="team name"), db: str = DbOpt,
+                reason: str = typer.Option("", "--reason", help="why, kept in the audit log")):
+    """Refuse a team's token from now on; its submissions stay stored and viewable, marked, and leave the ranking.
+
+    Example: reasonseg leaderboard revoke-team "DV Lab" --db leaderboard.db --reason "shared test labels"
+    """
+    from ..leaderboard.db import Database
+
+    team = Database(db).revoke_team(name, reason)
+    typer.echo(f"team {team.name!r} revoked; its submissions are kept and no longer ranked")
+
+
+@leaderboard_app.command("teams")
+def teams(db: str = DbOpt):
+    """List the teams, their submission counts and whether they are revoked."""
+    from ..leaderboard.db import Database
+    from .common import print_table
+
+    database = Database(db)
+    counts: dict[str, int] = {}
+    for sub in database.submissions():
+        counts[sub.team] = counts.get(sub.team, 0) + 1
+    rows = [[team.name, str(counts.get(team.name, 0)), "revoked" if team.revoked_at else "active"]
+            for team in database.teams()]
+    print_table(["team", "submissions", "status"], rows, title="teams")
+
+
+@leaderboard_app.command("audit")
+def audit(db: str = DbOpt, team: str | None = typer.Option(None, "--team", help="only this team's entries"),
+          limit: int = typer.Option(100, "--limit", help="how many of the latest entries")):
+    """Print the audit log: teams added, tokens rotated, teams revoked, uploads accepted, refused or interrupted.
+
+    Example: reasonseg leaderboard audit --db leaderboard.db --team "DV Lab"
+    """
+    from ..leaderboard.db import Database
+    from ..leaderboard.render import when
+    from .common import print_table
+
+    rows = [[when(r.at), r.actor, r.action, r.team or "", "" if r.submission_id is None else str(r.submission_id),
+             r.detail] for r in Database(db).audit_log(team, limit)]
+    print_table(["when", "who", "action", "team", "submission", "detail"], rows, title="audit log")
 
 
 @leaderboard_app.command("export")

@@ -1,11 +1,19 @@
 """The leaderboard server: a FastAPI app over the database, the ground truth kept in memory, and the scoring worker.
 
-Routes: POST /api/submissions, GET /api/submissions/{id}, GET /api/leaderboard?split=, GET /api/health,
-GET / (the table), GET /submissions/{id} (a submission's page), GET /submit (the upload form). Nothing serves files
-from disk, and test submissions leave the server as aggregates only. Every error is `{"error": "<one line>"}`.
+Routes: POST /api/submissions, GET /api/submissions/{id}, GET /api/teams/{team}/submissions,
+GET /api/leaderboard?split=, GET /api/health, GET / (the table), GET /submissions/{id} (a submission's page),
+GET /teams/{team} (every submission of a team), GET /submit (the upload form). Nothing serves files from disk, and
+test submissions leave the server as rounded aggregates only. Every error is `{"error": "<one line>"}`, an
+unexpected one included.
+
+An upload's cost is bounded before any heavy work: the body is counted as it streams in, a daily slot is held
+before the file is read, at most `validations` uploads are read and validated at once, and the reader checks
+every id, text index and size against the split before it decodes a mask (`submission.SplitIndex`).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 import time
@@ -23,14 +31,15 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..submission import Limits
-from .board import Significance, build_entries, split_rows
-from .db import Database, LeaderboardError, SubmissionRow, TeamInfo
+from .board import RANKING_RULE, Significance, build_entries, split_rows
+from .db import MAX_SUBMISSION_ID, Database, LeaderboardError, SubmissionRow, TeamInfo
 from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, read_upload, safe_filename
-from .render import Links, render_index, render_submission, render_submit
-from .worker import SERVED_SPLITS, GroundTruthStore, ScoringWorker, public_results
+from .render import Links, render_index, render_submission, render_submit, render_team
+from .worker import SERVED_SPLITS, GroundTruthStore, ScoringWorker, public_aggregates, public_results
 
 FORM_OVERHEAD_BYTES = 64 * 1024    # room for the text fields and multipart headers beside the file
 DEFAULT_MAX_UPLOAD_MB = 256
+LOG = logging.getLogger("reasonseg.leaderboard")
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Settings:
     db_url: str
     bootstrap: int = 1000
     daily_limit: int = 5
+    refused_limit: int = 20          # refused uploads per team per UTC day, all splits together
+    validations: int = 2             # uploads read and validated at the same time
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     threads: int = 2
     lease_s: float = 60.0
@@ -83,8 +94,9 @@ def submission_json(sub: SubmissionRow) -> dict:
     results = None
     if sub.status == "done":
         results = public_results(sub.results, with_queries=True) if sub.split == "val" and sub.results \
-            else sub.summary
-    return {"id": sub.id, "url": f"/submissions/{sub.id}", "team": sub.team, "split": sub.split,
+            else public_aggregates(sub)
+    return {"id": sub.id, "url": f"/submissions/{sub.id}", "team": sub.team, "team_revoked": sub.team_revoked,
+            "split": sub.split,
             "method": sub.method, "meta": sub.meta, "status": sub.status, "error": sub.error,
             "filename": sub.filename, "file_sha256": sub.file_sha256, "file_bytes": sub.file_bytes,
             "created_at": sub.created_at, "started_at": sub.started_at, "finished_at": sub.finished_at,
@@ -99,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     worker = ScoringWorker(db, store, threads=settings.threads, bootstrap=settings.bootstrap,
                            lease_s=settings.lease_s, poll_s=settings.poll_s, limits=limits)
     significance = Significance(loader=db.submission)
+    validation_slots = asyncio.Semaphore(max(1, settings.validations))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -119,6 +132,12 @@ def create_app(settings: Settings) -> FastAPI:
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return _error(exc.status_code, detail if exc.status_code != 404 else "not found",
                       getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        LOG.error("unexpected error", exc_info=exc)
+        return _error(500, f"internal error ({type(exc).__name__}); the maintainers have the details in the "
+                           "server log")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
@@ -181,36 +200,48 @@ def create_app(settings: Settings) -> FastAPI:
             split, method, meta = check_fields(fields, store.splits)
         except IntakeError as exc:
             return _error(400, exc.render())
-        data = await upload.read()
-        if len(data) > settings.max_upload_bytes:
-            return _error(413, f"file is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes")
-        filename = safe_filename(upload.filename)
-        if not await run_in_threadpool(db.take_quota, team.id, split, settings.daily_limit):
+        actor = f"team:{team.name}"
+        admission = await run_in_threadpool(db.admit, team.id, split, settings.daily_limit, settings.refused_limit,
+                                            worker.identity)
+        if admission.refused == "refusals":
+            return _error(429, f"team {team.name!r} has had {settings.refused_limit} uploads refused today (UTC); "
+                               "check files with 'reasonseg validate' or 'reasonseg score' on val before submitting, "
+                               "and try again tomorrow", {"Retry-After": str(_seconds_to_utc_midnight())})
+        if admission.refused == "daily":
             return _error(429, f"team {team.name!r} has used its {settings.daily_limit} {split} submissions "
                                "for today (UTC); try again tomorrow",
                           {"Retry-After": str(_seconds_to_utc_midnight())})
+        filename = safe_filename(upload.filename)
         try:
-            preds = await run_in_threadpool(_validated, data, filename, split)
-            sid = await run_in_threadpool(db.create_submission, team.id, split, method, meta, filename, data)
+            async with validation_slots:
+                data = await upload.read()
+                if len(data) > settings.max_upload_bytes:
+                    raise IntakeError(f"file is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes")
+                preds = await run_in_threadpool(_validated, data, filename, split)
+            sid = await run_in_threadpool(db.create_submission, team.id, split, method, meta, filename, data,
+                                          admission.hold, actor)
         except IntakeError as exc:
-            await run_in_threadpool(db.give_back_quota, team.id, split)
+            await run_in_threadpool(db.refuse, admission.hold, exc.render(), actor)
             return _error(400, exc.render())
-        except BaseException:
-            await run_in_threadpool(db.give_back_quota, team.id, split)
-            raise
+        except Exception as exc:  # the validator failed on this file: refuse it (and count it), never a bare 500
+            LOG.error("validating an upload by %s failed", team.name, exc_info=exc)
+            message = (f"{filename}: the file could not be validated ({type(exc).__name__}); the maintainers have "
+                       "the details in the server log")
+            await run_in_threadpool(db.refuse, admission.hold, message, actor)
+            return _error(400, message)
         worker.hand_over(sid, preds)
         body = {"id": sid, "status": "pending", "url": f"/submissions/{sid}", "split": split, "method": method,
                 "team": team.name, "results": None}
         return JSONResponse(body, status_code=201, headers={"Location": f"/api/submissions/{sid}"})
 
     def _validated(data: bytes, filename: str, split: str):
-        preds = read_upload(data, filename, limits)
+        preds = read_upload(data, filename, limits, store.index(split))
         check_against(store.for_checks(split), preds)
         return preds
 
     @app.get("/api/submissions/{submission_id}")
     def get_submission(submission_id: int):
-        sub = db.submission(submission_id)
+        sub = db.submission(submission_id) if 0 < submission_id <= MAX_SUBMISSION_ID else None
         if sub is None:
             return _error(404, f"no submission {submission_id}")
         return submission_json(sub)
@@ -224,7 +255,22 @@ def create_app(settings: Settings) -> FastAPI:
         if split not in SERVED_SPLITS:
             return _error(400, f"split must be one of {', '.join(SERVED_SPLITS)}, got {split[:20]!r}")
         rows = [r for r in split_rows(_entries(), split) if reported or not r["reported"]]
-        return {"format": "reasonseg-leaderboard", "version": 1, "split": split, "protocol": "lisa", "rows": rows}
+        return {"format": "reasonseg-leaderboard", "version": 1, "split": split, "protocol": "lisa",
+                "ranking": RANKING_RULE, "rows": rows}
+
+    def _team_submissions(team: str) -> list[SubmissionRow] | None:
+        try:
+            return db.submissions(team=team[:200])
+        except LeaderboardError:
+            return None
+
+    @app.get("/api/teams/{team}/submissions")
+    def get_team_submissions(team: str):
+        """Every submission of a team, oldest first, as GET /api/submissions/{id} describes each."""
+        subs = _team_submissions(team)
+        if subs is None:
+            return _error(404, f"no team {team[:100]!r}")
+        return {"team": team, "submissions": [submission_json(sub) for sub in subs]}
 
     @app.get("/api/health")
     def health():
@@ -239,10 +285,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/submissions/{submission_id}", response_class=HTMLResponse)
     def submission_page(submission_id: int):
-        sub = db.submission(submission_id)
+        sub = db.submission(submission_id) if 0 < submission_id <= MAX_SUBMISSION_ID else None
         if sub is None:
             return HTMLResponse("<!doctype html><title>not found</title><p>No such submission.</p>", status_code=404)
         return HTMLResponse(render_submission(sub, Links(static=False)))
+
+    @app.get("/teams/{team}", response_class=HTMLResponse)
+    def team_page(team: str):
+        subs = _team_submissions(team)
+        if subs is None:
+            return HTMLResponse("<!doctype html><title>not found</title><p>No such team.</p>", status_code=404)
+        return HTMLResponse(render_team(team, subs, Links(static=False)))
 
     @app.get("/submit", response_class=HTMLResponse)
     def submit_page():

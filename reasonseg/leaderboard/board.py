@@ -12,16 +12,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..paper import PAPER_TABLE1, SOURCE
 from ..metrics.iou import QueryScore
 from ..metrics.report import group_scores, scores_from_results
 from ..metrics.stats import Difference, image_sums, paired_comparison
+from ..paper import PAPER_TABLE1, SOURCE
 from .db import SubmissionRow
+from .worker import public_aggregates, rounded
 
 COLUMNS = (("val", "overall"), ("test", "short"), ("test", "long"), ("test", "overall"))
 METRICS = ("giou", "ciou")
 SIGNIFICANCE_RESAMPLES = 1000
 SIGNIFICANCE_CONFIDENCE = 0.95
+RANKING_RULE = ("One row per team: the method of its most recent scored test submission (of its most recent scored "
+                "val submission when it has none on test), with that method's latest scored result on each split. "
+                "Every submission stays stored and listed on the team's page; revoked teams are not ranked.")
 
 
 @dataclass(frozen=True)
@@ -142,9 +146,9 @@ def build_entries(scored: dict[str, list[SubmissionRow]], significance: Signific
         for sub in rows:
             entry = by_key.setdefault((sub.team, sub.method), Entry(sub.method, sub.team))
             entry.submissions[split] = sub
-            for group, row in (sub.summary or {}).get("groups", {}).items():
+            for group, row in (public_aggregates(sub) or {}).get("groups", {}).items():
                 entry.cells[(split, group)] = row
-    entries = list(by_key.values())
+    entries = one_per_team(list(by_key.values()))
     for entry in entries:
         for split in ("val", "test"):    # test metadata wins: it is the row's headline
             if split in entry.submissions:
@@ -161,6 +165,19 @@ def build_entries(scored: dict[str, list[SubmissionRow]], significance: Signific
             entry.badges = _badges({}, True)
             entries.append(entry)
     return sort_entries(entries, [("test", "overall", "giou"), ("val", "overall", "giou")])
+
+
+def one_per_team(entries: list[Entry]) -> list[Entry]:
+    """Each team's ranked entry, by RANKING_RULE: latest scored test submission first, else latest scored val."""
+    def recency(entry: Entry) -> tuple:
+        test, val = entry.submissions.get("test"), entry.submissions.get("val")
+        return (test is not None, test.id if test else 0, val.id if val else 0)
+
+    kept: dict[str | None, Entry] = {}
+    for entry in entries:
+        if entry.team not in kept or recency(entry) > recency(kept[entry.team]):
+            kept[entry.team] = entry
+    return list(kept.values())
 
 
 def sort_entries(entries: list[Entry], keys: list[tuple[str, str, str]]) -> list[Entry]:
@@ -186,7 +203,10 @@ def mark_entries(entries: list[Entry], significance: Significance) -> None:
                     continue
                 diff = next(d for d in diffs if d.metric == metric)
                 if diff.ci[0] <= 0.0 <= diff.ci[1]:
-                    lower.marks[(split, group, metric)] = Mark(upper.label, diff.delta, (diff.ci[0], diff.ci[1]))
+                    delta, ci = diff.delta, (diff.ci[0], diff.ci[1])
+                    if split == "test":    # served like the aggregates: to what the page shows
+                        delta, ci = rounded(delta), tuple(rounded(list(ci)))
+                    lower.marks[(split, group, metric)] = Mark(upper.label, delta, ci)
 
 
 def split_rows(entries: list[Entry], split: str) -> list[dict]:

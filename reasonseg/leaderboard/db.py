@@ -8,9 +8,15 @@ readers never wait for a writer.
 
 Tokens are `rsl_<key>_<secret>`: the key finds the team, and only SHA-256 of the secret is stored and compared in
 constant time. Uploaded files are stored in the database, so that a worker on another host can score them.
+
+An upload being validated holds one of its team's daily slots in a `holds` row: accepted, the hold becomes the
+submission; refused, the slot is given back and the refusal is counted against the team's own daily refusal limit;
+left behind by a crashed process, it is released at the next start. Every submission and every admin action is
+written to `audit_log`. An SQLite database file is created readable by its owner only (0600).
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import json
@@ -23,7 +29,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, event, func, select, update
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    make_url,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -76,6 +96,43 @@ class Upload(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class Revocation(Base):
+    __tablename__ = "revocations"
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    revoked_at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Hold(Base):
+    """A daily slot taken by an upload that is being validated (by the process named in `holder`)."""
+
+    __tablename__ = "holds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    day: Mapped[str] = mapped_column(String(10))
+    holder: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Refusal(Base):
+    __tablename__ = "refusals"
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    team_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    submission_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 class Quota(Base):
     __tablename__ = "quotas"
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), primary_key=True)
@@ -88,6 +145,26 @@ class Quota(Base):
 class TeamInfo:
     id: int
     name: str
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to an upload asking for a slot: `hold` is set when it may be validated, else `refused` says why."""
+
+    hold: int | None
+    refused: str | None = None      # "daily" (no slot left) or "refusals" (too many refused uploads today)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: float
+    actor: str
+    action: str
+    team: str | None
+    submission_id: int | None
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +187,35 @@ class SubmissionRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    team_revoked: bool = False
+
+
+MAX_SUBMISSION_ID = 2**63 - 1   # SQLite's INTEGER; a larger id in a URL is no submission, not an overflow
+
+
+def admin_actor() -> str:
+    try:
+        return f"admin:{getpass.getuser()}"
+    except (KeyError, OSError):   # no user name for this uid (containers)
+        return f"admin:uid {os.getuid()}"
+
+
+def _create_private(url: str) -> None:
+    """Create an SQLite database file 0600 before SQLite creates it with the umask's mode (its -wal and -shm files
+    take the database file's mode)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:") or os.path.exists(database):
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _owner_gone(owner: str, host: str | None = None) -> bool:
+    """Whether `host:pid/nonce` names a process on this host that no longer runs."""
+    owner_host, _, rest = owner.rpartition(":")
+    pid = rest.split("/")[0]
+    return (owner_host == (host or socket.gethostname()) and pid.isdigit() and int(pid) != os.getpid()
+            and not pid_alive(int(pid)))
 
 
 def normalize_url(url: str) -> str:
@@ -151,6 +257,7 @@ class Database:
         try:
             if self.url.startswith("sqlite"):
                 self.sqlite = True
+                _create_private(self.url)
                 self.engine = _sqlite_engine(self.url, immediate=True)
                 self.reader = _sqlite_engine(self.url, immediate=False)
             else:
@@ -183,7 +290,7 @@ class Database:
 
     # ------------------------------------------------------------------------------------------------- teams
 
-    def add_team(self, name: str) -> str:
+    def add_team(self, name: str, actor: str | None = None) -> str:
         """Create a team and return its token; the token is shown once, only a hash of its secret is kept."""
         name = " ".join(name.split())
         if not name or len(name) > 100:
@@ -192,57 +299,167 @@ class Database:
         with self.write() as conn:
             if conn.execute(select(Team.id).where(Team.name == name)).first():
                 raise LeaderboardError(f"team {name!r} already exists", hint="choose another name")
-            conn.execute(Team.__table__.insert().values(
-                name=name, key=key, secret_sha256=hashlib.sha256(secret.encode()).hexdigest(), created_at=time.time()))
+            team_id = conn.execute(Team.__table__.insert().values(
+                name=name, key=key, secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+                created_at=time.time())).inserted_primary_key[0]
+            self._audit(conn, actor or admin_actor(), "add-team", int(team_id))
         return f"{TOKEN_PREFIX}_{key}_{secret}"
 
     def authenticate(self, token: str) -> TeamInfo | None:
         parts = token.split("_", 2)
         key, secret = (parts[1], parts[2]) if len(parts) == 3 and parts[0] == TOKEN_PREFIX else ("", token)
         with self.read() as conn:
-            row = conn.execute(select(Team.id, Team.name, Team.secret_sha256).where(Team.key == key)).first()
+            row = conn.execute(select(Team.id, Team.name, Team.secret_sha256, Revocation.revoked_at)
+                               .outerjoin(Revocation, Revocation.team_id == Team.id).where(Team.key == key)).first()
         presented = hashlib.sha256(secret.encode()).hexdigest()
         # Compare even when the key is unknown, so both failures take the same time.
         expected = row.secret_sha256 if row else "0" * 64
-        if hmac.compare_digest(presented, expected) and row is not None:
+        if hmac.compare_digest(presented, expected) and row is not None and row.revoked_at is None:
             return TeamInfo(row.id, row.name)
         return None
 
     def teams(self) -> list[TeamInfo]:
         with self.read() as conn:
-            return [TeamInfo(r.id, r.name) for r in conn.execute(select(Team.id, Team.name).order_by(Team.id))]
+            return [TeamInfo(r.id, r.name, r.revoked_at) for r in conn.execute(
+                select(Team.id, Team.name, Revocation.revoked_at).outerjoin(Revocation, Revocation.team_id == Team.id)
+                .order_by(Team.id))]
+
+    def team(self, name: str) -> TeamInfo:
+        """The team called `name` (spaces normalised as `add_team` does)."""
+        name = " ".join(name.split())
+        with self.read() as conn:
+            row = conn.execute(select(Team.id, Team.name, Revocation.revoked_at)
+                               .outerjoin(Revocation, Revocation.team_id == Team.id).where(Team.name == name)).first()
+        if row is None:
+            raise LeaderboardError(f"no team {name!r}", hint="'reasonseg leaderboard teams' lists them")
+        return TeamInfo(row.id, row.name, row.revoked_at)
+
+    def rotate_token(self, name: str, actor: str | None = None) -> str:
+        """Give a team a new token; the old one is refused from the next request on. Returns the new token."""
+        team = self.team(name)
+        if team.revoked_at is not None:
+            raise LeaderboardError(f"team {team.name!r} is revoked; it gets no new token")
+        key, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        with self.write() as conn:
+            conn.execute(update(Team).where(Team.id == team.id).values(
+                key=key, secret_sha256=hashlib.sha256(secret.encode()).hexdigest()))
+            self._audit(conn, actor or admin_actor(), "rotate-token", team.id)
+        return f"{TOKEN_PREFIX}_{key}_{secret}"
+
+    def revoke_team(self, name: str, reason: str = "", actor: str | None = None) -> TeamInfo:
+        """Refuse the team's token from now on; its submissions stay stored, marked, and off the ranking."""
+        team = self.team(name)
+        if team.revoked_at is not None:
+            raise LeaderboardError(f"team {team.name!r} was already revoked")
+        now = time.time()
+        with self.write() as conn:
+            conn.execute(Revocation.__table__.insert().values(team_id=team.id, revoked_at=now, reason=reason))
+            self._audit(conn, actor or admin_actor(), "revoke-team", team.id, detail=reason)
+        return TeamInfo(team.id, team.name, now)
+
+    # --------------------------------------------------------------------------------------------------- audit
+
+    @staticmethod
+    def _audit(conn: Connection, actor: str, action: str, team_id: int | None = None,
+               submission_id: int | None = None, detail: str = "") -> None:
+        conn.execute(AuditEntry.__table__.insert().values(at=time.time(), actor=actor[:200], action=action,
+                                                           team_id=team_id, submission_id=submission_id,
+                                                           detail=detail[:2000]))
+
+    def audit(self, actor: str, action: str, team_id: int | None = None, submission_id: int | None = None,
+              detail: str = "") -> None:
+        with self.write() as conn:
+            self._audit(conn, actor, action, team_id, submission_id, detail)
+
+    def audit_log(self, team: str | None = None, limit: int = 100) -> list[AuditRow]:
+        """The latest `limit` audit entries, oldest first (only `team`'s when given)."""
+        query = select(AuditEntry.id, AuditEntry.at, AuditEntry.actor, AuditEntry.action, Team.name.label("team"),
+                       AuditEntry.submission_id, AuditEntry.detail).outerjoin(Team, Team.id == AuditEntry.team_id)
+        if team is not None:
+            query = query.where(AuditEntry.team_id == self.team(team).id)
+        with self.read() as conn:
+            rows = conn.execute(query.order_by(AuditEntry.id.desc()).limit(limit)).all()
+        return [AuditRow(r.id, r.at, r.actor, r.action, r.team, r.submission_id, r.detail) for r in reversed(rows)]
 
     # ------------------------------------------------------------------------------------------------ quotas
 
-    def take_quota(self, team_id: int, split: str, limit: int, now: float | None = None) -> bool:
-        """Take one of today's `limit` slots for (team, split); False when none is left."""
-        day = utc_day(now or time.time())
+    def admit(self, team_id: int, split: str, daily_limit: int, refused_limit: int, holder: str,
+              now: float | None = None) -> Admission:
+        """Take one of today's `daily_limit` slots for (team, split) and hold it for an upload being validated.
+
+        Refused when the slots are used up, or when the team has had `refused_limit` uploads refused today (all
+        splits together): a refused upload gives its slot back, so without this second limit it could be repeated
+        without end.
+        """
+        now = now or time.time()
+        day = utc_day(now)
         with self.write() as conn:
             self._lock_team(conn, team_id)
+            refused = conn.execute(select(Refusal.used).where(Refusal.team_id == team_id, Refusal.day == day)).scalar()
+            if (refused or 0) >= refused_limit:
+                return Admission(None, "refusals")
             used = conn.execute(select(Quota.used).where(Quota.team_id == team_id, Quota.split == split,
                                                          Quota.day == day)).scalar()
+            if (used or 0) >= daily_limit:
+                return Admission(None, "daily")
             if used is None:
                 conn.execute(Quota.__table__.insert().values(team_id=team_id, split=split, day=day, used=1))
-                return limit >= 1
-            if used >= limit:
-                return False
-            conn.execute(update(Quota).where(Quota.team_id == team_id, Quota.split == split, Quota.day == day)
-                         .values(used=Quota.used + 1))
-            return True
+            else:
+                conn.execute(update(Quota).where(Quota.team_id == team_id, Quota.split == split, Quota.day == day)
+                             .values(used=Quota.used + 1))
+            hold = conn.execute(Hold.__table__.insert().values(team_id=team_id, split=split, day=day, holder=holder,
+                                                               created_at=now)).inserted_primary_key[0]
+        return Admission(int(hold))
 
-    def give_back_quota(self, team_id: int, split: str, now: float | None = None) -> None:
-        """Return a slot taken for an upload that was then refused (invalid files do not count)."""
-        day = utc_day(now or time.time())
+    def refuse(self, hold_id: int, error: str, actor: str, now: float | None = None) -> None:
+        """The held upload was refused: its slot goes back, and one refusal is counted for today."""
         with self.write() as conn:
-            self._lock_team(conn, team_id)
-            conn.execute(update(Quota).where(Quota.team_id == team_id, Quota.split == split, Quota.day == day,
-                                             Quota.used > 0).values(used=Quota.used - 1))
+            hold = conn.execute(select(Hold).where(Hold.id == hold_id)).first()
+            if hold is not None:
+                self._release(conn, hold, now or time.time())
+                self._audit(conn, actor, "refused", hold.team_id, detail=error)
+
+    def _release(self, conn: Connection, hold, now: float) -> None:
+        self._lock_team(conn, hold.team_id)
+        conn.execute(update(Quota).where(Quota.team_id == hold.team_id, Quota.split == hold.split,
+                                         Quota.day == hold.day, Quota.used > 0).values(used=Quota.used - 1))
+        day = utc_day(now)
+        counted = conn.execute(update(Refusal).where(Refusal.team_id == hold.team_id, Refusal.day == day)
+                               .values(used=Refusal.used + 1)).rowcount
+        if not counted:
+            conn.execute(Refusal.__table__.insert().values(team_id=hold.team_id, day=day, used=1))
+        conn.execute(delete(Hold).where(Hold.id == hold.id))
+
+    def release_interrupted_holds(self, stale_s: float = 3600.0, now: float | None = None) -> list[int]:
+        """Give back the slots held by uploads whose validation never ended (the process crashed or was killed).
+
+        A hold is left behind when its process ran on this host and is gone, or when it is older than `stale_s`
+        (a process on another host). Its slot is returned and it counts as a refusal: a file that crashes the
+        validator must not be free to send again and again.
+        """
+        now = now or time.time()
+        with self.read() as conn:
+            holds = conn.execute(select(Hold)).all()
+        released = []
+        for hold in holds:
+            if not (_owner_gone(hold.holder) or hold.created_at < now - stale_s):
+                continue
+            with self.write() as conn:
+                if conn.execute(select(Hold.id).where(Hold.id == hold.id)).first() is None:
+                    continue    # another process released it first
+                self._release(conn, hold, now)
+                self._audit(conn, f"server:{socket.gethostname()}:{os.getpid()}", "upload-interrupted",
+                            hold.team_id, detail=f"validation of a {hold.split} upload by {hold.holder} never "
+                                                 "ended; its slot was given back")
+            released.append(hold.id)
+        return released
 
     # ------------------------------------------------------------------------------------------- submissions
 
-    def create_submission(self, team_id: int, split: str, method: str, meta: dict, filename: str, data: bytes
-                          ) -> int:
-        """Store an accepted upload as `pending`; it is durable before anyone scores it."""
+    def create_submission(self, team_id: int, split: str, method: str, meta: dict, filename: str, data: bytes,
+                          hold: int | None = None, actor: str | None = None) -> int:
+        """Store an accepted upload as `pending` (turning its `hold` into the submission); durable before anyone
+        scores it."""
         with self.write() as conn:
             result = conn.execute(Submission.__table__.insert().values(
                 team_id=team_id, split=split, method=method, meta=json.dumps(meta, sort_keys=True),
@@ -250,6 +467,10 @@ class Database:
                 status="pending", attempts=0, created_at=time.time()))
             sid = int(result.inserted_primary_key[0])
             conn.execute(Upload.__table__.insert().values(submission_id=sid, data=data))
+            if hold is not None:
+                conn.execute(delete(Hold).where(Hold.id == hold))
+            self._audit(conn, actor or "team", "submitted", team_id, sid,
+                        f"{split} {method!r} {filename} {len(data)} bytes sha256:{hashlib.sha256(data).hexdigest()}")
         return sid
 
     def upload_bytes(self, submission_id: int) -> bytes:
@@ -326,11 +547,8 @@ class Database:
                                        Submission.attempts).where(Submission.status == "scoring")).all()
         reset = []
         for row in rows:
-            owner_host, _, owner = (row.worker or "").rpartition(":")   # host:pid/nonce
-            pid = owner.split("/")[0]
-            dead_here = owner_host == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
             expired = (row.heartbeat_at or 0) < now - lease_s
-            if not (dead_here or expired):
+            if not (_owner_gone(row.worker or "", host) or expired):
                 continue
             with self.write() as conn:
                 if row.attempts >= MAX_ATTEMPTS:
@@ -350,39 +568,50 @@ class Database:
     _COLUMNS = (Submission.id, Team.name.label("team"), Submission.split, Submission.method, Submission.meta,
                 Submission.filename, Submission.file_sha256, Submission.file_bytes, Submission.status,
                 Submission.error, Submission.results, Submission.summary, Submission.attempts,
-                Submission.created_at, Submission.started_at, Submission.finished_at)
+                Submission.created_at, Submission.started_at, Submission.finished_at, Revocation.revoked_at)
+
+    @classmethod
+    def _select(cls):
+        return (select(*cls._COLUMNS).join(Team, Team.id == Submission.team_id)
+                .outerjoin(Revocation, Revocation.team_id == Submission.team_id))
 
     @staticmethod
     def _row(r, with_results: bool) -> SubmissionRow:
         return SubmissionRow(
             r.id, r.team, r.split, r.method, json.loads(r.meta), r.filename, r.file_sha256, r.file_bytes, r.status,
             r.error, json.loads(r.results) if with_results and r.results else None,
-            json.loads(r.summary) if r.summary else None, r.attempts, r.created_at, r.started_at, r.finished_at)
+            json.loads(r.summary) if r.summary else None, r.attempts, r.created_at, r.started_at, r.finished_at,
+            r.revoked_at is not None)
 
     def submission(self, submission_id: int, with_results: bool = True) -> SubmissionRow | None:
+        if not 0 < submission_id <= MAX_SUBMISSION_ID:
+            return None
         with self.read() as conn:
-            r = conn.execute(select(*self._COLUMNS).join(Team, Team.id == Submission.team_id)
-                             .where(Submission.id == submission_id)).first()
+            r = conn.execute(self._select().where(Submission.id == submission_id)).first()
         return self._row(r, with_results) if r else None
 
-    def submissions(self, status: str | None = None, split: str | None = None, with_results: bool = False
-                    ) -> list[SubmissionRow]:
-        query = select(*self._COLUMNS).join(Team, Team.id == Submission.team_id)
+    def submissions(self, status: str | None = None, split: str | None = None, with_results: bool = False,
+                    team: str | None = None) -> list[SubmissionRow]:
+        """Every stored submission (of one `team` when given), oldest first."""
+        query = self._select()
         if status:
             query = query.where(Submission.status == status)
         if split:
             query = query.where(Submission.split == split)
+        if team is not None:
+            query = query.where(Submission.team_id == self.team(team).id)
         with self.read() as conn:
             return [self._row(r, with_results) for r in conn.execute(query.order_by(Submission.id))]
 
     def latest_scored(self, split: str) -> list[SubmissionRow]:
-        """The latest `done` submission of each (team, method) on a split, with its aggregates (for the table)."""
+        """The latest `done` submission of each (team, method) on a split, with its aggregates (for the table);
+        revoked teams' submissions are kept but not ranked."""
         latest = (select(func.max(Submission.id)).where(Submission.split == split, Submission.status == "done")
                   .group_by(Submission.team_id, Submission.method))
-        query = (select(*self._COLUMNS).join(Team, Team.id == Submission.team_id)
-                 .where(Submission.id.in_(latest)).order_by(Submission.id))
+        query = (self._select().where(Submission.id.in_(latest), Revocation.revoked_at.is_(None))
+                 .order_by(Submission.id))
         with self.read() as conn:
             return [self._row(r, False) for r in conn.execute(query)]
 
 
-__all__ = ["Database", "LeaderboardError", "SubmissionRow", "TeamInfo", "STATUSES"]
+__all__ = ["Admission", "AuditRow", "Database", "LeaderboardError", "SubmissionRow", "TeamInfo", "STATUSES"]

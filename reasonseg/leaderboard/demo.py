@@ -18,19 +18,22 @@ def demo_step(out: Path, release: Path, predictions: dict[str, dict[str, Path]],
     """Submit `predictions` (method -> split -> predictions file) to a live local server and export the page.
 
     `meta` optionally gives each method's metadata fields (e.g. {"center-prior": {"training_data": "..."}}).
-    The database lives in a temporary folder; the exported site in `out` is what remains. Returns its index.html.
+    Each method submits as its own team (the board ranks one row per team). The database lives in a temporary
+    folder; the exported site in `out` is what remains. Returns its index.html.
     """
     out, release = Path(out), Path(release)
     with tempfile.TemporaryDirectory(prefix="reasonseg-leaderboard-") as tmp:
         db_url = str(Path(tmp) / "leaderboard.db")
-        token = Database(db_url).add_team(DEMO_TEAM)
+        database = Database(db_url)
+        tokens = {method: database.add_team(f"{DEMO_TEAM}: {method}") for method in predictions}
+        database.dispose()
         n_files = sum(len(by_split) for by_split in predictions.values())
         settings = Settings(data=release, db_url=db_url, bootstrap=bootstrap, daily_limit=max(5, n_files),
                             poll_s=0.2)
         with serve_in_thread(settings) as url:
             for method, by_split in predictions.items():
                 for split, path in by_split.items():
-                    submit(path, url, token, split, method, (meta or {}).get(method))
+                    submit(path, url, tokens[method], split, method, (meta or {}).get(method))
         db = Database(db_url)
         try:
             return export_static(db, out)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from pathlib import Path
 
 from ..errors import ReasonSegError
 from ..metrics.groundtruth import GroundTruth
 from ..metrics.scoring import match_predictions
-from ..submission import Limits, PredictionSet, read_predictions
+from ..submission import Limits, PredictionSet, SplitIndex, parse_predictions_bytes
 
 CHECKPOINT_CHOICES = ("val", "test", "last", "other")
 _TEXT_LIMITS = {"model_size": 40, "base_model": 200, "training_data": 1000, "prompt_mode": 200, "notes": 1000}
@@ -90,21 +88,18 @@ def safe_filename(name: str | None) -> str:
     return base or "predictions"
 
 
-def read_upload(data: bytes, filename: str, limits: Limits) -> PredictionSet:
-    """Validate uploaded bytes with the Foundation's reader; errors name the uploaded file, not a temp path."""
-    suffix = ".zip" if data[:4] == b"PK\x03\x04" else ".json"
-    with tempfile.TemporaryDirectory(prefix="reasonseg-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
-        try:
-            preds = read_predictions(path, limits)
-        except ReasonSegError as exc:
-            if exc.path:
-                exc.path = exc.path.replace(str(path), filename)
-            raise IntakeError(exc.message, path=exc.path, sample_id=exc.sample_id, field=exc.field,
-                              hint=exc.hint) from None
-    preds.path = filename
-    return preds
+def split_index(gt: GroundTruth) -> SplitIndex:
+    """What the split accepts (ids, sizes, texts), for refusing an upload before its masks are decoded."""
+    return SplitIndex(gt.split, {sid: (m.height, m.width, len(m.texts)) for sid, m in gt.masks.items()})
+
+
+def read_upload(data: bytes, filename: str, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
+    """Validate uploaded bytes in memory with the Foundation's reader; errors name the uploaded file."""
+    try:
+        return parse_predictions_bytes(data, filename, limits, index)
+    except ReasonSegError as exc:
+        raise IntakeError(exc.message, path=exc.path, sample_id=exc.sample_id, field=exc.field,
+                          hint=_server_hint(exc.hint)) from None
 
 
 def _server_hint(hint: str | None) -> str | None:

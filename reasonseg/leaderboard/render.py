@@ -11,12 +11,13 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 from ..paper import SOURCE
-from .board import BADGES, COLUMNS, METRICS, Entry, Significance, build_entries, split_rows
+from .board import BADGES, COLUMNS, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
 from .db import Database, SubmissionRow
 from .intake import CHECKPOINT_CHOICES
-from .worker import SERVED_SPLITS
+from .worker import SERVED_SPLITS, public_aggregates
 
 COLUMN_TITLES = {("val", "overall"): "val", ("test", "short"): "test short", ("test", "long"): "test long",
                  ("test", "overall"): "test overall"}
@@ -63,6 +64,10 @@ class Links:
 
     def submission(self, submission_id: int) -> str:
         return f"{self.prefix}submissions/{submission_id}.html" if self.static else f"/submissions/{submission_id}"
+
+    def team(self, name: str | None) -> str | None:
+        """The team's page (every submission); the live server only."""
+        return None if self.static or name is None else "/teams/" + quote(name, safe="")
 
 
 def pct(value: float | None) -> str:
@@ -114,7 +119,7 @@ def render_index(entries: list[Entry], links: Links, generated_at: str | None = 
     return _template("index.html").render(
         rows=_index_rows(entries, links), columns=COLUMNS, metrics=METRICS,
         column_titles=[COLUMN_TITLES[c] for c in COLUMNS], metric_titles=METRIC_TITLES, links=links,
-        static=links.static, refresh=None, generated_at=generated_at, source=SOURCE)
+        static=links.static, refresh=None, generated_at=generated_at, source=SOURCE, ranking=RANKING_RULE)
 
 
 def histogram(queries: list[dict], bins: int = HISTOGRAM_BINS, width: int = 420, height: int = 160) -> dict:
@@ -136,7 +141,7 @@ def histogram(queries: list[dict], bins: int = HISTOGRAM_BINS, width: int = 420,
 
 def render_submission(sub: SubmissionRow, links: Links) -> str:
     """A submission's page: metadata, status, breakdown; the per-query IoU histogram on val only."""
-    summary = sub.summary or {}
+    summary = public_aggregates(sub) or {}
     groups = [{"name": name, "n": row.get("n", ""), "giou": pct(row.get("giou")), "ciou": pct(row.get("ciou")),
                "giou_ci": pct_ci(row.get("giou_ci")), "ciou_ci": pct_ci(row.get("ciou_ci"))}
               for name, row in summary.get("groups", {}).items()]
@@ -151,9 +156,21 @@ def render_submission(sub: SubmissionRow, links: Links) -> str:
                           BADGES["oracle"] if sub.meta.get("oracle") else None) if b]
     return _template("submission.html").render(
         sub=sub, links=links, static=links.static, groups=groups, meta=meta, badges=badges,
-        histogram=histogram(queries) if queries else None,
+        histogram=histogram(queries) if queries else None, team_link=links.team(sub.team),
         refresh=2 if sub.status in ("pending", "scoring") and not links.static else None,
         times={"created": when(sub.created_at), "finished": when(sub.finished_at)})
+
+
+def render_team(team: str, subs: list[SubmissionRow], links: Links) -> str:
+    """Every submission of a team, newest first, with its overall scores as the table shows them."""
+    rows = []
+    for sub in reversed(subs):
+        overall = (public_aggregates(sub) or {}).get("groups", {}).get("overall", {})
+        rows.append({"sub": sub, "link": links.submission(sub.id), "when": when(sub.created_at),
+                     "giou": pct(overall.get("giou")), "ciou": pct(overall.get("ciou"))})
+    return _template("team.html").render(
+        links=links, static=links.static, refresh=None, team=subs[0].team if subs else team, rows=rows,
+        revoked=any(sub.team_revoked for sub in subs), ranking=RANKING_RULE)
 
 
 def render_submit(splits: tuple[str, ...], max_upload_bytes: int, daily_limit: int) -> str:

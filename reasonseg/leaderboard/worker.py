@@ -19,12 +19,15 @@ from pathlib import Path
 from ..errors import ReasonSegError
 from ..metrics.groundtruth import GroundTruth, load_ground_truth
 from ..metrics.scoring import evaluate_predictions
-from ..submission import Limits, PredictionSet
+from ..submission import Limits, PredictionSet, SplitIndex
 from .db import Database, SubmissionRow
-from .intake import read_upload
+from .intake import read_upload, split_index
 
 SERVED_SPLITS = ("val", "test")
 PROTOCOL = "lisa"
+# Test aggregates leave the server rounded to what the page shows (0.1 on the x100 scale): full precision let one
+# crafted submission solve for a hidden target's pixel count (docs/leaderboard.md, "What a score reveals").
+PUBLIC_DIGITS = 3
 LOG = logging.getLogger("reasonseg.leaderboard")
 
 
@@ -44,6 +47,7 @@ class GroundTruthStore:
             raise ReasonSegError("no val/ or test/ folder to serve", path=str(self.root),
                                  hint="point --data at a ReasonSeg release")
         self.kept: dict[str, GroundTruth] = {s: load_ground_truth(self.root, s, cache_dir=cache_dir) for s in wanted}
+        self.indexes: dict[str, SplitIndex] = {s: split_index(gt) for s, gt in self.kept.items()}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -52,10 +56,31 @@ class GroundTruthStore:
     def for_checks(self, split: str) -> GroundTruth:
         return self.kept[split]
 
+    def index(self, split: str) -> SplitIndex:
+        return self.indexes[split]
+
     def for_scoring(self, split: str) -> GroundTruth:
         if self.reread:
             return load_ground_truth(self.root, split, cache_dir=None)
         return self.kept[split]
+
+
+def rounded(value, digits: int = PUBLIC_DIGITS):
+    """Every float inside `value` (dicts, lists) rounded to `digits` decimals; NaN and other types unchanged."""
+    if isinstance(value, float):
+        return round(value, digits) if value == value else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def public_aggregates(sub: SubmissionRow) -> dict | None:
+    """A submission's aggregates as served and shown: rounded on test, where no per-query row is public."""
+    if sub.summary is None:
+        return None
+    return rounded(sub.summary) if sub.split == "test" else sub.summary
 
 
 def public_results(document: dict, with_queries: bool) -> dict:
@@ -112,6 +137,8 @@ class ScoringWorker:
         self.wake()
 
     def recover(self) -> list[int]:
+        """Claims of dead scorers back to `pending`; slots held by validations that never ended given back."""
+        self.db.release_interrupted_holds()
         return self.db.recover_interrupted(self.lease_s)
 
     # -------------------------------------------------------------------------------------------------- loops
@@ -158,7 +185,8 @@ class ScoringWorker:
             with self._lock:
                 preds = self.handed_over.pop(sub.id, None)
             if preds is None:
-                preds = read_upload(self.db.upload_bytes(sub.id), sub.filename, self.limits)
+                preds = read_upload(self.db.upload_bytes(sub.id), sub.filename, self.limits,
+                                    self.store.index(sub.split))
             gt = self.store.for_scoring(sub.split)
             evaluation = evaluate_predictions(gt, preds, PROTOCOL, bootstrap=self.bootstrap, method=sub.method)
             document = public_results(evaluation.document, with_queries=True)

@@ -1,8 +1,10 @@
 """Ground truth in scoring form, built once per split and kept ready (in memory and in an on-disk cache).
 
 Each sample's LISA mask is stored as two interval sets (target pixels, ignore pixels) in column-major order.
-The cache is keyed by the split folder's file names, sizes and modification times, so a changed annotation
-is never scored against stale ground truth; `cache_dir=None` disables it.
+The cache is keyed by the split folder's file names, sizes, modification and change times and inodes, so a
+changed annotation is never scored against stale ground truth (an edit that restores size and mtime still
+changes the ctime), while a warm start reads no annotation; `cache_dir=None` disables it. Cache files are
+written 0600 in a 0700 folder.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def _cache_key(root: Path, split: str, strict: bool) -> str:
                 st = os.stat(folder / name)
             except FileNotFoundError:
                 continue
-            digest.update(f"{folder.name}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            # ctime too: an edit that restores size and mtime (os.utime) still changes the inode's ctime.
+            digest.update(f"{folder.name}/{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n".encode())
     return digest.hexdigest()[:32]
 
 
@@ -127,9 +130,11 @@ def _write_cache(path: Path, gt: GroundTruth) -> None:
     meta = {"version": CACHE_VERSION, "fingerprint": gt.fingerprint, "manifest_sha256": gt.manifest_sha256,
             "samples": [[m.id, m.split, m.is_sentence, list(m.texts), m.image, m.source] for m in masks]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the cache holds ground truth that a leaderboard keeps hidden.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    with open(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb") as fh:
+        np.savez(fh, **arrays)
     os.replace(tmp, path)
 
 
