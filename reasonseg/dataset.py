@@ -1,4 +1,4 @@
-"""Read, write and validate a ReasonSeg release folder (protocol.md §1, design.md §3).
+"""Read, write and validate a ReasonSeg release folder (docs/protocol.md §1, docs/formats.md).
 
 The public layout is `{train,val,test}/<name>.jpg + <name>.json` and `explanatory/train.json`; ours adds
 `manifest.json`. Readers accept the public release as it is, quirks included.

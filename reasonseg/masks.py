@@ -86,7 +86,7 @@ def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
 
 
 def rasterize_shapes(shapes: Sequence[Shape], height: int, width: int) -> np.ndarray:
-    """The LISA ground-truth mask (H x W uint8: 0 background, 1 target, 255 ignore), protocol.md §2."""
+    """The LISA ground-truth mask (H x W uint8: 0 background, 1 target, 255 ignore), docs/protocol.md §2."""
     full = np.zeros((height, width), np.uint8)
     x0, y0, crop = rasterize_shapes_cropped(shapes, height, width)
     full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop

@@ -1,4 +1,4 @@
-"""Predictions files (design.md §3): JSON with COCO RLE, or a folder / .zip of PNGs. Read, validate, write.
+"""Predictions files (docs/formats.md): JSON with COCO RLE, or a folder / .zip of PNGs. Read, validate, write.
 
 Reading converts every mask straight to interval form, so memory stays proportional to mask boundaries rather
 than pixels, and every problem is reported as one `SubmissionError` naming the file, the sample and the field.

@@ -1,4 +1,4 @@
-"""An independent restatement of the reference semantics (protocol.md §2–3), used only by the tests.
+"""An independent restatement of the reference semantics (docs/protocol.md §2–3), used only by the tests.
 
 Full-size canvases, plain numpy, no shortcuts: the library is compared against this on random inputs.
 """

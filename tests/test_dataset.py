@@ -1,4 +1,4 @@
-"""Reading, validating and fingerprinting a ReasonSeg release folder (protocol.md §1, design.md §3)."""
+"""Reading, validating and fingerprinting a ReasonSeg release folder (docs/protocol.md §1, docs/formats.md)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Predictions files (design.md §3): each bad input is one SubmissionError naming file, sample and field."""
+"""Predictions files (docs/formats.md): each bad input is one SubmissionError naming file, sample and field."""
 from __future__ import annotations
 
 import io

@@ -1,6 +1,6 @@
 """Grounded-SAM: Grounding DINO finds the best box for the instruction, SAM turns the box into a mask.
 
-The paper's Grounded-SAM row (protocol.md §6) prompts the detector with the query text itself. SAM's image encoder
+The paper's Grounded-SAM row (docs/protocol.md §6) prompts the detector with the query text itself. SAM's image encoder
 dominates the cost, so its embedding is kept for the last image and reused by every query on that image.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The original's conversation templates (`llava_v1`, `llava_llama_2`), question/answer templates of protocol.md §4,
-and token ids with `<image>`, built exactly as the original built them.
+"""The original's conversation templates (`llava_v1`, `llava_llama_2`), question/answer templates of
+docs/protocol.md §4, and token ids with `<image>`, built exactly as the original built them.
 
 Token ids follow LLaVA's `tokenizer_image_token`: the prompt is split on `<image>`, each piece tokenized (each with
 its `<s>`, which is dropped from every piece but the first), and the placeholder `IMAGE_TOKEN_INDEX` (-200) put

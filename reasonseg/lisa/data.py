@@ -69,7 +69,7 @@ def _checked_turns(turns: list[dict], record_id: str, where: str) -> list[tuple[
 
 
 def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
-    """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe (protocol.md §4: every
+    """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe (docs/protocol.md §4: every
     class its own Q/A and mask). Pixels of the record's `ignore` mask are background in every target (the
     reference's `label == class` leaves them 0 and its loss counts them)."""
     pairs = _checked_turns(record.conversations, record.id, where)

@@ -1,4 +1,4 @@
-"""LISA's training loss (protocol.md §5): 1.0 x next-token CE + 2.0 x BCE + 0.5 x Dice.
+"""LISA's training loss (docs/protocol.md §5): 1.0 x next-token CE + 2.0 x BCE + 0.5 x Dice.
 
 CE: mean over the assistant's tokens of the whole batch (labels shifted by one; IGNORE_INDEX elsewhere), in fp32.
 BCE: per mask, the mean over its pixels of the sigmoid cross-entropy. Dice: per mask, on sigmoid probabilities with

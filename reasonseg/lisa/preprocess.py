@@ -1,4 +1,4 @@
-"""Image preprocessing of protocol.md §5, giving the original's input tensors exactly: SAM sees the whole image,
+"""Image preprocessing of docs/protocol.md §5, giving the original's input tensors exactly: SAM sees the whole image,
 CLIP a centre crop.
 
 SAM branch: the long side resized to 1024 (segment-anything's `ResizeLongestSide`: new side = int(side * scale +

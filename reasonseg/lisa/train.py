@@ -1,4 +1,4 @@
-"""Training: LoRA on the LLM plus the trainable parts of protocol.md §5, a plain PyTorch loop or DeepSpeed ZeRO-2.
+"""Training: LoRA on the LLM plus the trainable parts of docs/protocol.md §5, a plain PyTorch loop or DeepSpeed ZeRO-2.
 
 Trainable: LoRA (r 8, alpha 16, dropout 0.05 on q_proj/v_proj of the LLM only), `embed_tokens`, `lm_head`,
 `text_hidden_fcs`, SAM's mask decoder. Frozen: CLIP, projector, SAM image and prompt encoders, the rest of the LLM.

@@ -1,4 +1,4 @@
-"""Per-query intersection and union, and the gIoU / cIoU aggregates with the LISA conventions (protocol.md §3).
+"""Per-query intersection and union, and the gIoU / cIoU aggregates with the LISA conventions (docs/protocol.md §3).
 
 State and result are separate, as in torchmetrics: `QueryScore` rows (per-query I and U) are the state; every
 aggregate is derived from them. All counts are exact integers; only the final ratios are floats.

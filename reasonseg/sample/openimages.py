@@ -1,4 +1,4 @@
-"""A deterministic synthetic OpenImages source in the published formats (formats.md §1), gotchas included.
+"""A deterministic synthetic OpenImages source in the published formats (docs/formats.md §1), gotchas included.
 
 `write_openimages_source(root, seed=0)` writes::
 

@@ -1,5 +1,5 @@
 """Deterministic synthetic sources for the template QA builder, each in its dataset's exact on-disk format
-(formats.md §3-7), laid out as the reference's `dataset/` tree (formats.md §9)::
+(docs/formats.md §3-7), laid out as the reference's `dataset/` tree (docs/formats.md §9)::
 
     ade20k/images/training/ADE_train_%08d.jpg, ade20k/annotations/training/*.png (8-bit L),
         ade20k/objectInfo150.txt (TSV, 150 rows, comma-joined synonyms), ade20k/sceneCategories.txt

@@ -1,4 +1,4 @@
-"""A deterministic synthetic ReasonSeg release in the public on-disk layout (protocol.md §1).
+"""A deterministic synthetic ReasonSeg release in the public on-disk layout (docs/protocol.md §1).
 
 `write_sample_release(out, seed=0)` writes::
 
@@ -16,7 +16,7 @@ Per-image JSON: `text` (1-4 queries; 1-5 in train; `text[0]` is the one the lisa
 `is_sentence` (short noun phrase or long implicit sentence; alternating, so half of each split is long),
 `shapes` (LabelMe-like polygons, float points jittered around the drawn outline; circles are 24-gons),
 plus `imagePath`, `imageHeight`, `imageWidth`. Target shapes come first in `shapes`, so a reader that paints
-in file order instead of by area (protocol.md §2) gets the ignore cases wrong. The explanatory file has one
+in file order instead of by area (docs/protocol.md §2) gets the ignore cases wrong. The explanatory file has one
 entry per long-query train image (half of train), with `query` = its `text[0]`.
 
 Special cases, at fixed positions of each split (`SPECIAL_PLAN`); their ids come from `special_cases(seed,

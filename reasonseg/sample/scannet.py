@@ -1,4 +1,4 @@
-"""A deterministic synthetic ScanNet v2 source in the published formats (formats.md §2), gotchas included.
+"""A deterministic synthetic ScanNet v2 source in the published formats (docs/formats.md §2), gotchas included.
 
 `write_scannet_source(root, seed=0)` writes::
 

@@ -4,7 +4,7 @@ from reasonseg.lisa.loss import LossWeights, lisa_loss
 
 
 def _restated(logits, labels, mask_logits, masks):
-    """protocol.md §5 written out directly, loop by loop."""
+    """docs/protocol.md §5 written out directly, loop by loop."""
     ce_terms = []
     for n in range(labels.shape[0]):
         for t in range(labels.shape[1] - 1):

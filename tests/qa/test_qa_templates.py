@@ -1,4 +1,4 @@
-"""The templates are data: every character is pinned here (protocol.md §4)."""
+"""The templates are data: every character is pinned here (docs/protocol.md §4)."""
 import numpy as np
 
 from reasonseg.builders.qa import templates as t

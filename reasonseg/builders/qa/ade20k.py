@@ -1,4 +1,4 @@
-"""ADE20K SceneParsing (ADEChallengeData2016, 150 classes), formats.md §3.1, protocol.md §4.
+"""ADE20K SceneParsing (ADEChallengeData2016, 150 classes), docs/formats.md §3.1, docs/protocol.md §4.
 
 Layout read: `images/training/<stem>.jpg`, `annotations/training/<stem>.png` (8-bit, 0 = other / ignored,
 1..150 = objectInfo150 Idx) and `objectInfo150.txt` (TSV, synonyms joined by ", ") or `objectInfo150.csv`

@@ -1,4 +1,4 @@
-"""COCO-Stuff 164k label maps, formats.md §4, protocol.md §4.
+"""COCO-Stuff 164k label maps, docs/formats.md §4, docs/protocol.md §4.
 
 Layout read: `<root>/train2017/<stem>.png` (8-bit; value = labels.txt id - 1, so 0 is person and 0..181 are
 classes; 255 is unlabeled) and the COCO images `<coco>/train2017/<stem>.jpg`, where `<coco>` defaults to the

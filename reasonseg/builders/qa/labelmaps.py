@@ -12,7 +12,7 @@ def read_label_png(path: Path, item_id: str) -> np.ndarray:
     """The label values of an 8-bit single-channel PNG (grey or indexed), exactly as stored.
 
     PIL is used rather than OpenCV because OpenCV expands an indexed (palette) PNG into colours, and label maps must
-    be read as indices (formats.md §10).
+    be read as indices (docs/formats.md §10).
     """
     from PIL import Image, UnidentifiedImageError
 

@@ -1,4 +1,4 @@
-"""LLaVA-Instruct-150k (formats.md §7): VQA conversations copied as they are, with no mask.
+"""LLaVA-Instruct-150k (docs/formats.md §7): VQA conversations copied as they are, with no mask.
 
 Read: `<root>/llava_instruct_150k.json` (or the JSON file given as the root), a list of
 `{"id": str, "image": "<COCO 2017 file name>", "conversations": [{"from": "human"|"gpt", "value": str}, ...]}`.

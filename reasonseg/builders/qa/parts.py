@@ -1,4 +1,4 @@
-"""Part segmentation from COCO-style JSON: PACO-LVIS and PASCAL-Part (VLPart's conversion), formats.md §5.
+"""Part segmentation from COCO-style JSON: PACO-LVIS and PASCAL-Part (VLPart's conversion), docs/formats.md §5.
 
 Each annotation instance is a target. A category `obj:part` is asked as `obj part` or `the part of the obj`
 (a coin flip per turn); PACO names lose everything from `_(` on each side (`car_(automobile)` -> `car`),

@@ -1,4 +1,4 @@
-"""ReasonSeg train, or `train_val` as the released v1 models were trained (protocol.md §1, §4): every text of an
+"""ReasonSeg train, or `train_val` as the released v1 models were trained (docs/protocol.md §1, §4): every text of an
 image asks for the same mask (`mask == 1`; the ignore polygons are reported as the record's ignore region), long
 texts through the long templates, short ones through the short templates lower-cased. `explanatory/train.json`
 adds the explanation of an image (matched by file name) that the explanatory turns use. Read through the

@@ -6,7 +6,7 @@ import numpy as np
 from .items import Item, Source, Target
 from .templates import explanatory_question, long_question, part_phrase, seg_answer, short_question, with_image
 
-# Explanatory turns of ReasonSeg (protocol.md §4): with probability `rate` the answer is the explanation alone and
+# Explanatory turns of ReasonSeg (docs/protocol.md §4): with probability `rate` the answer is the explanation alone and
 # the record has no mask; otherwise, half the time, the question asks for an explanation too and the answer adds it.
 TEXT_ONLY, PLAIN, WITH_EXPLANATION = 2, 0, 1
 

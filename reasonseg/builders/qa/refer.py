@@ -1,4 +1,4 @@
-"""refCOCO, refCOCO+, refCOCOg (umd) and refCLEF, as lichengunc/refer lays them out (formats.md §6).
+"""refCOCO, refCOCO+, refCOCOg (umd) and refCLEF, as lichengunc/refer lays them out (docs/formats.md §6).
 
 Read from the `refer_seg` root: `<name>/refs(<split_by>).p` (a pickled list of ref dicts) and
 `<name>/instances.json` (COCO-style; refclef segmentations are lists of RLEs), images under

@@ -1,4 +1,4 @@
-"""The reference's question and answer templates, verbatim (protocol.md §4). These strings are data: a change here
+"""The reference's question and answer templates, verbatim (docs/protocol.md §4). These strings are data: a change here
 changes what the model is trained on, so the tests pin every character.
 
 Template ids in a QA record name a list and an index: `short:0` is SHORT_QUESTIONS[0], `answer:1` is ANSWERS[1],

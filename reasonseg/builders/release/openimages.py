@@ -1,4 +1,4 @@
-"""OpenImages V5-V7 instance-segmentation sources, read in their published formats (formats.md §1).
+"""OpenImages V5-V7 instance-segmentation sources, read in their published formats (docs/formats.md §1).
 
 Default layout under ROOT (each piece overridable; `{split}` in a path is replaced by the split)::
 

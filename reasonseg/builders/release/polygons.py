@@ -1,7 +1,7 @@
 """Masks → ReasonSeg polygons, and the fidelity check that draws them back the LISA way.
 
 ReasonSeg stores ground truth as polygons, which the reference fills with int32-truncated points, a 1-px outline
-and `fillPoly` (protocol.md §2). Outer contours through boundary-pixel centres reproduce a hole-free mask exactly;
+and `fillPoly` (docs/protocol.md §2). Outer contours through boundary-pixel centres reproduce a hole-free mask exactly;
 shapely simplification drops collinear staircase points, and validity repair splits self-touching outlines. What
 polygons cannot carry (holes, one-pixel-wide parts, isolated specks) is measured and named by `diagnose`.
 """

@@ -1,4 +1,4 @@
-"""ScanNet v2 2D sources in their published formats (formats.md §2).
+"""ScanNet v2 2D sources in their published formats (docs/formats.md §2).
 
 Default layout under ROOT (each piece overridable)::
 

@@ -1,6 +1,6 @@
 """ScanNet `.sens` RGB-D streams: read the header and frames, export color, depth, poses and intrinsics.
 
-Written from the documented layout (formats.md §2.2), little-endian::
+Written from the documented layout (docs/formats.md §2.2), little-endian::
 
     uint32 version (4) · uint64 n + sensor name · float32[16] x4 (intrinsic/extrinsic color, depth)
     int32 color compression (-1 unknown, 0 raw, 1 png, 2 jpeg) · int32 depth compression (0 raw, 1 zlib, 2 occi)
