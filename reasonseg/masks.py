@@ -28,11 +28,119 @@ def _int_points(points: Sequence[Sequence[float]]) -> np.ndarray:
     return np.array(points, dtype=np.float64).reshape(-1, 2).astype(np.int32)
 
 
+# OpenCV's fillPoly steps through every row from the polygon's top, even the rows above the canvas (~10 ns
+# each): a vertex at y = -1e9 costs seconds. Past this many rows above, the canvas rows are computed directly.
+_ROWS_ABOVE_FOR_CV2 = 1 << 16
+_XY_SHIFT = 16  # OpenCV's fixed-point fraction bits for polygon edges
+_FILL_CHUNK = 1 << 21  # (row, edge) crossings computed at once: bounds the memory of the direct fill
+
+
 def _draw(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
     import cv2
 
     cv2.polylines(canvas, [pts], True, value, 1)
-    cv2.fillPoly(canvas, [pts], value)
+    if int(pts[:, 1].min()) >= -_ROWS_ABOVE_FOR_CV2:
+        cv2.fillPoly(canvas, [pts], value)
+    else:
+        _fill_canvas_rows(canvas, pts, value)
+
+
+def _fill_canvas_rows(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
+    """What `cv2.fillPoly(canvas, [pts], value)` sets, computed for the canvas rows only.
+
+    A restatement of OpenCV's polygon fill (CollectPolyEdges + FillEdgeCollection), exact for int32 points: each
+    non-horizontal edge covers rows [y_top, y_bottom) with x in 16-bit fixed point, advanced per row by a slope
+    truncated toward zero; an edge with an end outside the canvas takes its slope from the segment as OpenCV's
+    clipLine leaves it, extended back to its top row. On each row the crossings, sorted by x, pair up and
+    each pair fills pixels ceil(left) .. floor(right). The outline is drawn by the caller (cv2.polylines).
+    Pinned to cv2 by tests/test_masks.py on random polygons, near and far out.
+    """
+    height, width = canvas.shape
+    edges = _poly_edges([(int(x), int(y)) for x, y in pts.reshape(-1, 2)], width, height)
+    if len(edges) < 2:
+        return
+    top, bottom, x_top, slope = (np.array(column, np.int64) for column in zip(*edges, strict=True))
+    first, last = max(int(top.min()), 0), min(int(bottom.max()), height)
+    row = first
+    while row < last:
+        per_row = max(1, int(np.count_nonzero((top < last) & (bottom > row))))
+        stop = min(last, row + max(1, _FILL_CHUNK // per_row))
+        sel = np.flatnonzero((top < stop) & (bottom > row))
+        start = np.maximum(top[sel], row)
+        counts = np.minimum(bottom[sel], stop) - start
+        owner = np.repeat(sel, counts)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = np.repeat(start, counts) + offsets
+        xs = x_top[owner] + (rows - top[owner]) * slope[owner]
+        order = np.lexsort((xs, rows))
+        rows, xs = rows[order], xs[order]
+        # A closed polygon crosses each row an even number of times: consecutive crossings pair up.
+        left = (xs[0::2] + (1 << _XY_SHIFT) - 1) >> _XY_SHIFT
+        right = xs[1::2] >> _XY_SHIFT
+        span_rows = rows[0::2]
+        ok = (left < width) & (right >= 0)
+        left, right, span_rows = np.maximum(left[ok], 0), np.minimum(right[ok], width - 1), span_rows[ok] - row
+        marks = np.zeros((stop - row, width + 1), np.int32)
+        np.add.at(marks, (span_rows, left), 1)
+        np.add.at(marks, (span_rows, right + 1), -1)
+        canvas[row:stop][np.cumsum(marks[:, :width], axis=1) > 0] = value
+        row = stop
+
+
+def _poly_edges(points: list[tuple[int, int]], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """(y_top, y_bottom, x at y_top, slope) of each non-horizontal edge, in OpenCV's fixed point."""
+    edges = []
+    for (x0, y0), (x1, y1) in zip(points[-1:] + points[:-1], points, strict=True):
+        if y0 == y1:
+            continue
+        (cx0, cy0), (cx1, cy1) = (x0, y0), (x1, y1)
+        if not (0 <= x0 < width and 0 <= x1 < width and 0 <= y0 < height and 0 <= y1 < height):
+            (cx0, cy0), (cx1, cy1) = _clip_line(width, height, (x0, y0), (x1, y1))
+            if cy0 == cy1:  # OpenCV then keeps the rows of the unclipped ends, with the clipped x
+                cy0, cy1 = y0, y1
+        a, b = (cx0 << _XY_SHIFT, cy0), (cx1 << _XY_SHIFT, cy1)
+        slope = _c_div(b[0] - a[0], b[1] - a[1])
+        top, top_clipped, bottom = ((y0, a, y1) if y0 < y1 else (y1, b, y0))
+        edges.append((top, bottom, top_clipped[0] + (top - top_clipped[1]) * slope, slope))
+    return edges
+
+
+def _c_div(a: int, b: int) -> int:
+    """C integer division: the quotient truncated toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _clip_line(width: int, height: int, p1: tuple[int, int], p2: tuple[int, int]
+               ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """OpenCV's clipLine on a width x height image (Cohen-Sutherland, integer steps), endpoints as it leaves them
+    (also when the segment misses the image)."""
+    (x1, y1), (x2, y2) = p1, p2
+    right, bottom = width - 1, height - 1
+    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
+    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
+    if (c1 & c2) == 0 and (c1 | c2) != 0:
+        if c1 & 12:
+            a = 0 if c1 < 8 else bottom
+            x1 += _c_div((a - y1) * (x2 - x1), y2 - y1)
+            y1 = a
+            c1 = (x1 < 0) + (x1 > right) * 2
+        if c2 & 12:
+            a = 0 if c2 < 8 else bottom
+            x2 += _c_div((a - y2) * (x2 - x1), y2 - y1)
+            y2 = a
+            c2 = (x2 < 0) + (x2 > right) * 2
+        if (c1 & c2) == 0 and (c1 | c2) != 0:
+            if c1:
+                a = 0 if c1 == 1 else right
+                y1 += _c_div((a - x1) * (y2 - y1), x2 - x1)
+                x1 = a
+                c1 = 0
+            if c2:
+                a = 0 if c2 == 1 else right
+                y2 += _c_div((a - x2) * (y2 - y1), x2 - x1)
+                x2 = a
+    return (x1, y1), (x2, y2)
 
 
 def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, int] | None:
@@ -181,28 +289,35 @@ def rle_counts(rle: dict) -> np.ndarray:
 
 
 def _decode_count_string(raw: bytes) -> np.ndarray:
-    """Vectorised inverse of pycocotools' rleToString (LEB128-like, 5 bits a char, deltas from run i-2)."""
+    """Vectorised inverse of pycocotools' rleToString (LEB128-like, 5 bits a char, deltas from run i-2).
+
+    Values are assembled one char position at a time (at most 7 passes over the values, usually 2 or 3),
+    never one char at a time, so a speckled mask's tens of thousands of runs decode in a few array passes.
+    """
     if not raw:
         return np.zeros(0, np.int64)
-    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
-    if c.min() < 0 or c.max() > 63:
+    c = np.frombuffer(raw, np.uint8)
+    if c.min() < 48 or c.max() > 48 + 63:
         raise MaskError("RLE counts string has characters outside pycocotools' alphabet", field="counts")
-    more = (c & 0x20) != 0
-    if more[-1]:
+    c = c - np.uint8(48)
+    last = c < 0x20                                   # the char that ends a value has no continuation bit
+    if not last[-1]:
         raise MaskError("RLE counts string ends in the middle of a value", field="counts")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_CHARS_PER_VALUE:
+    ends = np.flatnonzero(last)
+    lengths = np.diff(ends, prepend=-1)
+    longest = int(lengths.max())
+    if longest > _MAX_CHARS_PER_VALUE:
         raise MaskError("RLE counts string has a value too long to be a run length", field="counts")
-    position = np.arange(c.size) - np.repeat(starts, lengths)
-    x = np.add.reduceat((c & 0x1F) << (5 * position), starts)
-    negative = (c[ends] & 0x10) != 0
+    starts = ends - (lengths - 1)
+    x = (c[starts] & 0x1F).astype(np.int64)
+    for k in range(1, longest):
+        has = np.flatnonzero(lengths > k)
+        x[has] |= (c[starts[has] + k] & 0x1F).astype(np.int64) << (5 * k)
+    negative = np.flatnonzero(c[ends] & 0x10)
     x[negative] -= np.left_shift(1, 5 * lengths[negative])
-    runs = x.copy()
-    runs[1::2] = np.cumsum(x[1::2])
-    runs[2::2] = np.cumsum(x[2::2])
-    return runs
+    x[3::2] = np.cumsum(x[1::2])[1:]
+    x[2::2] = np.cumsum(x[2::2])
+    return x
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -249,19 +364,29 @@ def mask_to_intervals(mask: np.ndarray) -> Intervals:
 
 
 def crop_to_intervals(crop: np.ndarray, x0: int, y0: int, height: int) -> Intervals:
-    """Foreground ranges of a crop placed at (x0, y0) in an image of the given height."""
+    """Foreground ranges of a crop placed at (x0, y0) in an image of the given height.
+
+    Runs are found column by column from differences between consecutive rows, computed in the crop's own
+    (row-major) memory order: no transposed copy of the crop is made, and only the run boundaries, far fewer
+    than the pixels, are put into column-major order. The boundaries are located 8 bytes at a time.
+    """
     if crop.size == 0:
         return EMPTY_INTERVALS
-    ch = crop.shape[0]
-    flat = np.ascontiguousarray(crop.T).reshape(-1) != 0
-    # Pad each column with a background pixel so no run crosses a column of the crop.
-    padded = np.zeros((crop.shape[1], ch + 1), bool)
-    padded[:, :ch] = flat.reshape(crop.shape[1], ch)
-    edges = np.diff(padded.reshape(-1).view(np.int8), prepend=np.int8(0))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    col_s, row_s = np.divmod(starts, ch + 1)
-    col_e, row_e = np.divmod(ends, ch + 1)
-    return ((x0 + col_s) * height + y0 + row_s).astype(np.int64), ((x0 + col_e) * height + y0 + row_e).astype(np.int64)
+    ch, cw = crop.shape
+    fg = (crop if crop.dtype == bool else crop != 0).view(np.int8)
+    stride = -(-cw // 8) * 8
+    # +1 where a run starts at that row, -1 where one ended on the row above; padded to whole 8-byte words.
+    edges = np.zeros((ch + 1, stride), np.int8)
+    edges[0, :cw] = fg[0]
+    np.subtract(fg[1:], fg[:-1], out=edges[1:ch, :cw])
+    np.negative(fg[ch - 1], out=edges[ch, :cw])
+    words = np.flatnonzero(edges.view(np.uint64))
+    word_bytes = edges.view(np.uint64).reshape(-1)[words].view(np.int8).reshape(-1, 8)
+    which, byte = np.nonzero(word_bytes)
+    rows, cols = np.divmod(words[which] * 8 + byte, stride)
+    rising = word_bytes[which, byte] > 0
+    position = (x0 + cols) * height + (y0 + rows)
+    return np.sort(position[rising]), np.sort(position[~rising])
 
 
 def intervals_to_mask(iv: Intervals, height: int, width: int) -> np.ndarray:
@@ -277,10 +402,12 @@ def intervals_area(iv: Intervals) -> int:
 
 
 def intervals_intersection_area(a: Intervals, b: Intervals) -> int:
-    """|A ∩ B| for two sorted, disjoint interval sets, in O(|A| log |B|) without materialising either."""
+    """|A ∩ B| for two sorted, disjoint interval sets, in O(min log max) without materialising either."""
+    if a[0].size > b[0].size:        # symmetric: search the boundaries of the smaller set in the larger
+        a, b = b, a
     a_starts, a_ends = a
     b_starts, b_ends = b
-    if a_starts.size == 0 or b_starts.size == 0:
+    if a_starts.size == 0:
         return 0
     prefix = np.concatenate(([0], np.cumsum(b_ends - b_starts)))
 
