@@ -6,6 +6,7 @@ The public layout is `{train,val,test}/<name>.jpg + <name>.json` and `explanator
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from .schema import EXPECTED_COUNTS, SPLITS, Sample, Shape, canonical_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own refusal threshold (2x its warning): far above any real photo
 MANIFEST = "manifest.json"
 KNOWN_LABELS = {"target", "flag"}
 
@@ -41,8 +43,8 @@ def read_annotation(path: Path) -> tuple[dict, str]:
         raise DatasetError(f"annotation is {size} bytes, over the {MAX_JSON_BYTES} byte limit", path=str(path))
     decoded = decode_annotation(path.read_bytes())
     if decoded is None:
-        raise DatasetError("annotation is not valid JSON in UTF-8 or cp1252", path=str(path),
-                           hint="fix or re-export the file")
+        raise DatasetError("annotation is not valid JSON in UTF-8 or cp1252 (or is nested too deeply, or holds a "
+                           "number too long to read)", path=str(path), hint="fix or re-export the file")
     _, data, encoding = decoded
     if not isinstance(data, dict):
         raise DatasetError("annotation must be a JSON object", path=str(path))
@@ -55,7 +57,8 @@ def decode_annotation(raw: bytes) -> tuple[str, object, str] | None:
         try:
             text = raw.decode(encoding)
             return text, json.loads(text), encoding
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            # ValueError: bad JSON, or an integer of over 4300 digits; RecursionError: nesting past ~1000 levels.
             continue
     return None
 
@@ -82,6 +85,9 @@ def parse_shapes(data: dict, path: Path, sample_id: str) -> tuple[Shape, ...]:
             pts = tuple((float(p[0]), float(p[1])) for p in points)
         except (TypeError, ValueError, IndexError, KeyError):
             raise DatasetError("'points' must be a list of [x, y] numbers", path=str(path),
+                               sample_id=sample_id, field=f"{where}.points") from None
+        except OverflowError:  # an integer too large for a float
+            raise DatasetError("'points' holds NaN or an out-of-range coordinate", path=str(path),
                                sample_id=sample_id, field=f"{where}.points") from None
         if any(p != p or abs(p) > 2**30 for xy in pts for p in xy):
             raise DatasetError("'points' holds NaN or an out-of-range coordinate", path=str(path),
@@ -123,11 +129,20 @@ def image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+    except Image.DecompressionBombError:
+        raise DatasetError(f"image header gives over {MAX_IMAGE_PIXELS} pixels", path=str(path),
+                           hint="a release image must be a real photo; re-export it") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"image does not open: {exc}", path=str(path)) from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"image header gives {width}x{height} = {width * height} pixels, over the "
+                           f"{MAX_IMAGE_PIXELS} limit", path=str(path),
+                           hint="a release image must be a real photo; re-export it")
     if orientation in _ROTATING_ORIENTATIONS:
         width, height = height, width
     return height, width
@@ -269,7 +284,7 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # also a number too long, nesting too deep
         raise DatasetError(f"manifest is not valid JSON: {exc}", path=str(path)) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
         raise DatasetError("manifest must be an object with a 'files' mapping", path=str(path))
@@ -330,7 +345,9 @@ def validate_release(root: str | os.PathLike, strict: bool = False) -> Validatio
         raise DatasetError("no train/, val/ or test/ folder found", path=str(root),
                            hint="point at the folder that holds the split folders")
     for split in SPLITS:
-        if split not in present:
+        if split not in present and _is_symlink_loop(root / split):
+            report.add("error", root / split, "is a symlink loop")
+        elif split not in present:
             report.add("warning", root / split, "split folder missing")
     for split in present:
         _validate_split(root / split, split, strict, report)
@@ -342,7 +359,10 @@ def _validate_split(folder: Path, split: str, strict: bool, report: ValidationRe
     stats = {"count": 0, "expected": EXPECTED_COUNTS[split], "short": 0, "long": 0, "texts": 0,
              "empty_gt": 0, "cp1252": 0}
     report.splits[split] = stats
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    entries = sorted(folder.iterdir())
+    for looped in (p for p in entries if p.is_symlink() and _is_symlink_loop(p)):
+        report.add("error", looped, "is a symlink loop", looped.stem)
+    files = [p for p in entries if p.is_file()]
     images = {p.stem: p for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
     jsons = {p.stem: p for p in files if p.suffix == ".json"}
     for stem in sorted(set(jsons) - set(images)):
@@ -373,12 +393,25 @@ def _validate_split(folder: Path, split: str, strict: bool, report: ValidationRe
         report.add("warning", folder, f"{stats['count']} samples, the ReasonSeg release has {stats['expected']}")
 
 
+def _is_symlink_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def _check_image_decodes(path: Path) -> None:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    # Decoded at 1/8 scale: every byte of the stream is still read, at 1/64 of the memory.
+                    img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the image does not open
         raise DatasetError(f"image does not decode: {exc}", path=str(path)) from None
 
@@ -419,7 +452,12 @@ def _validate_manifest(root: Path, report: ValidationReport) -> None:
         return
     for rel, expected in manifest.get("files", {}).items():
         path = root / rel
-        if not path.resolve().is_relative_to(root.resolve()):
+        try:
+            inside = path.resolve().is_relative_to(root.resolve())
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+            report.add("error", path, "is a symlink loop")
+            continue
+        if not inside:
             report.add("error", root / MANIFEST, f"manifest names a file outside the release: {rel!r}")
         elif not path.is_file():
             report.add("error", path, "listed in the manifest but missing")
