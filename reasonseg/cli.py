@@ -83,7 +83,8 @@ def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
 # ----------------------------------------------------------------------------------------------------- validate
 
 @app.command()
-def validate(data: Path = typer.Argument(..., help="release folder holding train/ val/ test/"),
+def validate(data: Path = typer.Argument(..., help="release folder holding train/ val/ test/, a published folder, "
+                                                 "or a Hub dataset id in the local HF cache"),
              strict: bool = typer.Option(False, help="treat non-.jpg images as errors, as the reference loader"),
              as_json: bool = typer.Option(False, "--json", help="print the report as JSON")):
     """Integrity report of a release: counts, pairing, empty ground truth, encodings, labels, polygons, images.
@@ -203,7 +204,7 @@ def _p_value(p: float, permutations: int) -> str:
 
 
 @app.command()
-def compare(data: Path = typer.Argument(..., help="release folder"),
+def compare(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
             pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
             pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
             split: str | None = SplitOpt,

@@ -49,7 +49,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
     """Add `predict` and `report` to the main app."""
 
     @app.command()
-    def predict(data: Path | None = typer.Argument(None, help="release folder"),
+    def predict(data: Path | None = typer.Argument(None, help="release folder (or its published Parquet form)"),
                 method: str | None = typer.Option(None, "--method", help="registered method name (see --list)"),
                 split: str | None = typer.Option(None, "--split", help="split to predict"),
                 out: Path | None = typer.Option(None, "--out", help="predictions JSON to write"),
