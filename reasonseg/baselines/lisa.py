@@ -14,9 +14,9 @@ def build_lisa_method(ctx: MethodContext):
     if ctx.weights is None:
         raise MethodError("lisa needs --weights DIR (a released LISA folder)",
                           hint="download xinlai/LISA-7B-v1, or make a tiny one with `reasonseg lisa init --out DIR`")
-    from ..lisa.infer import LisaMethod, LisaPredictor
+    from ..lisa.infer import LisaMethod, LisaPredictor, default_precision
 
-    precision = option(ctx, "precision", "fp32" if ctx.device == "cpu" else "bf16")
+    precision = option(ctx, "precision", default_precision(ctx.device))
     prompt_mode = option(ctx, "prompt_mode", "teacher-forced")
     predictor = LisaPredictor.from_pretrained(ctx.weights, device=ctx.device, precision=precision)
     return LisaMethod(predictor, prompt_mode, str(ctx.weights))

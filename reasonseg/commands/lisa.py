@@ -6,11 +6,30 @@ from pathlib import Path
 import typer
 
 
+DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
+PRECISION_HELP = "bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu, as the original)"
+
+
+def resolve_device(device: str | None, precision: str | None) -> tuple[str, str]:
+    """The device and precision a LISA command runs with when the user left them out."""
+    from ..lisa.infer import default_device, default_precision
+
+    device = device or default_device()
+    return device, precision or default_precision(device)
+
+
 def register(app: typer.Typer, build_app: typer.Typer) -> None:
     """Add this stage's commands to the main app (and to `reasonseg build` where they build data)."""
     lisa = typer.Typer(help="The LISA reference model: init, chat, predict, train, export, eval.",
                        no_args_is_help=True)
     app.add_typer(lisa, name="lisa")
+
+    @lisa.callback()
+    def needs_model_extra() -> None:
+        """The LISA reference model: init, chat, predict, train, export, eval."""
+        from ..extras import require_extra
+
+        require_extra("model", "reasonseg lisa")
 
     @lisa.command()
     def init(out: Path = typer.Option(..., "--out", help="folder to write (must not exist or be empty)"),
@@ -33,23 +52,35 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         typer.echo(f"wrote a random-initialised {size} LISA (LLaVA {llava}) to {path}")
 
     @lisa.command()
-    def chat(model: Path = typer.Option(..., "--model", help="released-layout LISA folder"),
+    def chat(weights: Path | None = typer.Option(None, "--weights", help="released-layout LISA folder"),
+             model: Path | None = typer.Option(None, "--model", hidden=True, help="old name of --weights"),
              image: Path | None = typer.Option(None, help="image file"),
              query: str | None = typer.Option(None, help="one question; interactive when left out"),
              out: Path = typer.Option(Path("lisa-chat"), help="folder for mask and overlay PNGs"),
-             device: str = typer.Option("cpu", help="torch device"),
-             precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
-             load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit LLM (GPU, bitsandbytes)"),
-             load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit LLM (GPU, bitsandbytes)"),
-             max_new_tokens: int = typer.Option(64, help="generation limit")):
+             device: str | None = typer.Option(None, help=DEVICE_HELP),
+             precision: str | None = typer.Option(None, help=PRECISION_HELP),
+             load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights for every Linear "
+                                               "outside SAM (GPU, bitsandbytes)"),
+             load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, fp16 compute, "
+                                               "for every Linear outside SAM (GPU, bitsandbytes)"),
+             max_new_tokens: int = typer.Option(512, help="generation limit (the original's 512)"),
+             conv_type: str = typer.Option("llava_v1", help="llava_v1 or llava_llama_2 (the LLaMA-2 models)"),
+             vision_tower: str | None = typer.Option(None, help="CLIP folder or hub id instead of config.json's")):
         """Ask LISA about an image; writes one mask PNG and one overlay PNG per [SEG] of each reply.
 
         Without --query it is a conversation: each question sees the earlier turns; an empty line, `exit` or end of
         input ends it, `new` starts over. OUT/chat.json keeps the transcript.
 
-        Example: reasonseg lisa chat --model tiny-lisa --image photo.jpg --query "Where can I sit?"
+        Example: reasonseg lisa chat --weights tiny-lisa --image photo.jpg --query "Where can I sit?"
         """
+        from ..errors import ReasonSegError
         from ..lisa.chat_cli import run_chat
+
+        weights = weights or model
+        if weights is None:
+            raise ReasonSegError("lisa chat needs --weights DIR (a released-layout LISA folder)", field="--weights",
+                                 hint="make a tiny one with `reasonseg lisa init --out DIR`")
+        device, precision = resolve_device(device, precision)
 
         def ask(prompt: str) -> str | None:
             try:
@@ -58,8 +89,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                 typer.echo("")
                 return None
 
-        run_chat(model, image, query, out, device, precision, 8 if load_in_8bit else (4 if load_in_4bit else None),
-                 max_new_tokens, echo=typer.echo, ask=ask)
+        run_chat(weights, image, query, out, device, precision, 8 if load_in_8bit else (4 if load_in_4bit else None),
+                 max_new_tokens, echo=typer.echo, ask=ask, conv_type=conv_type, vision_tower=vision_tower)
 
     @lisa.command("predict")
     def predict_cmd(data: Path = typer.Argument(..., help="release folder"),
@@ -69,8 +100,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                     protocol: str = typer.Option("lisa", help="lisa or all-texts"),
                     prompt_mode: str = typer.Option("teacher-forced", help="teacher-forced or generate"),
                     batch_size: int = typer.Option(4, help="queries per forward pass"),
-                    device: str = typer.Option("cpu", help="torch device (cuda: one GPU per rank under torchrun)"),
-                    precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
+                    device: str | None = typer.Option(None, help=DEVICE_HELP + " (cuda: one GPU per rank under "
+                                                                  "torchrun)"),
+                    precision: str | None = typer.Option(None, help=PRECISION_HELP),
                     limit: int | None = typer.Option(None, help="only the first N images")):
         """Batched LISA prediction over a split (several GPUs with torchrun: each query predicted once).
 
@@ -80,6 +112,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         """
         from ..lisa.runner import predict_release
 
+        device, precision = resolve_device(device, precision)
         n = predict_release(data, weights, split, out, protocol, prompt_mode, batch_size, device, precision, limit)
         if n is not None:
             typer.echo(f"wrote {n} predictions to {out}")
@@ -115,25 +148,44 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         typer.echo(f"wrote {path}")
 
     @lisa.command("eval")
-    def eval_cmd(data: Path = typer.Argument(..., help="release folder with val and test"),
+    def eval_cmd(data: Path = typer.Argument(..., help="release folder with val and test, or refcoco, refcoco+, "
+                                                     "refcocog (with --refer-root and --split)"),
                  weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
                  out: Path = typer.Option(Path("lisa-eval"), help="folder for predictions and results"),
                  paper_row: list[str] | None = typer.Option(
                      None, "--paper-row", help="the paper's row(s) to print beside (repeatable; default: the "
                                                "checkpoint's size and LLaVA base, zero-shot and ft)"),
                  batch_size: int = typer.Option(4, help="queries per forward pass"),
-                 device: str = typer.Option("cpu", help="torch device"),
-                 precision: str = typer.Option("fp32", help="bf16, fp16 or fp32"),
-                 bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs")):
+                 device: str | None = typer.Option(None, help=DEVICE_HELP),
+                 precision: str | None = typer.Option(None, help=PRECISION_HELP),
+                 bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs"),
+                 split: str = typer.Option("val", help="refCOCO family only: val, testA, testB (refcocog: val, test)"),
+                 refer_root: Path | None = typer.Option(None, "--refer-root",
+                                                        help="refCOCO family only: the refer_seg folder")):
         """Predict and score val and test; print the paper's rows beside the measured one (Table 1 layout, CIs).
 
         Warns when the checkpoint is known to have been trained on val (the released v1 models, or an export
         whose config.json lists val in reasonseg_seen_splits).
 
         Example: reasonseg lisa eval ReasonSeg --weights LISA-7B-v1 --device cuda --precision bf16
+
+        refCOCO family (the paper's Table 2: every sentence one query, cIoU and gIoU, the paper's cIoU beside):
+        reasonseg lisa eval refcoco --refer-root dataset/refer_seg --split testA --weights LISA-7B-v1
         """
-        from ..lisa.runner import evaluate_release
+        from ..lisa.runner import REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
         from .common import print_table
+
+        device, precision = resolve_device(device, precision)
+        if str(data) in REFER_EVAL_SPLITS and not (data / "val").is_dir():
+            if refer_root is None:
+                from ..errors import ReasonSegError
+
+                raise ReasonSegError(f"{data} needs --refer-root (the folder holding {data}/ and images/)",
+                                     field="--refer-root")
+            refer = evaluate_refer(refer_root, str(data), split, weights, out, batch_size, device, precision)
+            print_table(refer.header, refer.rows, title=f"LISA on {data} {split} (x100; the paper reports cIoU)")
+            typer.echo(f"results: {refer.results}")
+            return
 
         report = evaluate_release(data, weights, out, paper_row, batch_size, device, precision, bootstrap)
         if not report.rows:

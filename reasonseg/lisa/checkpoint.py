@@ -153,9 +153,10 @@ def resolve_vision_tower(directory: Path, name: str) -> str:
 
 
 def tower_name(doc: dict) -> str:
-    """The CLIP tower a config names: `vision_tower` (what the original's LISA loader reads), else LLaVA's
-    `mm_vision_tower`."""
-    return str(doc.get("vision_tower") or doc.get("mm_vision_tower") or "")
+    """The CLIP tower a config names, read as the original reads it: a LISA config (it has `train_mask_decoder`)
+    by `vision_tower`, a LLaVA one by `mm_vision_tower`."""
+    keys = ("vision_tower", "mm_vision_tower") if "train_mask_decoder" in doc else ("mm_vision_tower",)
+    return str(next((doc[k] for k in keys if doc.get(k)), ""))
 
 
 def load_vision_tower(directory: Path, name: str, dtype: torch.dtype):
@@ -309,6 +310,10 @@ def released_state_dict(model: LisaModel, include_vision_tower: bool = False) ->
             raise CheckpointError(f"the model still holds LoRA layers ({key}); merge them before saving",
                                   hint="use `reasonseg lisa export`, which merges LoRA")
         out[model_to_released_key(key)] = tensor.detach().contiguous().cpu()
+    # The original's files hold each layer's rotary inv_freq (a saved buffer in transformers 4.31); writing them
+    # (float32, as computed) gives the same key set. Loaders recompute them.
+    for i in range(len(model.llm.model.layers)):
+        out[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = model.rotary_inv_freq.clone()
     return out
 
 

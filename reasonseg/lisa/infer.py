@@ -16,8 +16,17 @@ import torch
 
 from ..errors import MethodError
 from ..schema import Prediction, Query, Sample
-from .conversation import IMAGE, LLAVA_V1, VALIDATION_ANSWER, Tokenized, check_template, render, seg_token_id
-from .conversation import tokenize, validation_question
+from .conversation import (
+    IMAGE,
+    LLAVA_V1,
+    VALIDATION_ANSWER,
+    Tokenized,
+    check_template,
+    render,
+    seg_token_id,
+    tokenize,
+    validation_question,
+)
 from .data import Example, collate
 from .preprocess import PreparedImage, prepare_image, read_rgb
 
@@ -172,7 +181,9 @@ class LisaPredictor:
         logits = self.model.decode_masks(embedding, seg_hidden, prepared.resize_size, prepared.original_size)
         logits = logits.float().cpu().numpy()
         shown = new_ids[:-1] if new_ids and new_ids[-1] == self.tokenizer.eos_token_id else new_ids
-        text = self.tokenizer.decode(shown).strip()
+        # the original's chat.py cleans the decoded text so: newlines dropped, the double space 4.31's decode puts
+        # before text that follows an added token ("[SEG]  .") made single
+        text = self.tokenizer.decode(shown).replace("\n", "").replace("  ", " ").strip()
         return ChatReply(text, logits > 0, new_ids, prompt, prompt_ids, logits)
 
     # ---------------------------------------------------------------- teacher-forced segmentation

@@ -154,7 +154,7 @@ class LisaModel(nn.Module):
         rotary = llm.model.rotary_emb
         # transformers computes inv_freq in float32 at construction; kept here so a cast of the model cannot round it
         # (a plain attribute, not a buffer: the state dict is unchanged).
-        self._inv_freq_fp32 = rotary.inv_freq.detach().float().clone()
+        self.rotary_inv_freq = rotary.inv_freq.detach().float().clone()
         self._keep_float32()
         self.text_hidden_fcs = text_hidden_fcs
         self.seg_token_id = int(seg_token_id)
@@ -242,8 +242,8 @@ class LisaModel(nn.Module):
         """
         rotary = self.llm.model.rotary_emb
         device = rotary.inv_freq.device
-        rotary.inv_freq = self._inv_freq_fp32.to(device)
-        rotary.original_inv_freq = self._inv_freq_fp32.to(device)
+        rotary.inv_freq = self.rotary_inv_freq.to(device)
+        rotary.original_inv_freq = self.rotary_inv_freq.to(device)
         pe = self.sam.prompt_encoder.pe_layer
         pe.positional_encoding_gaussian_matrix = pe.positional_encoding_gaussian_matrix.float()
 

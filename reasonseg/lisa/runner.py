@@ -71,10 +71,10 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     """Predict + score val and test with one loaded model; the measured row beside the paper's rows (Table 1
     layout, the measured cells with their bootstrap CIs), and warnings (a checkpoint that saw val, a missing split).
     Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one)."""
-    from ..paper import PAPER_TABLE1, reported_row
     from ..metrics.comparison import reported_rows
     from ..metrics.report import table1, write_results
     from ..metrics.scoring import evaluate
+    from ..paper import PAPER_TABLE1, reported_row
     from .checkpoint import read_config, seen_splits
 
     weights, data, out = Path(weights), Path(data), Path(out)
@@ -113,3 +113,93 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     paper = {row[0]: row for row in reported_rows(report.header)}
     report.rows = [[f"{n} (paper)", *paper[n][1:]] for n in names] + measured_rows
     return report
+
+
+# ---------------------------------------------------------------------------------------------- refCOCO family
+
+# The splits the paper's Table 2 evaluates (docs/protocol.md §3, refCOCO family evaluation); refcocog is the umd split.
+REFER_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
+                     "refcocog": ("val", "test")}
+
+
+def refer_split_matches(split: str, ref_split: str) -> bool:
+    """The reference's split filter (its REFER.getRefIds): testA/testB/testC match any ref split containing the
+    letter, `test` any containing `test`, the others only themselves."""
+    if split in ("testA", "testB", "testC"):
+        return split[-1] in ref_split
+    if split == "test":
+        return "test" in ref_split
+    return ref_split == split
+
+
+@dataclass
+class ReferReport:
+    header: list[str]
+    rows: list[list[str]]            # the paper's rows, then the measured one
+    scores: dict                     # {"n", "giou", "ciou"} (fractions) of the measured run
+    results: Path                    # the results JSON (per-query IoU included)
+
+
+def evaluate_refer(root: Path, dataset: str, split: str, weights: Path, out: Path, batch_size: int = 4,
+                   device: str = "cpu", precision: str = "fp32", image_root: Path | None = None) -> ReferReport:
+    """Referring segmentation as the paper evaluates it: every sentence of every ref in the split is one query
+    (teacher-forced `[SEG].` after the short validation question), cIoU = summed intersection over summed union and
+    gIoU = mean per-query IoU (LISA's conventions), with the paper's Table 2 rows beside the measured one.
+
+    `root` is the `refer_seg` folder (`<dataset>/refs(unc|umd).p`, `<dataset>/instances.json`, `images/...`).
+    A ref's mask is the union of its polygons (the reference sums overlapping parts to 2; they are clipped to 1)."""
+    import json
+
+    from ..builders.qa.refer import SPLIT_BY, open_source, read_refs
+    from ..metrics.metric import ReasonSegMetric
+    from ..paper import refer_rows
+    from .infer import LisaPredictor
+
+    if dataset not in REFER_EVAL_SPLITS:
+        raise ReasonSegError(f"unknown refer dataset {dataset!r}", field="dataset",
+                             hint="one of: " + ", ".join(REFER_EVAL_SPLITS))
+    if split not in REFER_EVAL_SPLITS[dataset]:
+        raise ReasonSegError(f"{dataset} has no evaluation split {split!r}", field="--split",
+                             hint="one of: " + ", ".join(REFER_EVAL_SPLITS[dataset]))
+    root, weights, out = Path(root), Path(weights), Path(out)
+    refs_path = root / dataset / f"refs({SPLIT_BY[dataset]}).p"
+    present = sorted({str(ref["split"]) for ref in read_refs(refs_path)})
+    wanted = tuple(s for s in present if refer_split_matches(split, s))
+    if not wanted:
+        raise ReasonSegError(f"no ref of {dataset} is in split {split!r} (the refs hold {', '.join(present)})",
+                             path=str(refs_path))
+    source = open_source(root, image_root, name=dataset, splits=wanted)
+    predictor = LisaPredictor.from_pretrained(weights, device=device, precision=precision)
+    metric = ReasonSegMetric(bootstrap=0)
+    queries = []
+    for key in source.keys():
+        item = source.load(key)
+        image = source.image_root / item.image
+        for start in range(0, len(item.targets), batch_size):
+            chunk = item.targets[start:start + batch_size]
+            masks = predictor.segment([(image, target.name, False) for target in chunk])
+            for target, mask in zip(chunk, masks, strict=True):
+                truth = item.mask(target.mask_key) > 0
+                if mask.shape != truth.shape:
+                    raise ReasonSegError(f"the image reads as {mask.shape[0]}x{mask.shape[1]} but instances.json "
+                                         f"says {truth.shape[0]}x{truth.shape[1]}", path=str(image),
+                                         sample_id=f"{dataset}/{key}")
+                metric.update([mask], [truth])
+                queries.append({"image_id": key, "ann_id": target.mask_key, "sentence": target.name})
+    if not queries:
+        raise ReasonSegError(f"split {split!r} of {dataset} has no sentence to evaluate", path=str(refs_path))
+    doc = metric.compute()
+    overall = doc["groups"]["overall"]
+    scores = {"n": overall["n"], "giou": overall["giou"], "ciou": overall["ciou"]}
+    for query, row in zip(queries, doc["queries"], strict=True):
+        query["iou"] = row["iou"]
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / f"{dataset}_{split}.results.json"
+    results.write_text(json.dumps({"dataset": dataset, "split": split, "split_by": SPLIT_BY[dataset],
+                                   "weights": str(weights), **scores, "queries": queries}, indent=1) + "\n",
+                       encoding="utf-8")
+    header = ["method", f"{dataset} {split} cIoU", "gIoU", "queries"]
+    rows = [[f"{method} (paper)", f"{ciou:.1f}", "", ""] for method, ciou in refer_rows(dataset, split)]
+    rows.append([f"measured: {weights.name}", f"{100 * scores['ciou']:.1f}", f"{100 * scores['giou']:.1f}",
+                 str(scores["n"])])
+    return ReferReport(header, rows, scores, results)

@@ -221,12 +221,12 @@ def build_tiny_tokenizer(vocab_size: int = 600) -> LisaTokenizer:
     random-initialised models (nothing is downloaded)."""
     spm = _sentencepiece()
     buffer = io.BytesIO()
-    with open(os.devnull, "w") as quiet:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(_corpus()), model_writer=buffer, vocab_size=vocab_size, model_type="bpe",
-            byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=True,
-            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=1.0,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False, num_threads=1, logstream=quiet)
+    spm.set_min_log_level(2)  # the trainer logs every step to stderr otherwise; the library never prints
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()), model_writer=buffer, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False, num_threads=1)
     tokenizer = LisaTokenizer(buffer.getvalue())
     add_lisa_tokens(tokenizer)
     return tokenizer

@@ -34,6 +34,7 @@ from ..errors import ReasonSegError
 from .loss import LossWeights, lisa_loss
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "reference.yaml"
+SAMPLES_FILE = "samples.jsonl"   # per step: the sample ids each rank trained on
 
 
 class TrainError(ReasonSegError):
@@ -42,13 +43,30 @@ class TrainError(ReasonSegError):
 
 @dataclass
 class DataConfig:
+    # Fresh draws (the reference's way): source name -> folder, the names of `build qa --source`.
+    sources: dict | None = None
+    images: dict | None = None           # source -> image folder, where the reference tree does not put them
+    rates: list[float] = field(default_factory=lambda: [9, 3, 3, 1])   # sem_seg, refer_seg, vqa, reason_seg
+    per_sample: int = 3                  # questions (classes, sentences) per sample at most
+    explanatory: float = 0.1             # ReasonSeg text-only explanation rate; -1: no explanations
+    refer_splits: list[str] = field(default_factory=lambda: ["train"])
+    refer_overlap: str = "sum"           # sum: the reference (2 where polygon parts overlap); clip: 0/1
+    keep_going: bool = False             # a bad item is skipped and redrawn instead of stopping the run
+    # A fixed set of `build qa` (qa.jsonl + build.json), alone or mixed with fresh ReasonSeg draws.
     qa: str | None = None
     qa_image_roots: dict | None = None   # source -> image folder, when the images moved since `build qa`
-    reasonseg: str | None = None
-    reasonseg_split: str = "train"
-    reasonseg_rate: float = 0.0625
+    reasonseg: str | None = None         # ReasonSeg release root: the `reason_seg` source
+    reasonseg_split: str = "train"       # train, or train_val (what the released v1 models were trained on)
+    reasonseg_rate: float = 0.0625       # with `qa`: the share of samples that are fresh ReasonSeg draws
     val: str | None = None
     val_split: str = "val"
+
+    def source_specs(self) -> dict[str, str]:
+        """The sources of fresh draws: `sources`, plus `reasonseg` as the `reason_seg` source."""
+        specs = dict(self.sources or {})
+        if self.reasonseg:
+            specs["reason_seg"] = self.reasonseg
+        return specs
 
 
 @dataclass
@@ -128,13 +146,63 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         raise TrainError(f"unknown engine {config.engine!r} (torch or deepspeed)", path=str(path), field="engine")
     if not config.model and not config.base:
         raise TrainError("give `model` (a released-layout folder) or `base` ({llava, sam})", path=str(path))
-    if not config.data.qa and not config.data.reasonseg:
-        raise TrainError("no training data: set data.qa and/or data.reasonseg", path=str(path), field="data")
+    check_data_config(config.data, str(path))
     if config.data.qa and check_data:
         from ..builders.qa import QADataset
 
         QADataset(config.data.qa, image_roots=config.data.qa_image_roots)
     return config
+
+
+def check_data_config(data: DataConfig, where: str) -> None:
+    """The data section's shape: where samples come from, and options the sampler takes."""
+    from ..builders.qa.cocojson import OVERLAPS
+    from ..errors import BuildError
+
+    if data.sources is not None and not isinstance(data.sources, dict):
+        raise TrainError("data.sources must map source names to folders", path=where, field="data.sources")
+    if data.reasonseg and "reason_seg" in (data.sources or {}):
+        raise TrainError("ReasonSeg is given twice (data.reasonseg and data.sources.reason_seg)", path=where,
+                         field="data.reasonseg", hint="keep one of them")
+    if not data.qa and not data.source_specs():
+        raise TrainError("no training data: set data.sources (fresh draws) or data.qa (a fixed QA set)",
+                         path=where, field="data")
+    if data.qa and data.sources:
+        raise TrainError("data.qa (a fixed QA set) and data.sources (fresh draws) exclude each other", path=where,
+                         field="data.sources", hint="draw from the sources, or build a QA set from them")
+    if data.reasonseg_split not in ("train", "val", "train_val"):
+        raise TrainError(f"data.reasonseg_split must be train, val or train_val, got {data.reasonseg_split!r}",
+                         path=where, field="data.reasonseg_split")
+    if data.refer_overlap not in OVERLAPS:
+        raise TrainError(f"data.refer_overlap must be {' or '.join(OVERLAPS)}", path=where, field="data.refer_overlap")
+    if not 0 <= data.reasonseg_rate <= 1:
+        raise TrainError("data.reasonseg_rate must be in [0, 1]", path=where, field="data.reasonseg_rate")
+    try:
+        sampler_options(data).check()
+    except (BuildError, TypeError) as exc:
+        raise TrainError(f"data: {getattr(exc, 'message', exc)}", path=where, field="data") from None
+
+
+def sampler_options(data: DataConfig):
+    from ..builders.qa.sampler import SamplerOptions
+
+    return SamplerOptions(tuple(data.rates), data.per_sample, data.explanatory, data.keep_going)
+
+
+def open_stream(data: DataConfig, seed: int):
+    """The run's `SampleStream`: the sources opened through the QA builder's readers, and/or the fixed QA set."""
+    from ..builders.qa import LisaSampler, open_sources
+    from .data import QARecipes, SampleStream
+
+    specs = data.source_specs()
+    sampler = None
+    if specs:
+        sources = open_sources({k: Path(v) for k, v in specs.items()},
+                               {k: Path(v) for k, v in (data.images or {}).items()}, tuple(data.refer_splits),
+                               data.refer_overlap, data.reasonseg_split)
+        sampler = LisaSampler(sources, sampler_options(data), seed)
+    qa = QARecipes(data.qa, data.qa_image_roots) if data.qa else None
+    return SampleStream(sampler, qa, data.reasonseg_rate, seed)
 
 
 def dump_config(config: TrainConfig) -> str:
@@ -212,48 +280,46 @@ def trainable_state(model, groups=("reference",)) -> dict[str, torch.Tensor]:
 
 
 def load_start_model(config: TrainConfig, device: str, dtype: torch.dtype):
-    from transformers import CLIPImageProcessor
-
     from .checkpoint import build_from_llava, load_lisa
+    from .preprocess import ClipPreprocessor
 
     if config.model:
         loaded = load_lisa(config.model, device=device, dtype=dtype, vision_tower=config.vision_tower)
     else:
         loaded = build_from_llava(config.base["llava"], config.base["sam"], device=device, dtype=dtype,
                                   vision_tower=config.vision_tower)
-    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)  # transformers 4.31's CLIP recipe
     return loaded, processor
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 class BatchSource:
-    """Batches drawn from (seed, rank, step, micro-step): QA records and ReasonSeg train mixed at a fixed rate."""
+    """The micro-batches of a run. Global sample k of the stream is a pure function of (seed, k); the samples of
+    optimizer step s are indices [s * G, (s + 1) * G) with G = batch_size x grad_accumulation x world, and rank r's
+    micro-batch m takes the batch_size indices at ((s * grad_accumulation + m) * world + r) * batch_size. So the
+    ranks read disjoint samples, a resumed run continues the stream, and one process with grad_accumulation x N
+    micro-batches sees exactly the samples of N processes."""
 
     def __init__(self, config: TrainConfig, tokenizer, processor, seg_id: int, n_image_tokens: int,
-                 use_im_start_end: bool, sam_size: int = 1024, rank: int = 0):
-        from .data import QARecipes, reasonseg_recipes
-
-        self.qa = QARecipes(config.data.qa, config.data.qa_image_roots) if config.data.qa else []
-        self.reason = reasonseg_recipes(config.data.reasonseg, config.data.reasonseg_split, config.seed) \
-            if config.data.reasonseg else []
-        if not self.qa and not self.reason:
-            raise TrainError("the training data is empty", field="data")
-        self.rate = 1.0 if not self.qa else (0.0 if not self.reason else config.data.reasonseg_rate)
+                 use_im_start_end: bool, sam_size: int = 1024, rank: int = 0, world: int = 1):
+        self.stream = open_stream(config.data, config.seed)
         self.config, self.tokenizer, self.processor = config, tokenizer, processor
-        self.seg_id, self.n_image_tokens, self.use_im_start_end, self.sam_size, self.rank = (
-            seg_id, n_image_tokens, use_im_start_end, sam_size, rank)
+        self.seg_id, self.n_image_tokens, self.use_im_start_end, self.sam_size = (
+            seg_id, n_image_tokens, use_im_start_end, sam_size)
+        self.rank, self.world = rank, world
+
+    def indices(self, step: int, micro: int) -> range:
+        b = self.config.batch_size
+        first = ((step * self.config.grad_accumulation + micro) * self.world + self.rank) * b
+        return range(first, first + b)
 
     def batch(self, step: int, micro: int):
         from .data import collate, make_example
 
-        rng = np.random.default_rng([self.config.seed, self.rank, step, micro])
-        examples = []
-        for _ in range(self.config.batch_size):
-            pool = self.reason if rng.random() < self.rate else self.qa
-            recipe = pool[int(rng.integers(len(pool)))]
-            examples.append(make_example(recipe, self.tokenizer, self.processor, self.seg_id, self.n_image_tokens,
-                                         self.config.model_max_length, self.use_im_start_end, self.sam_size))
+        examples = [make_example(self.stream.recipe(k), self.tokenizer, self.processor, self.seg_id,
+                                 self.n_image_tokens, self.config.model_max_length, self.use_im_start_end,
+                                 self.sam_size) for k in self.indices(step, micro)]
         return collate(examples, self.tokenizer.pad_token_id)
 
 
@@ -346,6 +412,9 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
         torch.set_num_threads(config.threads)
     started = time.monotonic()
     rank, world, device = _distributed(config)
+    if world > 1 and config.engine != "deepspeed":
+        raise TrainError("several processes need engine: deepspeed (the torch engine trains one process)",
+                         field="engine")
     dtype = _dtype(config.precision)
     out = Path(config.out)
     checkpoints = out / "checkpoints"
@@ -379,16 +448,17 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     data = BatchSource(config, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
-                       model.config.use_im_start_end, model.config.sam.image_size, rank)
+                       model.config.use_im_start_end, model.config.sam.image_size, rank, world)
     weights = LossWeights(**config.loss)
     last = min(config.total_steps, config.max_steps or config.total_steps)
     losses, vals = [], []
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype,
                               enabled=config.engine == "torch" and dtype != torch.float32)
     while step < last:
-        total = 0.0
+        total, ids = 0.0, []
         for micro in range(config.grad_accumulation):
             batch = data.batch(step, micro).to(device, load_dtype)
+            ids += batch.ids
             with autocast:
                 output = (engine or model)(batch)
                 parts = lisa_loss(output.logits, output.labels, output.mask_logits, batch.masks, weights)
@@ -404,12 +474,15 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         step += 1
+        total, ids_by_rank = _gather_step(total, ids, world)
         losses.append(total)
         if on_step:
             on_step({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]})
         if rank == 0:
             _append_metrics(out, {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0],
                                   "elapsed_s": round(time.monotonic() - started, 3)})
+            with open(out / SAMPLES_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, "samples": ids_by_rank}, ensure_ascii=False) + "\n")
         epoch_end = step % config.steps_per_epoch == 0 or step == last
         if epoch_end or (config.val_every and step % config.val_every == 0):
             scores = _validate(config, model, loaded.tokenizer, processor, device, load_dtype, step, rank, world)
@@ -420,6 +493,18 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
             _save_checkpoint(checkpoints, step, model, optimizer, scheduler, engine, rank, scores, config.trainable)
             model.train()
     return RunResult(out, step, losses, vals)
+
+
+def _gather_step(loss: float, ids: list[str], world: int) -> tuple[float, list[list[str]]]:
+    """The step's loss averaged over the ranks (each rank's is the mean over its micro-batches, so this is the
+    mean over the global batch's micro-batches) and the sample ids each rank trained on."""
+    if world == 1:
+        return loss, [ids]
+    value = torch.tensor([loss], dtype=torch.float64)
+    torch.distributed.all_reduce(value)
+    gathered: list = [None] * world
+    torch.distributed.all_gather_object(gathered, ids)
+    return float(value.item()) / world, gathered
 
 
 def _append_metrics(out: Path, record: dict) -> None:
@@ -450,6 +535,8 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, engin
             if scores["giou"] > best_score:
                 _write_pointer(folder, "best", tag)
         _write_pointer(folder, "latest", tag)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank runs ahead of the files rank 0 writes (a resume reads them)
 
 
 def _load_checkpoint(folder: Path, model, optimizer, scheduler, engine) -> int:
@@ -540,8 +627,8 @@ def trained_splits(config: TrainConfig) -> set[str]:
     from .checkpoint import seen_splits
 
     seen = seen_splits(config.model)[0] if config.model else set()
-    if config.data.reasonseg:
-        seen.add(config.data.reasonseg_split)
+    if "reason_seg" in config.data.source_specs():
+        seen.update(config.data.reasonseg_split.split("_"))
     if config.data.qa:
         seen.add("train")
     return seen

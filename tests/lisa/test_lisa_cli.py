@@ -33,7 +33,7 @@ def test_init_predict_score_chat_from_the_command_line():
     assert result.exit_code == 0, result.output
     assert json.loads(batched.read_text())["predictions"] == doc["predictions"]  # batching changes nothing
     image = next((release() / "val").glob("*.jpg"))
-    result = runner.invoke(app, ["lisa", "chat", "--model", str(tiny_model("v1")), "--image", str(image),
+    result = runner.invoke(app, ["lisa", "chat", "--weights", str(tiny_model("v1")), "--image", str(image),
                                  "--query", "Please segment the star.", "--out", str(out / "chat"),
                                  "--max-new-tokens", "8"])
     assert result.exit_code == 0, result.output

@@ -25,11 +25,11 @@ def test_template_and_labels_cover_only_answers(loaded):
     text, spans = render([("<image>\nWhat is it?", "Sure, [SEG]."), ("And this?", "It is [SEG].")])
     assert text == (SYSTEM + " USER: <im_start><image><im_end>\nWhat is it? ASSISTANT: Sure, [SEG].</s>"
                     "USER: And this? ASSISTANT: It is [SEG].</s>")
-    out = tokenize(tok, text, spans)
+    out = tokenize(tok, text, with_labels=True)
     assert out.input_ids.count(IMAGE_TOKEN_INDEX) == 1 and out.input_ids[0] == tok.bos_token_id
     kept = tok.decode([t for t in out.labels if t != IGNORE_INDEX])
-    assert kept.replace(" ", "") == "Sure,[SEG].</s>It is[SEG].</s>".replace(" ", "")
-    assert seg_token_id(tok) == tok.convert_tokens_to_ids("[SEG]")
+    assert kept == "Sure, [SEG]  .</s>It is [SEG]  .</s>"  # 4.31's decode: a space after [SEG], one before "."
+    assert seg_token_id(tok) == tok.token_to_id("[SEG]")
     prompt, _ = render([("<image>\nq", None)])
     assert prompt.endswith("ASSISTANT:")
 
