@@ -20,7 +20,12 @@ from .commands.common import (
     polish_help,
     print_table,
 )
-from .errors import ReasonSegError
+from .errors import DatasetError, ReasonSegError
+
+try:  # typer >= 0.17 ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": HELP_OPTION_NAMES},
@@ -56,7 +61,9 @@ def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
            grounding: int | None = typer.Option(
                None, "--grounding", help="instead: a grounding set of N train scenes (3 objects, each a query's "
                                          "target; only the query tells which) in OUT/release"),
-           val_scenes: int = typer.Option(200, "--val-scenes", help="with --grounding: val scenes")):
+           val_scenes: int = typer.Option(200, "--val-scenes", help="with --grounding: val scenes"),
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace release/, sources/ and qa-sources/ in a "
+                                          "non-empty --out (other files there are kept)")):
     """Write the embedded synthetic data: a ReasonSeg-format release (OUT/release) and the sources every builder
     reads, in their real formats (OUT/sources: OpenImages, ScanNet, instructions.jsonl; OUT/qa-sources: ADE20K,
     COCO-Stuff, PACO-LVIS, PASCAL-Part, refCOCO family, LLaVA-Instruct).
@@ -74,7 +81,7 @@ def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
         return
     from .sample.bundle import write_sample
 
-    bundle = write_sample(out, seed=seed)
+    bundle = write_sample(out, seed=seed, overwrite=overwrite)
     typer.echo(f"release:      {bundle.release}")
     typer.echo(f"sources:      {bundle.openimages} · {bundle.scannet} · {bundle.instructions}")
     typer.echo(f"qa sources:   {' '.join(f'{k}={v}' for k, v in sorted(bundle.qa_sources.items()))}")
@@ -253,7 +260,9 @@ def compare(data: Path = typer.Argument(..., help="release folder (or its publis
 
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for everything the demo writes"),
-         bootstrap: int = typer.Option(1000, help="bootstrap resamples")):
+         bootstrap: int = typer.Option(1000, help="bootstrap resamples"),
+         overwrite: bool = typer.Option(False, "--overwrite", help="replace a previous demo's outputs in --out "
+                                        "(other files there are kept)")):
     """The main job on the embedded default: synthetic release → baselines → scores → table and HTML reports.
 
     Example: reasonseg demo --out demo-output
@@ -261,7 +270,7 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for
     from .demo import run_demo
     from .metrics.report import table1
 
-    result = run_demo(out, bootstrap=bootstrap)
+    result = run_demo(out, bootstrap=bootstrap, overwrite=overwrite)
     for note in result.notes:
         typer.echo(note.title)
         for line in note.lines:
@@ -288,7 +297,18 @@ def _holds_release(folder: Path) -> bool:
     return any((folder / split).is_dir() for split in ("train", "val", "test"))
 
 
-def _suggestion(path_text) -> str:
+OUTPUT_OPTIONS = ("--out", "--report")
+
+
+def _typed_input_paths(args: list[str]) -> set[Path]:
+    paths = set()
+    for before, arg in zip(["", *args], args, strict=False):
+        if arg and before not in OUTPUT_OPTIONS and not arg.startswith(tuple(f"{o}=" for o in OUTPUT_OPTIONS)):
+            paths.add(Path(arg.partition("=")[2] if arg.startswith("--") else arg))
+    return paths
+
+
+def _suggestion(path_text, release_expected: bool = False) -> str:
     """' (did you mean ...?)' for a path typed on the command line that is a near-miss of an existing name, or a
     folder holding a release one level down (`rs` for `rs/release`); '' otherwise."""
     if not isinstance(path_text, (str, Path)) or not str(path_text):
@@ -296,8 +316,8 @@ def _suggestion(path_text) -> str:
     import difflib
 
     path = Path(path_text)
-    if path not in {Path(arg.partition("=")[2] or arg) for arg in sys.argv[1:] if arg}:
-        return ""  # only a path the user typed: a file missing inside a dataset is no typo
+    if path not in _typed_input_paths(sys.argv[1:]):
+        return ""  # only a path the user typed as an input: a file missing inside a dataset is no typo
     try:
         base = path
         while not base.exists() and base != base.parent:
@@ -307,7 +327,7 @@ def _suggestion(path_text) -> str:
             close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
             if close:
                 return f" (did you mean {base / close[0]}?)"
-        if base.is_dir() and not _holds_release(base):
+        if release_expected and base.is_dir() and not _holds_release(base):
             inner = sorted(child for child in base.iterdir() if child.is_dir() and _holds_release(child))
             if len(inner) == 1:
                 return f" (did you mean {inner[0]}? it holds a release)"
@@ -321,9 +341,18 @@ def main() -> None:
     command = typer.main.get_command(app)
     polish_help(command)
     try:
-        command(prog_name="reasonseg")
+        code = command.main(prog_name="reasonseg", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(2)
+    except ClickException as exc:
+        # A usage error (missing argument, bad choice) is one line like every other error, with where to look.
+        where = f" (see '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(exc.exit_code)
     except ReasonSegError as exc:
-        typer.echo(f"error: {exc.render()}{_suggestion(exc.path)}", err=True)
+        typer.echo(f"error: {exc.render()}{_suggestion(exc.path, isinstance(exc, DatasetError))}", err=True)
         sys.exit(2)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

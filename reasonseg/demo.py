@@ -7,7 +7,6 @@ Stages run in the order data flows. A stage whose extra is not installed is skip
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -18,9 +17,11 @@ from .baselines.predict import predict_samples
 from .baselines.registry import MethodContext, get_method
 from .dataset import atomic_write_text, load_split, read_manifest, validate_release
 from .errors import DatasetError
+from .extras import missing_modules
 from .metrics.html import write_report
 from .metrics.report import table1, write_results
 from .metrics.scoring import evaluate
+from .outputs import prepare_output_dir
 from .sample.bundle import SAMPLE_NAME, write_sample_release_with_manifest
 from .submission import write_predictions
 
@@ -55,13 +56,9 @@ def prepare_release(folder: Path) -> Path:
     return write_sample_release_with_manifest(folder)
 
 
-def _missing(*modules: str) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
 def _stage(notes: list[StageNote], title: str, needs: tuple[str, ...], extra: str,
            run: Callable[[], StageNote]) -> None:
-    missing = _missing(*needs)
+    missing = missing_modules(*needs)
     if missing:
         notes.append(StageNote(title, [f"skipped: needs {', '.join(missing)} (pip install 'reasonseg[{extra}]')"]))
         return
@@ -162,8 +159,16 @@ def _leaderboard_stage(out: Path, release: Path, predictions: dict[str, dict[str
                      [f"static page: {index.relative_to(out)}"], [("leaderboard", index.relative_to(out).as_posix())])
 
 
-def run_demo(out: str | os.PathLike, bootstrap: int = 1000) -> DemoResult:
-    out = Path(out)
+# What the demo writes into its folder. The synthetic release is left out: it is deterministic and checked by name
+# (`prepare_release`), so a rerun reuses it instead of writing it again.
+DEMO_OUTPUTS = ("build", "qa-build", "rephrase", "predictions", "results", "reports", "comparison", "model-baselines",
+                "lisa", "leaderboard", "index.html")
+
+
+def run_demo(out: str | os.PathLike, bootstrap: int = 1000, overwrite: bool = False) -> DemoResult:
+    """Every stage on the synthetic release, into `out` (new or empty, or with `overwrite` a previous demo's folder:
+    its outputs are replaced, other files kept)."""
+    out = prepare_output_dir(out, overwrite, DEMO_OUTPUTS)
     release = prepare_release(out / "release")
     notes: list[StageNote] = []
     _stage(notes, "build", (), "all", lambda: _build_stage(out))

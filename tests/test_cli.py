@@ -111,9 +111,13 @@ def test_predict_unknown_method_is_a_user_error(tmp_path, release):
 
 
 def test_demo_runs_end_to_end_and_is_rerunnable(tmp_path, cache_env):
-    for _ in range(2):
-        proc = run("demo", "--out", tmp_path / "demo", "--bootstrap", "100", env=cache_env)
-        assert proc.returncode == 0, proc.stderr
+    proc = run("demo", "--out", tmp_path / "demo", "--bootstrap", "100", env=cache_env)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    assert_user_error(run("demo", "--out", tmp_path / "demo", env=cache_env), "not empty", "--overwrite")
+    proc = run("demo", "--out", tmp_path / "demo", "--bootstrap", "100", "--overwrite", env=cache_env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
     assert "center-prior" in proc.stdout and "test overall" in proc.stdout
     page = (tmp_path / "demo" / "index.html").read_text()
     assert "center-prior" in page and "reports/center-prior-test/index.html" in page

@@ -148,6 +148,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg publish ReasonSeg/ --out hub/ --repo-id me/reasonseg --exclude-source scannet --push
         """
+        from ..extras import require_extra
+
+        require_extra("hub", "reasonseg publish")
         from ..builders.publish import check_push, publish_release, push_to_hub
         from ..schema import HUB_SPLIT_NAMES
 

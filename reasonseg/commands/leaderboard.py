@@ -10,6 +10,14 @@ import typer
 leaderboard_app = typer.Typer(no_args_is_help=True,
                               help="The ReasonSeg leaderboard: a submission server with hidden test ground truth.")
 
+@leaderboard_app.callback()
+def _needs_serve_extra() -> None:
+    """The ReasonSeg leaderboard: a submission server with hidden test ground truth."""
+    from ..extras import require_extra
+
+    require_extra("serve", "reasonseg leaderboard")
+
+
 DbOpt = typer.Option("leaderboard.db", "--db",
                      help="database: an SQLite file path, sqlite:///FILE, or postgresql://USER@HOST/DB")
 
@@ -112,7 +120,9 @@ def audit(db: str = DbOpt, team: str | None = typer.Option(None, "--team", help=
 
 
 @leaderboard_app.command("export")
-def export(db: str = DbOpt, out: Path = typer.Option(..., "--out", help="folder to write the static site into")):
+def export(db: str = DbOpt, out: Path = typer.Option(..., "--out", help="folder to write the static site into"),
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace the site in a non-empty --out (files "
+                                          "the export does not write, such as .git, are kept)")):
     """Write the leaderboard as static HTML + JSON (index.html, submissions/, leaderboard.json), no server needed.
 
     Example: reasonseg leaderboard export --db leaderboard.db --out site/
@@ -120,7 +130,7 @@ def export(db: str = DbOpt, out: Path = typer.Option(..., "--out", help="folder 
     from ..leaderboard.db import Database
     from ..leaderboard.render import export_static
 
-    index = export_static(Database(db), out)
+    index = export_static(Database(db), out, overwrite=overwrite)
     typer.echo(f"static leaderboard: {index}")
 
 

@@ -141,7 +141,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                gallery: int = typer.Option(8, help="queries shown where the two compared methods disagree most"),
                resamples: int = typer.Option(2000, help="bootstrap resamples for the paired comparisons"),
                allow_different_data: bool = typer.Option(
-                   False, "--allow-different-data", help="accept results scored on other annotations than DATA's")):
+                   False, "--allow-different-data", help="accept results scored on other annotations than DATA's"),
+               overwrite: bool = typer.Option(False, "--overwrite", help="replace the page in a non-empty --out "
+                                              "(other files there are kept)")):
         """One HTML page comparing several results files side by side.
 
         Table 1 layout with CIs, paired significance against the best method, a per-query IoU scatter of the two
@@ -150,7 +152,10 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         Example: reasonseg report ReasonSeg/ gsam-val.json clipseg-val.json gsam-test.json --out report/
         """
         from ..metrics.comparison import write_comparison
+        from ..outputs import staged_output_dir
 
-        page = write_comparison(out, data, results, predictions or (), show_reported=reported, n_gallery=gallery,
-                                n_resamples=resamples, allow_different_data=allow_different_data)
-        typer.echo(f"wrote {page}")
+        with staged_output_dir(out, overwrite, ("index.html", "gallery")) as folder:
+            page = write_comparison(folder, data, results, predictions or (), show_reported=reported,
+                                    n_gallery=gallery, n_resamples=resamples,
+                                    allow_different_data=allow_different_data)
+        typer.echo(f"wrote {out / page.name}")

@@ -7,8 +7,6 @@ from typing import Literal
 import typer
 
 DEFAULT_LISA_SAMPLES = 1000
-# What `build qa` and `qa stats` write into a QA folder: an overwrite clears exactly these (stale stats included).
-QA_OUTPUTS = ("qa.jsonl", "build.json", "qa.parquet", "stats.json", "class_frequency.png")
 
 qa_app = typer.Typer(no_args_is_help=True, help="The template QA training set: statistics of a built set.")
 
@@ -60,9 +58,14 @@ def build_qa_command(
     --source reason_seg=dataset/reason_seg/ReasonSeg --out qa/ --mode lisa --samples 10000 --seed 0
     """
     from ..builders.qa import BuildOptions, build_qa, open_sources
+    from ..builders.qa.build import BUILD_FILE, PARQUET_FILE, QA_FILE
+    from ..builders.qa.stats import PLOT_FILE, STATS_FILE
     from ..errors import BuildError
     from ..outputs import check_output_dir, staged_output_dir
     from .common import progress
+
+    # What `build qa` and `qa stats` write into a QA folder: an overwrite clears exactly these (stale stats too).
+    outputs = (QA_FILE, BUILD_FILE, PARQUET_FILE, STATS_FILE, PLOT_FILE)
 
     if samples is not None and mode != "lisa":
         raise BuildError("--samples applies to --mode lisa only (exhaustive mode writes every target)",
@@ -84,7 +87,7 @@ def build_qa_command(
                            reasonseg_split=reasonseg_split)
     total = samples if mode == "lisa" else sum(len(s.keys()) for s in sources)
     with progress("generating QA records", total) as advance, \
-            staged_output_dir(out, overwrite, QA_OUTPUTS) as folder:
+            staged_output_dir(out, overwrite, outputs) as folder:
         summary = build_qa(sources, folder, options, parquet=parquet, advance=advance)
     per = ", ".join(f"{name} {n}" for name, n in sorted(summary.per_source.items()))
     typer.echo(f"wrote {summary.records} records to {out / 'qa.jsonl'} ({per})")

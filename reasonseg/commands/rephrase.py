@@ -53,7 +53,11 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         import threading
 
         from ..builders.rephrase import RephraseConfig, RetryPolicy, run_rephrase
+        from ..extras import require_extra
         from .common import console, print_table, progress
+
+        if not dry_run:
+            require_extra("llm", "reasonseg rephrase (without --dry-run)")
 
         config = RephraseConfig(
             task=task, split=split, n=n, model=model, base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY"),

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from ..outputs import staged_output_dir
 from ..paper import SOURCE
 from .board import BADGES, COLUMNS, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
 from .db import Database, SubmissionRow
@@ -184,19 +184,18 @@ def leaderboard_document(entries: list[Entry]) -> dict:
             "splits": {split: split_rows(entries, split) for split in SERVED_SPLITS}}
 
 
-def export_static(db: Database, out: str | os.PathLike) -> Path:
+STATIC_OUTPUTS = ("index.html", "leaderboard.json", "submissions")
+
+
+def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the leaderboard as static files: index.html, submissions/<id>.html and leaderboard.json.
 
-    Built in a temporary folder beside `out` and moved into place, so a failed export leaves the old one intact.
-    Only scored submissions appear, with the same aggregates the server shows (no per-query test results).
+    A non-empty `out` needs `overwrite`, which replaces only those three entries (a .git or other files stay). Built
+    in a temporary folder and moved into place, so a failed export leaves the old one intact. Only scored
+    submissions appear, with the same aggregates the server shows (no per-query test results).
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "submissions").mkdir(parents=True)
-    try:
+    with staged_output_dir(out, overwrite, STATIC_OUTPUTS) as tmp:
+        (tmp / "submissions").mkdir()
         scored = {split: db.latest_scored(split) for split in SERVED_SPLITS}
         entries = build_entries(scored, Significance(loader=db.submission))
         stamp = when(datetime.now(timezone.utc).timestamp())
@@ -206,17 +205,7 @@ def export_static(db: Database, out: str | os.PathLike) -> Path:
         for sub in db.submissions(status="done", with_results=True):
             page = render_submission(sub, Links(static=True, prefix="../"))
             (tmp / "submissions" / f"{sub.id}.html").write_text(page, encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.{os.getpid()}.old"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / "index.html"
+    return Path(out) / "index.html"
 
 
 __all__ = ["render_index", "render_submission", "render_submit", "export_static", "Links"]

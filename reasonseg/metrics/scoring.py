@@ -219,10 +219,11 @@ def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split
              limits: Limits = Limits(), **options) -> Evaluation:
     """Read a release split and a predictions file, and score them (`reasonseg score`). `split=None` takes the
     split the predictions file names."""
-    preds = read_predictions(predictions, limits)
+    preds = read_predictions(predictions, limits) if split is None else None
     split = split or preds.split
     if not split:
         raise SubmissionError("the predictions do not name their split", path=str(predictions),
                               hint="pass --split, e.g. --split val")
     gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
+    preds = preds or read_predictions(predictions, limits)
     return evaluate_predictions(gt, preds, protocol, **options)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..outputs import staged_output_dir
 from . import openimages, scannet
 from .qa_sources import GOTCHA_ROOT, write_qa_sources
 from .release import write_sample_release
@@ -44,12 +45,21 @@ def write_sample_release_with_manifest(out: str | os.PathLike, seed: int = 0) ->
     return release
 
 
-def write_sample(out: str | os.PathLike, seed: int = 0) -> SampleBundle:
-    """Write `out/release`, `out/sources` (OpenImages, ScanNet, instructions.jsonl) and `out/qa-sources`."""
+SAMPLE_OUTPUTS = ("release", "sources", "qa-sources")
+
+
+def write_sample(out: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> SampleBundle:
+    """Write `out/release`, `out/sources` (OpenImages, ScanNet, instructions.jsonl) and `out/qa-sources`.
+
+    A non-empty `out` needs `overwrite`, which replaces those three folders only."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DatasetError("output folder exists and is not empty", path=str(out), hint="choose a new --out")
-    release = write_sample_release_with_manifest(out / "release", seed=seed)
-    oi_root, sn_root, instructions = write_build_sources(out / "sources", seed=seed)
-    qa = write_qa_sources(out / "qa-sources" / GOTCHA_ROOT, seed=seed)
-    return SampleBundle(release, oi_root, sn_root, instructions, {k: Path(v) for k, v in qa.items()})
+    with staged_output_dir(out, overwrite, SAMPLE_OUTPUTS, error=DatasetError) as tmp:
+        release = write_sample_release_with_manifest(tmp / "release", seed=seed)
+        oi_root, sn_root, instructions = write_build_sources(tmp / "sources", seed=seed)
+        qa = write_qa_sources(tmp / "qa-sources" / GOTCHA_ROOT, seed=seed)
+
+    def moved(path: str | os.PathLike) -> Path:  # where a path under the temporary folder ends up
+        return out / Path(path).relative_to(tmp)
+
+    return SampleBundle(moved(release), moved(oi_root), moved(sn_root), moved(instructions),
+                        {k: moved(v) for k, v in qa.items()})

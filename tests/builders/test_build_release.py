@@ -146,7 +146,8 @@ def test_out_must_be_new_unless_overwrite(built, sources, tmp_path):
         build_release(manifest, out, openimages=OpenImagesLayout(oi), scannet=ScanNetLayout(sn))
     assert (out / "keep.txt").read_text() == "mine"
     build_release(manifest, out, openimages=OpenImagesLayout(oi), scannet=ScanNetLayout(sn), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    # --overwrite replaces the builder's outputs only: a file it did not write stays.
+    assert (out / "keep.txt").read_text() == "mine" and (out / "manifest.json").is_file()
 
 
 BAD_LINES = [

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reasonseg.dataset import load_split
+from reasonseg.errors import OutputError
 from reasonseg.leaderboard.board import Significance, build_entries
 from reasonseg.leaderboard.db import Database
 from reasonseg.leaderboard.render import export_static, histogram
@@ -55,10 +58,15 @@ def test_marks_follow_the_paired_bootstrap_and_export_matches_the_server(lb_rele
     test_page = (tmp_path / "site" / "submissions" / "4.html").read_text()
     assert 'id="histogram"' not in test_page and "aggregates only" in test_page
     assert 'id="histogram"' in (tmp_path / "site" / "submissions" / "1.html").read_text()
-    # Exporting again replaces the site whole.
-    (tmp_path / "site" / "stale.html").write_text("old")
-    export_static(db, tmp_path / "site")
-    assert not (tmp_path / "site" / "stale.html").exists()
+    # Exporting again needs overwrite, and replaces only what the export writes: the user's files stay.
+    (tmp_path / "site" / "notes.txt").write_text("mine")
+    (tmp_path / "site" / "submissions" / "99.html").write_text("stale")
+    with pytest.raises(OutputError, match="not empty"):
+        export_static(db, tmp_path / "site")
+    export_static(db, tmp_path / "site", overwrite=True)
+    assert (tmp_path / "site" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "site" / "submissions" / "99.html").exists()
+    assert (tmp_path / "site" / "submissions" / "1.html").is_file()
 
 
 def test_histogram_bins_every_query_once():

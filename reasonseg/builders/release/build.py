@@ -36,6 +36,7 @@ import numpy as np
 
 from ...dataset import MANIFEST, atomic_text_file, sha256_file
 from ...errors import BuildError, ReasonSegError
+from ...outputs import check_output_dir, place
 from ...schema import EXPECTED_COUNTS, SPLITS
 from .openimages import OpenImagesLayout
 from .pair import Job, run_job
@@ -358,21 +359,18 @@ def _unique_name(entry: Entry, taken: set[str]) -> str:
     return name
 
 
+# What the release builders (build, import, naive) write into a release folder: an overwrite replaces these only.
+RELEASE_OUTPUTS = ("train", "val", "test", "explanatory", MANIFEST, REPORT_JSON, REPORT_TEXT, "import_report.*")
+
+
 def _fresh_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise BuildError("output folder exists and is not empty", path=str(out),
-                         hint="choose a new --out, or pass --overwrite to replace it")
+    check_output_dir(out, overwrite, error=BuildError)
 
 
-def _place(tmp: Path, out: Path) -> None:
-    """Move the finished build into place; an old `out` is replaced only after the new one is complete."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _place(tmp: Path, out: Path, outputs: tuple[str, ...] = RELEASE_OUTPUTS) -> None:
+    """Move the finished build into place; `out`'s previous outputs are replaced only after the new ones are
+    complete, and nothing else in `out` is touched."""
+    place(tmp, out, outputs)
 
 
 def temp_dir_beside(out: Path, kind: str = "build") -> Path:

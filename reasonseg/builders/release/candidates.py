@@ -158,7 +158,7 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
                          f"<b>{html.escape(key)}</b><br>{legend}</figcaption></figure>")
         atomic_write_text(tmp / "worksheet.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         atomic_write_text(tmp / "index.html", _index(cards))
-        _place(tmp, out)
+        _place(tmp, out, ("worksheet.jsonl", "index.html", "sheets"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
