@@ -24,9 +24,8 @@ def _demo_qa(samples: int = 40) -> Path:
 
 
 def test_qa_records_become_the_references_per_question_examples():
-    from transformers import CLIPImageProcessor
-
     from reasonseg.lisa.checkpoint import load_lisa
+    from reasonseg.lisa.preprocess import ClipPreprocessor
 
     qa = _demo_qa()
     recipes = QARecipes(qa)
@@ -45,7 +44,7 @@ def test_qa_records_become_the_references_per_question_examples():
     assert sum(q.count("<image>") for q, _ in free.conversations[0]) == 1
 
     loaded = load_lisa(tiny_model("v1"))
-    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)
     model = loaded.model
     example = make_example(recipe, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
                            sam_size=model.config.sam.image_size)
@@ -101,6 +100,7 @@ def test_lisa_train_cli_on_the_built_qa_set_and_reasonseg_train():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 2 loss" in proc.stdout and "val at step 2: gIoU" in proc.stdout, proc.stdout
     metrics = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [m for m in metrics if m.get("split") != "val"]   # training steps (val records sit beside them)
     assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
     tag = folder / "run" / "checkpoints" / "step_000002"
     assert (tag / "trainable.pt").exists() and json.loads((tag / "val.json").read_text())["n"] == 4

@@ -83,9 +83,9 @@ def test_export_reload_predicts_identically_and_fine_tunes():
     loaded.model.load_state_dict(torch.load(run / "checkpoints" / "step_000002" / "trainable.pt",
                                             weights_only=True), strict=False)
     loaded.model.eval()
-    from transformers import CLIPImageProcessor
+    from reasonseg.lisa.preprocess import ClipPreprocessor
 
-    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)
     unmerged = LisaPredictor(loaded.model, loaded.tokenizer, processor)
     for p, q in zip(first, predict_split(unmerged, samples), strict=True):
         a, b = decode_rle(p.rle), decode_rle(q.rle)
