@@ -254,8 +254,8 @@ def parse_predictions_json(raw: bytes, where: str, index: SplitIndex | None = No
         objects, allowed = text.count("{"), 2 * index.max_predictions + 64
         if objects > allowed:
             raise SubmissionError(f"predictions file holds up to {objects} JSON objects, more than split "
-                                  f"{index.split!r} can use ({index.max_predictions} queries)", path=where,
-                                  hint="one prediction per (id, text_index) of the split")
+                                  f"{index.split!r} can use (at most {index.max_predictions} predictions)",
+                                  path=where, hint="one prediction per (id, text_index) of the split")
     sha256 = "sha256:" + hashlib.sha256(raw).hexdigest()
     doc = _JsonText(text, where)
     first = doc.peek()
@@ -528,7 +528,7 @@ def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | No
         directory, allowed = _central_directory_bytes(raw), (2 * index.max_predictions + 64) * _MAX_ZIP_RECORD
         if directory is not None and directory > allowed:
             raise SubmissionError(f"zip directory is {directory} bytes, more than split {index.split!r} "
-                                  f"can use ({index.max_predictions} queries)", path=where,
+                                  f"can use (at most {index.max_predictions} PNGs)", path=where,
                                   hint="one PNG per (id, text_index) of the split")
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))

@@ -112,11 +112,13 @@ def audit(db: str = DbOpt, team: str | None = typer.Option(None, "--team", help=
     """
     from ..leaderboard.db import Database
     from ..leaderboard.render import when
-    from .common import print_table
 
-    rows = [[when(r.at), r.actor, r.action, r.team or "", "" if r.submission_id is None else str(r.submission_id),
-             r.detail] for r in Database(db).audit_log(team, limit)]
-    print_table(["when", "who", "action", "team", "submission", "detail"], rows, title="audit log")
+    # One tab-separated line per entry (not a table that truncates): an audit log is read whole and grepped.
+    typer.echo("when\twho\taction\tteam\tsubmission\tdetail")
+    for r in Database(db).audit_log(team, limit):
+        fields = [when(r.at), r.actor, r.action, r.team or "", "" if r.submission_id is None else str(r.submission_id),
+                  r.detail]
+        typer.echo("\t".join(" ".join(f.split()) for f in fields))
 
 
 @leaderboard_app.command("export")
