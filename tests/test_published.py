@@ -107,6 +107,14 @@ def test_cli_score_validate_predict_on_the_published_folder(forms, tmp_path):
     published = run("score", hub, predictions["val"], "--split", "validation", "--bootstrap", "0", "--json", env=env)
     assert folder.returncode == 0 and published.returncode == 0, published.stderr
     assert _numbers(folder) == _numbers(published)
+    reports = {}
+    for data, split in ((release, "val"), (hub, "validation")):
+        proc = run("score", data, predictions["val"], "--split", split, "--bootstrap", "0", "--report",
+                   tmp_path / f"report-{split}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        reports[split] = {p.relative_to(tmp_path / f"report-{split}"): p.read_bytes()
+                          for p in (tmp_path / f"report-{split}").rglob("*") if p.is_file() and p.suffix != ".html"}
+    assert reports["val"] and reports["val"] == reports["validation"]  # the images are found in both forms
 
     proc = run("validate", hub, "--json", env=env)
     report = json.loads(proc.stdout)

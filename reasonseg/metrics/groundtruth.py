@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, split_dirs
+from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, release_root, split_dirs
 from ..errors import DatasetError
 from ..masks import Intervals, crop_to_intervals, rasterize_shapes_cropped
 from ..schema import Query, Sample, canonical_split
@@ -100,7 +100,8 @@ def _cache_key(root: Path, split: str, strict: bool) -> str:
 def load_ground_truth(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = "default",
                       strict: bool = False) -> GroundTruth:
     """The ground truth of a split, from the cache when the split's files are unchanged."""
-    root, split = Path(root), canonical_split(split)
+    # A published form is read as the release layout it restores, so images resolve against `root` too.
+    root, split = release_root(root), canonical_split(split)
     if cache_dir is None:
         return build_ground_truth(root, split, load_split(root, split, strict))
     cache = default_cache_dir() if cache_dir == "default" else Path(cache_dir)

@@ -339,6 +339,12 @@ def test_cli_build_publish_and_errors(tmp_path):
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "hub" / "croissant.json").is_file()
+    assert proc.stderr.count("warning:") == 1 and "--exclude-source scannet" in proc.stderr
+    proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub-oi", "--exclude-source", "scannet")
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert "left out: scannet" in proc.stdout
+    one_line_error(run("publish", tmp_path / "rel", "--out", tmp_path / "hub-x", "--exclude-source", "coco"),
+                   "--exclude-source 'coco'", "no row comes from it")
 
     proc = run("build", "reasonseg", "--from-release", tmp_path / "rel", "--out", tmp_path / "imported")
     assert proc.returncode == 0, proc.stderr
