@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from .dataset import IMAGE_SUFFIXES, MANIFEST
-from .errors import DatasetError
+from .errors import DatasetError, OutputError
 from .schema import canonical_split
 
 PARQUET_FILE = re.compile(r"^(train|validation|val|test)-\d{5}-of-\d{5}\.parquet$")
@@ -189,7 +189,7 @@ def materialized(root: Path) -> Path:
     if not target.is_dir():
         try:
             export_release(root, target)
-        except OSError:
+        except (OSError, OutputError):
             if not target.is_dir():
                 raise
             # another process exported the same files first

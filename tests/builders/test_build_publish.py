@@ -158,6 +158,7 @@ def test_croissant_loads_every_row_with_mlcroissant(published):
 
     release, hub = published
     dataset = mlc.Dataset(jsonld=str(hub / "croissant.json"))
+    assert not dataset.metadata.ctx.issues.errors and not dataset.metadata.ctx.issues.warnings
     samples = _release_samples(release)
     for split in SPLITS:
         name = HUB_SPLIT_NAMES[split]
