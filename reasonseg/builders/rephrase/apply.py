@@ -4,8 +4,10 @@ Every file is replaced atomically (temp file + rename), so a kill at any moment 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ...dataset import MANIFEST, atomic_write_text, build_manifest, read_annotation, read_manifest, sha256_file
@@ -14,6 +16,14 @@ from .checks import normalize
 from .plan import EXPLANATORY, MAX_TEXTS
 
 SOURCES_KEY = "rephrase_sources"  # in a sample JSON: rephrased text -> the cache key of the reply it came from
+
+# Called with (path, checksum the file will have) just before a release file is replaced: the run journals it.
+BeforeWrite = Callable[[Path, str], None]
+
+
+def write_release_file(path: Path, text: str, before_write: BeforeWrite) -> None:
+    before_write(path, "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest())
+    atomic_write_text(path, text)
 
 
 def merge_texts(texts: list[str], outputs: tuple[str, ...] | list[str]) -> tuple[list[str], list[str], int]:
@@ -33,7 +43,8 @@ def merge_texts(texts: list[str], outputs: tuple[str, ...] | list[str]) -> tuple
     return merged, added, duplicates
 
 
-def add_rephrasings(json_path: Path, outputs: tuple[str, ...], key: str, sample_id: str) -> tuple[int, int]:
+def add_rephrasings(json_path: Path, outputs: tuple[str, ...], key: str, sample_id: str,
+                    before_write: BeforeWrite) -> tuple[int, int]:
     """Add accepted rephrasings to one sample's `text` (keeping every other key); (added, duplicates)."""
     data, encoding = read_annotation(json_path)
     texts = data.get("text")
@@ -48,13 +59,13 @@ def add_rephrasings(json_path: Path, outputs: tuple[str, ...], key: str, sample_
     data["text"] = merged
     data[SOURCES_KEY] = sources
     # Rewritten as UTF-8 whatever it was read as (cp1252 files in the public release included).
-    atomic_write_text(json_path, json.dumps(data, ensure_ascii=False))
+    write_release_file(json_path, json.dumps(data, ensure_ascii=False), before_write)
     return len(added), duplicates
 
 
-def write_explanatory(root: Path, entries: list[dict]) -> Path:
+def write_explanatory(root: Path, entries: list[dict], before_write: BeforeWrite) -> Path:
     path = root / EXPLANATORY
-    atomic_write_text(path, json.dumps(entries, ensure_ascii=False, indent=2) + "\n")
+    write_release_file(path, json.dumps(entries, ensure_ascii=False, indent=2) + "\n", before_write)
     return path
 
 
@@ -74,22 +85,31 @@ def remove_stale_temp_files(folders: list[Path]) -> int:
     return removed
 
 
-def stale_checksums(root: Path, manifest: dict | None, paths: list[Path]) -> list[str]:
-    """Relative paths among `paths` whose manifest checksum is missing or differs (e.g. after a killed run)."""
-    if manifest is None:
-        return []
-    files = manifest.get("files", {})
+def written_as_journaled(root: Path, writes: list[dict], manifest: dict | None) -> list[str]:
+    """Relative paths whose file now has the checksum a run journaled before replacing it, and not yet in the
+    manifest: the replacement happened (a kill before the rename leaves the old file, and a file changed since
+    by hand is not blessed)."""
+    listed = (manifest or {}).get("files", {})
     out = []
-    for path in paths:
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and files.get(rel) != sha256_file(path):
-            out.append(rel)
+    for write in writes:
+        path = root / write["rel"]
+        if write["rel"] in out or not path.is_file():
+            continue
+        checksum = sha256_file(path)
+        if checksum == write["sha256"] and listed.get(write["rel"]) != checksum:
+            out.append(write["rel"])
     return out
 
 
-def update_manifest(root: Path, changed: list[str], record: dict) -> Path:
-    """Recompute the checksums of the changed files and append the run's record under `rephrase`; a release
-    without a manifest gets a full one (the contract of reasonseg.dataset) with the record."""
+def recorded_runs(manifest: dict | None) -> set[str]:
+    history = (manifest or {}).get("rephrase")
+    history = history if isinstance(history, list) else [history]
+    return {r["run_id"] for r in history if isinstance(r, dict) and isinstance(r.get("run_id"), str)}
+
+
+def update_manifest(root: Path, changed: list[str], records: list[dict]) -> Path:
+    """Recompute the checksums of the changed files and append the runs' records under `rephrase` (one per run
+    id); a release without a manifest gets a full one (the contract of reasonseg.dataset) with the records."""
     manifest = read_manifest(root)
     if manifest is None:
         manifest = build_manifest(root, name=root.resolve().name, version="unversioned")
@@ -103,7 +123,8 @@ def update_manifest(root: Path, changed: list[str], record: dict) -> Path:
     history = manifest.get("rephrase")
     if not isinstance(history, list):
         history = [] if history is None else [history]
-    history.append(record)
+    known = recorded_runs(manifest)
+    history.extend(r for r in records if r.get("run_id") is None or r["run_id"] not in known)
     manifest["rephrase"] = history
     path = root / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")

@@ -2,8 +2,11 @@
 
 `responses` holds one row per completed item (an accepted reply, or one rejected after its retries), keyed by a
 SHA-256 of everything that decides the reply; a rerun or a run after a crash reads it instead of calling again.
-`calls` logs every HTTP attempt (request id, tokens, latency, cost, outcome); an attempt is written as `in_flight`
-before it is sent, so a call cut off by a kill is still visible (as `lost`) to the next run. `runs` records each run.
+`calls` logs every HTTP attempt (request id, tokens, latency, cost, outcome, and the reply itself); an attempt is
+written as `in_flight` before it is sent, so a call cut off by a kill is still visible (as `lost`) to the next run,
+and the replies it holds are the retry state a later run resumes from (a paid reply is never asked for again
+identically). `runs` records each run; `writes` each release file a run is about to replace, with the checksum it
+will have, so a later run can repair the manifest of a run that was killed.
 
 Every write commits at once, in WAL mode: a killed process loses at most the attempts in flight.
 """
@@ -22,8 +25,9 @@ from pathlib import Path
 
 from ...errors import BuildError
 from ...processes import pid_alive
+from .checks import MAX_REPLY_CHARS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEY_SCHEMA = "reasonseg-rephrase-key/1"
 
 _TABLES = """
@@ -50,6 +54,11 @@ CREATE TABLE IF NOT EXISTS calls (
     request_id TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_key ON calls(key);
+CREATE TABLE IF NOT EXISTS writes (
+    run_id TEXT NOT NULL, root TEXT NOT NULL, rel TEXT NOT NULL, sha256 TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0    -- 1 once the release's manifest holds the outcome
+);
+CREATE INDEX IF NOT EXISTS writes_root ON writes(root, settled);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     status TEXT NOT NULL, config_json TEXT NOT NULL, totals_json TEXT
@@ -118,8 +127,12 @@ class ResponseCache:
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(calls)")}
+        for column in ("content", "finish_reason"):  # schema 1 ledgers kept no replies
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} TEXT")
+        if row is None or row[0] == "1":
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._db.commit()
         elif row[0] != str(SCHEMA_VERSION):
             raise BuildError(f"cache has schema {row[0]}, this reasonseg reads {SCHEMA_VERSION}",
@@ -169,15 +182,19 @@ class ResponseCache:
     # --------------------------------------------------------------------------------------------- ledger
 
     def start_run(self, config: dict) -> str:
-        """A new run id; attempts left `in_flight` by runs whose process is gone become `lost`."""
+        """A new run id; attempts left `in_flight` by runs whose process is gone become `lost`, and runs still
+        marked running whose process is gone become `killed`."""
         run_id = uuid.uuid4().hex[:16]
         with self._lock:
-            stale = [r for r, pid in self._db.execute("SELECT run_id, pid FROM runs WHERE status='running'")
-                     if not pid_alive(pid)]
-            for old in stale:
+            rows = self._db.execute("SELECT run_id, pid, status FROM runs WHERE status='running' OR run_id IN "
+                                    "(SELECT run_id FROM calls WHERE outcome='in_flight')").fetchall()
+            for old, pid, status in rows:
+                if pid_alive(pid) and status == "running":
+                    continue
                 self._db.execute("UPDATE calls SET outcome='lost', detail='process ended during the call' "
                                  "WHERE run_id=? AND outcome='in_flight'", (old,))
-                self._db.execute("UPDATE runs SET status='killed' WHERE run_id=?", (old,))
+                if status == "running":
+                    self._db.execute("UPDATE runs SET status='killed' WHERE run_id=?", (old,))
             self._db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
                              (run_id, os.getpid(), now_iso(), None, "running",
                               json.dumps(config, ensure_ascii=False, sort_keys=True), None))
@@ -186,6 +203,8 @@ class ResponseCache:
 
     def finish_run(self, run_id: str, status: str, totals: dict) -> None:
         with self._lock:
+            self._db.execute("UPDATE calls SET outcome='lost', detail='the run ended during the call' "
+                             "WHERE run_id=? AND outcome='in_flight'", (run_id,))
             self._db.execute("UPDATE runs SET finished_at=?, status=?, totals_json=? WHERE run_id=?",
                              (now_iso(), status, json.dumps(totals, sort_keys=True), run_id))
             self._db.commit()
@@ -200,13 +219,51 @@ class ResponseCache:
 
     def call_finished(self, call_id: int, *, outcome: str, latency_s: float, request_id: str | None = None,
                       prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0,
-                      detail: str | None = None) -> None:
+                      detail: str | None = None, content: str | None = None,
+                      finish_reason: str | None = None) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE calls SET outcome=?, latency_s=?, request_id=?, prompt_tokens=?, completion_tokens=?, "
-                "cost_usd=?, detail=? WHERE id=?",
+                "cost_usd=?, detail=?, content=?, finish_reason=? WHERE id=?",
                 (outcome, round(latency_s, 4), request_id, prompt_tokens, completion_tokens, cost_usd,
-                 detail[:500] if detail else None, call_id))
+                 detail[:500] if detail else None,
+                 # One character past the limit is enough for a later check to fail it the same way.
+                 content[:MAX_REPLY_CHARS + 1] if isinstance(content, str) else None, finish_reason, call_id))
+            self._db.commit()
+
+    def paid_replies(self, key: str) -> list[dict]:
+        """The replies already received for a key (outcome ok or check_failed, any run), oldest first: the retry
+        state a run resumes from."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT content, finish_reason, request_id, prompt_tokens, completion_tokens, cost_usd FROM calls "
+                "WHERE key=? AND outcome IN ('ok', 'check_failed') ORDER BY id", (key,))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # ------------------------------------------------------------------------------------- release writes
+
+    def write_intended(self, run_id: str, root: str, rel: str, sha256: str) -> None:
+        """Recorded before a release file is replaced: the file will have this checksum if the rename happens."""
+        with self._lock:
+            self._db.execute("INSERT INTO writes (run_id, root, rel, sha256) VALUES (?,?,?,?)",
+                             (run_id, root, rel, sha256))
+            self._db.commit()
+
+    def unsettled_writes(self, root: str) -> list[dict]:
+        """Writes into this release whose outcome no manifest holds yet, by runs that are this one or dead."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT w.rowid AS id, w.run_id, w.rel, w.sha256, r.pid, r.status, r.started_at, r.config_json "
+                "FROM writes w JOIN runs r ON r.run_id = w.run_id WHERE w.root=? AND w.settled=0 ORDER BY w.rowid",
+                (root,))
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return [r for r in rows if r["pid"] == os.getpid() or not pid_alive(r["pid"])]
+
+    def settle_writes(self, ids: list[int]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE writes SET settled=1 WHERE rowid=?", [(i,) for i in ids])
             self._db.commit()
 
     def totals(self, run_id: str | None = None) -> LedgerTotals:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 MAX_TEXT_CHARS = 400
 MAX_EXPLANATION_CHARS = 800
 MIN_SENTENCE_WORDS = 4
+MAX_REPLY_CHARS = 65536  # far above any honest reply (max_tokens is at most 1024): checked before parsing
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _NON_WORD = re.compile(r"[\W_]+")  # punctuation, symbols and spacing, in any script
 
@@ -60,11 +61,15 @@ def parse_json_object(content: str | None) -> tuple[dict | None, str | None]:
     """The reply's JSON object, tolerating a Markdown code fence around it (some local servers add one)."""
     if content is None or not content.strip():
         return None, "empty reply"
+    if len(content) > MAX_REPLY_CHARS:
+        return None, f"reply too long ({len(content)} > {MAX_REPLY_CHARS} characters)"
     fenced = _FENCE.match(content)
     body = fenced.group(1) if fenced else content
     try:
         data = json.loads(body)
-    except json.JSONDecodeError:
+    except RecursionError:
+        return None, "reply is JSON nested too deeply"
+    except ValueError:  # not JSON, or a number of over 4300 digits
         return None, "reply is not valid JSON"
     if not isinstance(data, dict):
         return None, "reply is JSON but not an object"

@@ -117,8 +117,9 @@ class ChatClient:
             raise TransientError("connection", str(exc.__cause__ or exc)) from None
         except openai.APIStatusError as exc:
             raise _status_failure(exc) from None
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            # A 200 whose body is not a chat completion (truncated JSON, an HTML error page from a proxy).
+        except (openai.APIResponseValidationError, ValueError, RecursionError) as exc:
+            # A 200 whose body is not a chat completion (truncated JSON, an HTML error page from a proxy, JSON
+            # nested past the parser's depth).
             raise TransientError("bad_body", f"unreadable response body: {exc}"[:300]) from None
         request_id = request_id or getattr(completion, "id", None)
         choice = completion.choices[0] if getattr(completion, "choices", None) else None

@@ -1,11 +1,13 @@
 """The run: plan the items, answer each from the cache or the server (concurrently, with retries, within the
 budget), write the results into the release and record the run in its manifest.
 
-Order of writes per item: the reply is committed to the cache before the sample file is rewritten, so a kill
-between the two is healed by the next run from the cache, without a new call.
+Order of writes per item: the reply is committed to the ledger as it arrives and to the cache before the sample
+file is rewritten, and each rewrite is journaled (with the checksum the file will have) before its rename; so a
+kill anywhere is healed by the next run from the ledger and the journal, without a new call (docs/rephrase.md).
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -18,16 +20,17 @@ from pathlib import Path
 from ...dataset import read_manifest
 from .apply import (
     add_rephrasings,
+    recorded_runs,
     relative,
     remove_stale_temp_files,
-    stale_checksums,
     update_manifest,
     write_explanatory,
+    written_as_journaled,
 )
 from .cache import ResponseCache, default_cache_path, now_iso
 from .checks import CheckResult, check_explanation, check_rephrasings
 from .client import ChatClient, RephraseError, RequestRefused, RetryPolicy, TransientError
-from .plan import EXPLANATORY, Item, Plan, build_plan
+from .plan import Item, Plan, build_plan
 from .pricing import Price, estimate_tokens, load_prices
 from .prompts import load_template
 
@@ -154,12 +157,29 @@ class _Runner:
         return self.price.cost(int(item.prompt_tokens_estimate * 1.25) + 1, item.max_tokens)
 
     def answer(self, item: Item) -> _Outcome:
-        """Ask the server until the reply passes the checks, the retries run out, or the run must stop."""
+        """Ask the server until the reply passes the checks, the retries run out, or the run must stop.
+
+        The replies already paid for (by any earlier run, killed or not) come first, from the ledger: one that
+        passes is used without a request, and each that failed counts as a check retry spent, so no request that
+        already got a failing reply is sent again with the same seed.
+        """
         config, policy = self.config, self.config.retry
         rng = random.Random(f"{item.key}:{os.getpid()}:{time.monotonic_ns()}")
         outcome = _Outcome(item, "failed")
         transient = checks_failed = 0
+        last: tuple[CheckResult, str | None, str | None] | None = None
+        for paid in self.cache.paid_replies(item.key):
+            result = self._checked(item, paid["content"], paid["finish_reason"])
+            if result.ok:
+                return self._settle(outcome, result, paid["content"], paid["request_id"])
+            checks_failed += 1
+            last = (result, paid["content"], paid["request_id"])
+        cached = self.cache.get(item.key)
+        # --retry-rejected opens a new round of tries for an item cached as rejected, with new seeds.
+        round_start = checks_failed if cached is not None and cached.status == "rejected" else 0
         while True:
+            if last is not None and checks_failed - round_start > config.check_retries:
+                return self._settle(outcome, *last)
             if self.stop.is_set():
                 outcome.status = "stopped"
                 return outcome
@@ -204,35 +224,49 @@ class _Runner:
                     self.attempts_of_raised += outcome.attempts
                 raise
             latency = time.perf_counter() - started
+            content = reply.content if isinstance(reply.content, str) else None
             prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else item.prompt_tokens_estimate
             completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
-                                 else estimate_tokens(reply.content or ""))
+                                 else estimate_tokens(content or ""))
             cost = self.price.cost(prompt_tokens, completion_tokens) if self.price else 0.0
             self.budget.settle(worst, cost)
             outcome.prompt_tokens += prompt_tokens
             outcome.completion_tokens += completion_tokens
             outcome.cost_usd += cost
-            result = _check(item, config.task, config.n, reply.content, reply.finish_reason)
+            result = self._checked(item, content, reply.finish_reason)
             self.cache.call_finished(call_id, outcome="ok" if result.ok else "check_failed", latency_s=latency,
                                      request_id=reply.request_id, prompt_tokens=prompt_tokens,
-                                     completion_tokens=completion_tokens, cost_usd=cost, detail=result.error)
-            if not result.ok:
-                checks_failed += 1
-                if checks_failed <= config.check_retries:
-                    continue
-            status = "ok" if result.ok else "rejected"
-            self.cache.put(key=item.key, task=config.task, model=config.model, prompt_version=self.prompt_version,
-                           temperature=config.temperature, seed=config.seed,
-                           n=config.n if config.task == "rephrase" else 1, input_text=item.text,
-                           request={"messages": item.messages, "max_tokens": item.max_tokens,
-                                    "response_format": {"type": "json_object"}},
-                           status=status, outputs=result.accepted,
-                           dropped=[{"text": r.text, "reason": r.reason} for r in result.dropped],
-                           reason=result.error, content=reply.content, request_id=reply.request_id,
-                           prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-                           cost_usd=outcome.cost_usd, attempts=outcome.attempts, run_id=self.run_id)
-            outcome.status, outcome.outputs, outcome.reason = status, result.accepted, result.error
-            return outcome
+                                     completion_tokens=completion_tokens, cost_usd=cost, detail=result.error,
+                                     content=content, finish_reason=reply.finish_reason)
+            if result.ok:
+                return self._settle(outcome, result, content, reply.request_id)
+            checks_failed += 1
+            last = (result, content, reply.request_id)
+
+    def _checked(self, item: Item, content: str | None, finish_reason: str | None) -> CheckResult:
+        """The checks of a reply; a reply they cannot handle is a failed check, never an exception."""
+        try:
+            return _check(item, self.config.task, self.config.n, content, finish_reason)
+        except Exception as exc:  # noqa: BLE001 - whatever a hostile reply triggers, it is a failed attempt
+            return CheckResult(error=f"reply could not be checked: {type(exc).__name__}")
+
+    def _settle(self, outcome: _Outcome, result: CheckResult, content: str | None,
+                request_id: str | None) -> _Outcome:
+        """Cache the item's final reply (accepted, or rejected after its retries) and fill in the outcome."""
+        item, config = outcome.item, self.config
+        status = "ok" if result.ok else "rejected"
+        self.cache.put(key=item.key, task=config.task, model=config.model, prompt_version=self.prompt_version,
+                       temperature=config.temperature, seed=config.seed,
+                       n=config.n if config.task == "rephrase" else 1, input_text=item.text,
+                       request={"messages": item.messages, "max_tokens": item.max_tokens,
+                                "response_format": {"type": "json_object"}},
+                       status=status, outputs=result.accepted,
+                       dropped=[{"text": r.text, "reason": r.reason} for r in result.dropped],
+                       reason=result.error, content=content, request_id=request_id,
+                       prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                       cost_usd=outcome.cost_usd, attempts=outcome.attempts, run_id=self.run_id)
+        outcome.status, outcome.outputs, outcome.reason = status, result.accepted, result.error
+        return outcome
 
 
 def _open_for_dry_run(path: Path) -> ResponseCache | None:
@@ -268,42 +302,54 @@ def run_rephrase(root: str | os.PathLike, config: RephraseConfig, *, stop: threa
                             hint="pass --prices FILE with its input_per_1m and output_per_1m")
     stop = stop or threading.Event()
     remove_stale_temp_files(sorted({item.json_path.parent for item in plan.items}) + [root, root / "explanatory"])
-    writer = _Writer(root, config, plan, report)
     progress = _Progress(len(plan.items), on_progress)
     with ResponseCache(cache_path) as cache:
-        to_call = []
-        for item in plan.items:
-            hit = cache.get(item.key)
-            if hit is None or (hit.status == "rejected" and config.retry_rejected):
-                to_call.append(item)
-                continue
-            report.cached += 1
-            writer.apply(item, hit.status, hit.outputs, hit.reason)
-            progress.advance()
-        if not to_call:  # all from the cache: no client, no run row, nothing sent
-            writer.finish()
-            _record(root, config, plan, report, price, prices.as_of, template.origin)
-            return report
         run_id = cache.start_run(_config_record(config) | {"root": str(root), "prompt_version": template.identity})
         report.run_id = run_id
-        client = ChatClient(api_key=config.api_key, base_url=config.base_url, timeout_s=config.timeout_s)
-        budget = Budget(config.budget_usd)
-        runner = _Runner(config, cache, client, price, template.identity, run_id, stop, budget)
+        writer = _Writer(root, config, plan, report, _journal(cache, run_id, root))
         failure: BaseException | None = None
+        client = None
         try:
-            _execute(to_call, config, runner, writer, report, stop, budget, progress)
+            # Samples that share a request (the same text[0], form and classes) share one call and one cache row.
+            to_call: list[Item] = []
+            sharing: dict[str, list[Item]] = {}
+            for item in plan.items:
+                hit = cache.get(item.key)
+                if hit is None or (hit.status == "rejected" and config.retry_rejected):
+                    if item.key in sharing:
+                        sharing[item.key].append(item)
+                    else:
+                        sharing[item.key] = []
+                        to_call.append(item)
+                    continue
+                report.cached += 1
+                writer.apply(item, hit.status, hit.outputs, hit.reason)
+                progress.advance()
+            if to_call:
+                client = ChatClient(api_key=config.api_key, base_url=config.base_url, timeout_s=config.timeout_s)
+                budget = Budget(config.budget_usd)
+                runner = _Runner(config, cache, client, price, template.identity, run_id, stop, budget)
+                try:
+                    _execute(to_call, sharing, config, runner, writer, report, stop, budget, progress)
+                finally:
+                    report.attempts += runner.attempts_of_raised
         except BaseException as exc:  # KeyboardInterrupt or a fatal server answer: record, then re-raise
             failure = exc
             report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         finally:
-            client.close()
-            report.attempts += runner.attempts_of_raised
+            if client is not None:
+                client.close()
             writer.finish()
-            _record(root, config, plan, report, price, prices.as_of, template.origin)
+            _record(root, config, report, price, prices.as_of, template.origin, cache, run_id)
             cache.finish_run(run_id, report.status, _totals(report))
         if failure is not None:
             raise failure
     return report
+
+
+def _journal(cache: ResponseCache, run_id: str, root: Path) -> Callable[[Path, str], None]:
+    release = str(root.resolve())
+    return lambda path, sha256: cache.write_intended(run_id, release, relative(root, path), sha256)
 
 
 class _Progress:
@@ -339,8 +385,10 @@ def _dry_run(plan: Plan, config: RephraseConfig, cache_path: Path, price: Price 
 class _Writer:
     """Applies outcomes to the release in the main thread (one writer: no two threads touch a file)."""
 
-    def __init__(self, root: Path, config: RephraseConfig, plan: Plan, report: RunReport):
+    def __init__(self, root: Path, config: RephraseConfig, plan: Plan, report: RunReport,
+                 before_write: Callable[[Path, str], None]):
         self.root, self.config, self.plan, self.report = root, config, plan, report
+        self.before_write = before_write
         self.changed: set[str] = set()
         self.explanatory = list(plan.explanatory or [])
         self.explanatory_dirty = False
@@ -353,7 +401,8 @@ class _Writer:
             return
         report.ok += 1
         if self.config.task == "rephrase":
-            added, duplicates = add_rephrasings(item.json_path, outputs, item.key, item.sample_id)
+            added, duplicates = add_rephrasings(item.json_path, outputs, item.key, item.sample_id,
+                                                self.before_write)
             report.texts_added += added
             report.duplicates += duplicates
             if added:
@@ -367,15 +416,16 @@ class _Writer:
 
     def finish(self) -> None:
         if self.explanatory_dirty:
-            path = write_explanatory(self.root, self.explanatory)
+            path = write_explanatory(self.root, self.explanatory, self.before_write)
             self.changed.add(relative(self.root, path))
             self.report.files_written += 1
             self.explanatory_dirty = False
 
 
-def _execute(to_call: list[Item], config: RephraseConfig, runner: _Runner, writer: _Writer, report: RunReport,
-             stop: threading.Event, budget: Budget, progress: _Progress) -> None:
-    """Send the uncached items, `concurrency` at a time; results are written as they arrive."""
+def _execute(to_call: list[Item], sharing: dict[str, list[Item]], config: RephraseConfig, runner: _Runner,
+             writer: _Writer, report: RunReport, stop: threading.Event, budget: Budget, progress: _Progress) -> None:
+    """Send the uncached items, `concurrency` at a time; results are written as they arrive, into every sample
+    that shares the item's request."""
 
     def collect(future: Future) -> None:
         outcome: _Outcome = future.result()
@@ -384,14 +434,15 @@ def _execute(to_call: list[Item], config: RephraseConfig, runner: _Runner, write
         report.prompt_tokens += outcome.prompt_tokens
         report.completion_tokens += outcome.completion_tokens
         report.cost_usd += outcome.cost_usd
-        if outcome.status in ("ok", "rejected"):
-            writer.apply(outcome.item, outcome.status, outcome.outputs, outcome.reason)
-        elif outcome.status == "failed":
-            report.failed += 1
-            report.problems.append((outcome.item.name, f"failed: {outcome.reason}"))
-        else:
-            report.not_done += 1
-        progress.advance()
+        for item in [outcome.item, *sharing[outcome.item.key]]:
+            if outcome.status in ("ok", "rejected"):
+                writer.apply(item, outcome.status, outcome.outputs, outcome.reason)
+            elif outcome.status == "failed":
+                report.failed += 1
+                report.problems.append((item.name, f"failed: {outcome.reason}"))
+            else:
+                report.not_done += 1
+            progress.advance()
 
     queue = iter(to_call)
     pending: set[Future] = set()
@@ -418,7 +469,7 @@ def _execute(to_call: list[Item], config: RephraseConfig, runner: _Runner, write
                 except BaseException:  # noqa: S110 - the first failure is the one re-raised
                     pass
             raise
-    report.not_done += sum(1 for _ in queue)
+    report.not_done += sum(1 + len(sharing[item.key]) for item in queue)
     if stop.is_set():
         report.status = "interrupted"
     elif budget.refused.is_set():
@@ -433,27 +484,48 @@ def _totals(report: RunReport) -> dict:
             "completion_tokens": report.completion_tokens, "cost_usd": round(report.cost_usd, 6)}
 
 
-def _record(root: Path, config: RephraseConfig, plan: Plan, report: RunReport, price: Price | None, as_of: str,
-            prompt_origin: str) -> None:
-    """The manifest record of this run, written when the run changed a file, made a call, or finds checksums
-    left stale by a killed run; a fully cached rerun that changes nothing leaves the manifest alone."""
+def _record(root: Path, config: RephraseConfig, report: RunReport, price: Price | None, as_of: str,
+            prompt_origin: str, cache: ResponseCache, run_id: str) -> None:
+    """The manifest record of this run, and the repair of what killed runs left: the checksums of every file a
+    run journaled and then replaced (whatever the later runs skip), and a record for each killed run that wrote
+    into this release. Written when anything changed or a call was made; a fully cached rerun that changes
+    nothing leaves the manifest alone."""
+    writes = cache.unsettled_writes(str(root.resolve()))
     manifest = read_manifest(root)
-    paths = [item.json_path for item in plan.items]
-    if config.task == "explain":
-        paths.append(root / EXPLANATORY)
-    # Checksums that differ cover the files this run rewrote and those a killed run rewrote before it.
-    changed = stale_checksums(root, manifest, paths)
-    if not (changed or report.attempts or report.files_written):
-        return
-    record = {
-        "task": config.task, "split": config.split, "model": config.model,
-        "endpoint": config.base_url or DEFAULT_ENDPOINT, "prompt_version": report.prompt_version,
-        "prompt": prompt_origin, "temperature": config.temperature, "seed": config.seed, "n": config.n,
-        "date": now_iso(), "status": report.status, "run_id": report.run_id, "cache": report.cache,
-        "price_per_1m": ({"input": price.input_per_1m, "output": price.output_per_1m, "as_of": as_of}
-                         if price else None),
-        "totals": _totals(report),
-    }
-    update_manifest(root, changed, record)
-    report.manifest_written = True
+    changed = written_as_journaled(root, writes, manifest)
+    recorded = recorded_runs(manifest)
+    killed = {}
+    for write in writes:
+        if write["run_id"] != run_id and write["run_id"] not in recorded:
+            killed.setdefault(write["run_id"], []).append(write)
+    records = [_killed_record(cache, runs_writes, changed, report.cache) for runs_writes in killed.values()]
+    if changed or records or report.attempts or report.files_written:
+        records.append({
+            "task": config.task, "split": config.split, "model": config.model,
+            "endpoint": config.base_url or DEFAULT_ENDPOINT, "prompt_version": report.prompt_version,
+            "prompt": prompt_origin, "temperature": config.temperature, "seed": config.seed, "n": config.n,
+            "date": now_iso(), "status": report.status, "run_id": run_id, "cache": report.cache,
+            "price_per_1m": ({"input": price.input_per_1m, "output": price.output_per_1m, "as_of": as_of}
+                             if price else None),
+            "totals": _totals(report),
+        })
+        update_manifest(root, changed, records)
+        report.manifest_written = True
+    cache.settle_writes([write["id"] for write in writes])
 
+
+def _killed_record(cache: ResponseCache, writes: list[dict], changed: list[str], cache_path: str) -> dict:
+    """What the ledger knows of a run that was killed before it could record itself."""
+    first = writes[0]
+    config = json.loads(first["config_json"])
+    ledger = cache.totals(first["run_id"])
+    return {
+        "task": config.get("task"), "split": config.get("split"), "model": config.get("model"),
+        "endpoint": config.get("base_url") or DEFAULT_ENDPOINT, "prompt_version": config.get("prompt_version"),
+        "prompt": config.get("prompt"), "temperature": config.get("temperature"), "seed": config.get("seed"),
+        "n": config.get("n"), "date": first["started_at"], "status": "killed", "run_id": first["run_id"],
+        "cache": cache_path,
+        "totals": {"calls": ledger.calls, "lost": ledger.lost, "prompt_tokens": ledger.prompt_tokens,
+                   "completion_tokens": ledger.completion_tokens, "cost_usd": round(ledger.cost_usd, 6),
+                   "files_written": len({w["rel"] for w in writes if w["rel"] in changed})},
+    }

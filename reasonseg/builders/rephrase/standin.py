@@ -28,8 +28,10 @@ class Fault:
     """What to do instead of a normal reply, `times` times, to requests whose instruction contains `match`.
 
     kind: an HTTP status ("429", "500", "503", "400", "401", ...), "slow" (wait `delay_s`, then reply),
-    "bad_body" (a 200 with truncated JSON), "bad_content" (prose instead of JSON), "empty" (empty content),
-    "content" (reply with `content` verbatim), "length" (finish_reason "length"), "drop" (close the connection).
+    "hold" (wait until `release()` is called, at most `delay_s`, then reply: a test can act while the call is in
+    flight), "bad_body" (a 200 with truncated JSON), "raw_body" (a 200 whose whole body is `content`),
+    "bad_content" (prose instead of JSON), "empty" (empty content), "content" (reply with `content` verbatim),
+    "length" (finish_reason "length"), "drop" (close the connection).
     """
 
     kind: str
@@ -146,6 +148,7 @@ class StandInServer:
         self.log_path = Path(log_path) if log_path else None
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.standin = self
         self._thread: threading.Thread | None = None
@@ -176,6 +179,10 @@ class StandInServer:
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
             self.faults.append(fault)
+
+    def release(self) -> None:
+        """Let the requests held by "hold" faults (and any later ones) be answered."""
+        self._released.set()
 
     def requests_for(self, text: str) -> list[LoggedRequest]:
         with self._lock:
@@ -225,7 +232,13 @@ class StandInServer:
                           headers)
             return
         self._record(body, task, text, n, kind, 200, digest)  # logged on arrival: a slow reply counts at once
-        time.sleep(fault.delay_s if kind == "slow" else self.latency_s)
+        if kind == "hold":
+            self._released.wait(fault.delay_s)
+        else:
+            time.sleep(fault.delay_s if kind == "slow" else self.latency_s)
+        if kind == "raw_body":
+            handler._send(200, fault.content.encode("utf-8"))
+            return
         if kind == "bad_body":
             handler._send(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind')
             return
