@@ -185,7 +185,12 @@ def materialized(root: Path) -> Path:
         if path.is_file():
             st = path.stat()
             digest.update(f"{path.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    target = default_cache_dir() / "published" / digest.hexdigest()[:32]
+    folder = default_cache_dir() / "published"
+    # Owner-only, like the ground-truth cache beside it: the restored release holds the hidden test annotations
+    # a leaderboard may serve from.
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    target = folder / digest.hexdigest()[:32]
     if not target.is_dir():
         try:
             export_release(root, target)

@@ -228,6 +228,7 @@ def test_release_root_leaves_a_release_folder_alone(forms):
     resolved = release_root(hub)
     assert resolved != hub and (resolved / "val").is_dir()
     assert release_root(hub) == resolved  # written once, then reused
+    assert resolved.parent.stat().st_mode & 0o077 == 0  # owner-only, like the ground-truth cache
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert [s.id for s in load_split(hub, "validation")] == [s.id for s in load_split(release, "val")]
