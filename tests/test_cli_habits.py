@@ -1,0 +1,188 @@
+"""The command line's habits, as a user meets them: --version, -h, help text as click users expect, one-line usage
+errors, precise missing-argument messages, --split from the predictions file, p-values at their floor, metric
+names, path suggestions, and untrusted text (method names, folder names) printed as written, never as markup."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasonseg import __version__
+from reasonseg.sample import write_sample_release
+
+EXE = str(Path(sys.executable).with_name("reasonseg"))
+# A wide terminal, so each help paragraph is one line and a test can read it whole.
+WIDE = {**os.environ, "COLUMNS": "400", "TERM": "dumb"}
+
+HELP_COMMANDS = [
+    [], ["score"], ["compare"], ["validate"], ["predict"], ["report"], ["sample"], ["demo"], ["publish"],
+    ["rephrase"], ["submit"], ["build", "qa"], ["build", "reasonseg"], ["qa", "stats"], ["leaderboard", "export"],
+    ["lisa", "predict"],
+]
+
+
+def run(*args, env=None):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env or WIDE, timeout=300)
+
+
+def one_line_error(proc, *parts):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return write_sample_release(tmp_path_factory.mktemp("habits") / "release")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**WIDE, "REASONSEG_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.fixture(scope="module")
+def predictions(release, tmp_path_factory, env):
+    """Predictions files of two trivial methods on val; their `method` fields hold rich-markup-like text."""
+    folder = tmp_path_factory.mktemp("preds")
+    paths = {}
+    for method in ("center-prior", "full"):
+        path = folder / f"{method}.json"
+        proc = run("predict", release, "--method", method, "--split", "val", "--out", path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        paths[method] = path
+    return paths
+
+
+def test_version_and_short_help():
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"reasonseg {__version__}"
+    for args in (["-h"], ["score", "-h"], ["build", "qa", "-h"]):
+        proc = run(*args)
+        assert proc.returncode == 0 and "Usage: reasonseg" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_help_shows_flags_without_a_type_and_positionals_in_capitals(command):
+    proc = run(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "<bool>" not in proc.stdout
+    usage = next(line for line in proc.stdout.splitlines() if "Usage:" in line)
+    assert not re.search(r"\{[a-z_]+\}", usage) and not re.search(r"\[[a-z_]+\]", usage), usage
+
+
+def test_help_lists_choices_and_reflows_paragraphs():
+    score = run("score", "--help").stdout
+    assert "[lisa|all-texts]" in score.replace("<", "[").replace(">", "]")
+    assert "one|zero|skip" in score and "error|empty" in score
+    assert "Usage: reasonseg score [OPTIONS] DATA PREDICTIONS" in score
+    assert "exhaustive|lisa" in run("build", "qa", "--help").stdout
+    # A docstring paragraph written over several source lines reads as one line (the terminal wraps it).
+    predict = run("predict", "--help").stdout
+    assert re.search(r"Weights come from .* resumes from it when rerun with the same settings\.", predict)
+    # Help text is shown as written: brackets in it are not eaten as markup.
+    assert "[default: {split}-annotations-object-segmentation.csv]" in run("build", "reasonseg", "--help").stdout
+
+
+def test_usage_errors_are_one_line_with_exit_2(release):
+    one_line_error(run("score", release, "p.json", "--protocol", "odd"), "--protocol", "'odd'", "lisa",
+                   "reasonseg score -h")
+    one_line_error(run("score"), "Missing argument 'DATA'")
+    one_line_error(run("nosuch"), "No such command 'nosuch'")
+    one_line_error(run("compare", release, "a.json", "b.json", "--empty-union", "maybe"), "--empty-union")
+
+
+def test_predict_names_exactly_what_is_missing(release, tmp_path):
+    line = one_line_error(run("predict", release, "--split", "val"), "--method", "--out")
+    assert "DATA" not in line.split("(")[0] and "--split" not in line.split("(")[0]
+    line = one_line_error(run("predict", "--method", "full", "--out", tmp_path / "p.json"), "DATA", "--split")
+    assert "--method" not in line.split("(")[0]
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_split_defaults_to_the_predictions_file(release, predictions, env, tmp_path):
+    proc = run("score", release, predictions["full"], "--json", "--bootstrap", "0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["split"] == "val"
+    results = tmp_path / "full-results.json"
+    assert run("score", release, predictions["full"], "--out", results, "--bootstrap", "0", env=env).returncode == 0
+    proc = run("compare", release, results, predictions["center-prior"], "--json", "--bootstrap", "50",
+               "--permutations", "50", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["split"] == "val"
+    # A PNG folder names no split: then --split is asked for, in one line.
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    first = sorted((release / "val").glob("*.jpg"))[0]
+    cv2.imwrite(str(folder / f"{first.stem}.png"), np.zeros((4, 4), np.uint8))
+    one_line_error(run("score", release, folder, env=env), "--split")
+
+
+def test_compare_prints_metric_names_and_the_p_value_floor(release, predictions, env):
+    args = ["compare", release, predictions["full"], predictions["center-prior"], "--split", "val",
+            "--bootstrap", "50", "--permutations", "200"]
+    doc = json.loads(run(*args, "--json", env=env).stdout)
+    table = run(*args, env=env)
+    assert table.returncode == 0, table.stderr
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 3}
+    assert set(rows) >= {"gIoU", "cIoU"} and "giou" not in table.stdout
+    floor = 1 / 201
+    at_floor = [d for d in doc["differences"] if abs(d["p_value"] - floor) < 1e-12]
+    assert at_floor, "the two methods should differ beyond every permutation on this data"
+    for d in doc["differences"]:
+        row = rows["gIoU" if d["metric"] == "giou" else "cIoU"]
+        assert ("< 0.005" in row) == (d in at_floor), row
+
+
+def test_a_mistyped_path_and_a_folder_above_the_release_get_suggestions(release, tmp_path):
+    typo = release.parent / "relaese"
+    one_line_error(run("validate", typo), "not found", f"did you mean {release}?")
+    one_line_error(run("score", release.parent, "p.json", "--split", "val"), f"did you mean {release}?")
+
+
+# --------------------------------------------------------------------------------------- untrusted text, no markup
+
+MARKUP = "[/x] [bold]loud[/bold] [red]"
+
+
+def test_markup_in_a_method_name_prints_as_written(release, predictions, env, tmp_path):
+    proc = run("score", release, predictions["full"], "--method", MARKUP, "--bootstrap", "0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert MARKUP in proc.stdout
+    results = tmp_path / "r.json"
+    assert run("score", release, predictions["full"], "--method", MARKUP, "--out", results, "--bootstrap", "0",
+               env=env).returncode == 0
+    proc = run("compare", release, results, predictions["center-prior"], "--bootstrap", "20", "--permutations", "20",
+               env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert MARKUP in proc.stdout
+
+
+def test_markup_in_a_folder_name_prints_as_written(release, tmp_path, env):
+    import shutil
+
+    folder = tmp_path / "rel [/x] [b]"
+    shutil.copytree(release, folder)
+    proc = run("validate", folder, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert str(folder) in proc.stdout
+    proc = run("validate", tmp_path / "missing [/x]", env=env)
+    one_line_error(proc, "missing [/x]")
+
+
+def test_markup_in_a_predictions_error_prints_as_written(release, tmp_path, env):
+    bad = tmp_path / "[x] bad [b].json"
+    bad.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "split": "val",
+                               "predictions": [{"id": "[/x]", "text_index": 0, "mask": {"size": [1, 1],
+                                                                                        "counts": "1"}}]}))
+    one_line_error(run("score", release, bad, env=env), "[x] bad [b].json", "[/x]")
