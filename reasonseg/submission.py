@@ -13,7 +13,7 @@ import os
 import re
 import struct
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -86,41 +86,17 @@ class Limits:
 class SplitIndex:
     """What a split accepts, so that a reader refuses a prediction before it decodes the mask.
 
-    `images` maps each id to (height, width, number of texts). With an index, every name and id is checked against
-    the split and every mask size against its image before any RLE or PNG is decoded, so a file's cost is bounded
-    by the split, not by the file: at most one prediction per (id, text_index), i.e. `max_predictions` in all.
+    With an index, every name and id is checked against the split, and every mask size (an RLE's `size`, a PNG's
+    header) against its image, before any RLE or PNG is decoded: a file's cost is bounded by the split, not by the
+    file, with at most one prediction per (id, text_index), `max_predictions` in all. The checks are the scorer's
+    own (`metrics.scoring`), handed in so that this module needs no ground truth.
     """
 
     split: str
-    images: Mapping[str, tuple[int, int, int]]
-
-    @property
-    def max_predictions(self) -> int:
-        return sum(max(n, 1) for _, _, n in self.images.values())
-
-    def check_key(self, sample_id: str, text_index: int, where: str, field: str | None = None) -> tuple[int, int]:
-        """(height, width) of a known (id, text_index); raises for an id or text index the split does not have."""
-        image = self.images.get(sample_id)
-        if image is None:
-            raise SubmissionError(f"prediction id {sample_id[:80]!r} is not in split {self.split!r}", path=where,
-                                  field=field or "id", hint="ids are image file stems of that split")
-        height, width, n_texts = image
-        if text_index >= max(n_texts, 1):
-            raise SubmissionError(f"text_index {text_index} but the image has {max(n_texts, 1)} text(s)", path=where,
-                                  sample_id=sample_id, field=field or "text_index")
-        return height, width
-
-    def check_size(self, sample_id: str, size: tuple[int, int], expected: tuple[int, int], where: str,
-                   field: str | None = None) -> None:
-        if tuple(size) != tuple(expected):
-            raise SubmissionError(f"mask size {size[0]}x{size[1]} but the image is {expected[0]}x{expected[1]} "
-                                  "(height x width)", path=where, sample_id=sample_id, field=field or "mask.size",
-                                  hint="resize the mask to the original image size")
-
-    def check_split(self, file_split: str | None, where: str) -> None:
-        if file_split and file_split != self.split:
-            raise SubmissionError(f"predictions are for split {file_split!r} but scoring split {self.split!r}",
-                                  path=where, field="split", hint=f"pass --split {file_split}")
+    max_predictions: int
+    check_key: Callable[[str, int, str], None]          # (id, text_index, where): raises if the split lacks it
+    check_size: Callable[[str, int, int, str], None]    # (id, height, width, where): raises if not the image's
+    check_split: Callable[[str | None, str], None]      # (the file's split, where): raises if another split
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -326,11 +302,11 @@ def _add_entry(preds: PredictionSet, sample_id: str, text_index: int, rle: dict,
     """Check one prediction's key and size against the split (when known), then decode its RLE."""
     where = preds.path
     if index is not None:
-        expected = index.check_key(sample_id, text_index, where, f"{field}.id")
+        index.check_key(sample_id, text_index, where)
         preds.check_new(sample_id, text_index)
         size = rle.get("size")
         if isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size):
-            index.check_size(sample_id, (size[0], size[1]), expected, where, f"{field}.mask.size")
+            index.check_size(sample_id, size[0], size[1], where)
     try:
         intervals = rle_to_intervals(rle)
     except MaskError as exc:
@@ -397,8 +373,8 @@ def png_header(data: bytes) -> tuple[int, int, int, int] | None:
     return height, width, _PNG_CHANNELS.get(colour, 4), depth
 
 
-def check_png_header(data: bytes, where: str, sample_id: str, limits: Limits,
-                     expected: tuple[int, int] | None = None, index: SplitIndex | None = None) -> None:
+def check_png_header(data: bytes, where: str, sample_id: str, limits: Limits, index: SplitIndex | None = None
+                     ) -> None:
     """Refuse a PNG from its header alone: over the pixel limit, not the image's size, or too many decoded bytes
     (pixels x channels x bit depth) for its mask. Nothing is decompressed."""
     header = png_header(data)
@@ -408,8 +384,8 @@ def check_png_header(data: bytes, where: str, sample_id: str, limits: Limits,
     if w * h > limits.max_png_pixels:
         raise SubmissionError(f"PNG is {w}x{h}, over the {limits.max_png_pixels} pixel limit", path=where,
                               sample_id=sample_id)
-    if expected is not None and index is not None:
-        index.check_size(sample_id, (h, w), expected, where)
+    if index is not None:
+        index.check_size(sample_id, h, w, where)
     decoded = w * h * channels * max(depth, 8) // 8
     if decoded > limits.max_png_decoded_bytes:
         raise SubmissionError(f"PNG is {w}x{h} with {channels} channel(s) of {depth} bits: {decoded} bytes once "
@@ -464,12 +440,12 @@ def decode_png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> 
     return array
 
 
-def _png_mask(data: bytes, where: str, sample_id: str, limits: Limits,
-              expected: tuple[int, int] | None = None, index: SplitIndex | None = None) -> PredictedMask:
-    check_png_header(data, where, sample_id, limits, expected, index)
+def _png_mask(data: bytes, where: str, sample_id: str, limits: Limits, index: SplitIndex | None = None
+              ) -> PredictedMask:
+    check_png_header(data, where, sample_id, limits, index)
     array = decode_png_mask(data, where, sample_id, limits)
-    if expected is not None and index is not None:
-        index.check_size(sample_id, array.shape, expected, where)
+    if index is not None:
+        index.check_size(sample_id, array.shape[0], array.shape[1], where)
     return PredictedMask(array.shape[0], array.shape[1], mask_to_intervals(array))
 
 
@@ -480,24 +456,24 @@ def _read_png_folder(folder: Path, limits: Limits, index: SplitIndex | None = No
     if not files:
         raise SubmissionError("predictions folder is empty", path=str(folder))
     keys = [_png_key(path.name, str(folder)) for path in files]
-    sizes: list[tuple[int, int] | None] = [None] * len(keys)
     if index is not None:   # every name against the split before any file is read
-        sizes = [index.check_key(sid, k, str(path)) for path, (sid, k) in zip(files, keys, strict=True)]
+        for path, (sid, k) in zip(files, keys, strict=True):
+            index.check_key(sid, k, str(path))
 
-    def read_one(item: tuple[Path, tuple[str, int], tuple[int, int] | None]) -> tuple[bytes, PredictedMask]:
-        path, (sample_id, _), expected = item
+    def read_one(item: tuple[Path, tuple[str, int]]) -> tuple[bytes, PredictedMask]:
+        path, (sample_id, _) = item
         size = path.stat().st_size
         if size > limits.max_file_bytes:
             raise SubmissionError(f"PNG is {size} bytes, over the {limits.max_file_bytes} byte limit",
                                   path=str(path), sample_id=sample_id)
         data = path.read_bytes()
-        return hashlib.sha256(data).digest(), _png_mask(data, str(path), sample_id, limits, expected, index)
+        return hashlib.sha256(data).digest(), _png_mask(data, str(path), sample_id, limits, index)
 
     digest = hashlib.sha256()
     # Decoding dominates; OpenCV and hashlib release the GIL, so threads overlap it. map() keeps file order,
     # so the first bad file in name order is the one reported.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(read_one, zip(files, keys, sizes, strict=True))
+        decoded = pool.map(read_one, zip(files, keys, strict=True))
         for path, (sample_id, k), (file_hash, mask) in zip(files, keys, decoded, strict=True):
             digest.update(path.name.encode() + b"\0" + file_hash)
             preds.add(sample_id, k, mask)
@@ -547,16 +523,15 @@ def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | No
             raise SubmissionError(f"zip decompresses to {declared} bytes, over the "
                                   f"{limits.max_uncompressed_bytes} byte limit", path=where)
         keys = [_png_key(PurePosixPath(info.filename).name, where) for info in infos]
-        sizes: list[tuple[int, int] | None] = [None] * len(keys)
         if index is not None:   # every name against the split before any entry is extracted
-            sizes = [index.check_key(sid, k, f"{where}:{info.filename}") for info, (sid, k) in
-                     zip(infos, keys, strict=True)]
+            for info, (sid, k) in zip(infos, keys, strict=True):
+                index.check_key(sid, k, f"{where}:{info.filename}")
             seen: set[tuple[str, int]] = set()
             for sid, k in keys:
                 if (sid, k) in seen:
                     raise duplicate_error(where, sid, k)
                 seen.add((sid, k))
-        for info, (sample_id, k), expected in zip(infos, keys, sizes, strict=True):
+        for info, (sample_id, k) in zip(infos, keys, strict=True):
             budget = min(limits.max_file_bytes, limits.max_uncompressed_bytes - total)
             try:
                 with archive.open(info) as fh:
@@ -568,7 +543,7 @@ def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | No
                 raise SubmissionError(f"zip entry {info.filename[:120]!r} decompresses past the size limit "
                                       "(zip bomb?)", path=where, sample_id=sample_id)
             total += len(data)
-            preds.add(sample_id, k, _png_mask(data, f"{where}:{info.filename}", sample_id, limits, expected, index))
+            preds.add(sample_id, k, _png_mask(data, f"{where}:{info.filename}", sample_id, limits, index))
     return preds
 
 

@@ -88,11 +88,6 @@ def safe_filename(name: str | None) -> str:
     return base or "predictions"
 
 
-def split_index(gt: GroundTruth) -> SplitIndex:
-    """What the split accepts (ids, sizes, texts), for refusing an upload before its masks are decoded."""
-    return SplitIndex(gt.split, {sid: (m.height, m.width, len(m.texts)) for sid, m in gt.masks.items()})
-
-
 def read_upload(data: bytes, filename: str, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
     """Validate uploaded bytes in memory with the Foundation's reader; errors name the uploaded file."""
     try:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from ..errors import ReasonSegError
 from ..metrics.groundtruth import GroundTruth, load_ground_truth
-from ..metrics.scoring import evaluate_predictions
+from ..metrics.scoring import evaluate_predictions, split_index
 from ..submission import Limits, PredictionSet, SplitIndex
 from .db import Database, SubmissionRow
-from .intake import read_upload, split_index
+from .intake import read_upload
 
 SERVED_SPLITS = ("val", "test")
 PROTOCOL = "lisa"

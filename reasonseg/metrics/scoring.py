@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..errors import ReasonSegError, SubmissionError
 from ..masks import EMPTY_INTERVALS, intervals_area, rle_to_intervals
 from ..schema import Prediction
-from ..submission import Limits, PredictedMask, PredictionSet, predictions_document, read_predictions
+from ..submission import Limits, PredictedMask, PredictionSet, SplitIndex, predictions_document, read_predictions
 from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
 from .iou import PROTOCOLS, QueryScore, intersection_union, size_class
 from .report import results_document
@@ -76,6 +76,23 @@ def check_size(gt: GroundTruth, sample_id: str, height: int, width: int, where: 
     raise SubmissionError(message, path=where, sample_id=sample_id, field="mask.size", hint=hint)
 
 
+def check_split(gt: GroundTruth, file_split: str | None, where: str | None) -> None:
+    """A predictions file that names a split must name this one."""
+    if file_split and file_split != gt.split:
+        raise SubmissionError(f"predictions are for split {file_split!r} but scoring split {gt.split!r}",
+                              path=where, field="split", hint=f"pass --split {file_split}")
+
+
+def split_index(gt: GroundTruth) -> SplitIndex:
+    """These checks for one split, for the reader to apply to each prediction before it decodes the mask (so a
+    file's cost is bounded by the split)."""
+    return SplitIndex(
+        gt.split, sum(max(len(m.texts), 1) for m in gt.masks.values()),
+        check_key=lambda sid, k, where: check_known(gt, [(sid, k)], where),
+        check_size=lambda sid, h, w, where: check_size(gt, sid, h, w, where),
+        check_split=lambda file_split, where: check_split(gt, file_split, where))
+
+
 def check_known(gt: GroundTruth, keys: Iterable[tuple[str, int]], where: str | None) -> None:
     keys = list(keys)
     unknown = sorted({sid for sid, _ in keys if sid not in gt.masks})
@@ -114,9 +131,7 @@ def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "li
     With `missing="empty"`, a query without a prediction is scored as an empty mask instead of failing.
     """
     check_options(protocol, missing)
-    if preds.split and preds.split != gt.split:
-        raise SubmissionError(f"predictions are for split {preds.split!r} but scoring split {gt.split!r}",
-                              path=preds.path, field="split", hint=f"pass --split {preds.split}")
+    check_split(gt, preds.split, preds.path)
     check_known(gt, preds.masks, preds.path)
     matched = {}
     for key in wanted_queries(gt, preds.masks, protocol, missing, preds.path):
@@ -225,5 +240,5 @@ def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split
         raise SubmissionError("the predictions do not name their split", path=str(predictions),
                               hint="pass --split, e.g. --split val")
     gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
-    preds = preds or read_predictions(predictions, limits)
+    preds = preds or read_predictions(predictions, limits, split_index(gt))
     return evaluate_predictions(gt, preds, protocol, **options)
