@@ -111,7 +111,7 @@ def to_released_config(config: LisaConfig, torch_dtype: str = "bfloat16") -> dic
            "image_aspect_ratio": "square", "train_mask_decoder": True, "out_dim": config.out_dim,
            # what the original's LisaModel sets on its config, and `vision_tower`, which its loader reads
            "vision_tower": config.vision_tower, "image_grid_pinpoints": None, "pretrain_mm_mlp_adapter": None,
-           "use_cache": False}
+           "use_cache": False, "pretraining_tp": 1, "rope_scaling": None}
     if config.projector != "linear":
         doc["mm_projector_type"] = config.projector
     if config.sam != SamConfig():

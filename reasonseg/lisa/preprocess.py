@@ -75,7 +75,10 @@ def sam_input(image: np.ndarray, size: int = SAM_SIZE) -> tuple[torch.Tensor, tu
 # ---------------------------------------------------------------------------------------------- CLIP branch
 
 def _edge(value, key: str) -> int:
-    return int(value[key] if isinstance(value, dict) else value)
+    """A side from 4.31's int, a newer dict, or transformers 5's SizeDict."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    return int(value[key] if isinstance(value, dict) else getattr(value, key))
 
 
 @dataclass(frozen=True)
