@@ -1,0 +1,126 @@
+"""Hostile predictions files through the command line (`reasonseg score`, `reasonseg submit`) as subprocesses: one
+line on stderr, exit code 2, no traceback, and bounded time and peak memory for the resource attacks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from upload_helpers import header_only_png, many_predictions, nested_json, predictions_doc, zero_png
+
+from reasonseg.dataset import load_split
+from reasonseg.masks import encode_rle
+from reasonseg.sample import write_sample_release
+from reasonseg.submission import png_name
+
+MIB = 1024 * 1024
+SECONDS = 60
+PEAK_MEMORY = 600 * MIB     # the whole CLI process (numpy, OpenCV, the release); a decoded bomb alone is 512 MiB
+REPO = Path(__file__).resolve().parents[2]
+# Runs the CLI in this process and records its peak resident memory (ru_maxrss, KiB on Linux) at exit.
+_MEASURED = ("import atexit, os, resource, sys\n"
+             "atexit.register(lambda: open(os.environ['PEAK_RSS_OUT'], 'w').write("
+             "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+             "sys.argv = ['reasonseg', *sys.argv[1:]]\n"
+             "from reasonseg.cli import main\n"
+             "main()\n")
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return write_sample_release(tmp_path_factory.mktemp("hostile-cli") / "release")
+
+
+@pytest.fixture(scope="module")
+def val(release):
+    return load_split(release, "val")
+
+
+def run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float, int]:
+    """The CLI as a subprocess: (result, seconds, peak RSS in bytes)."""
+    out = tmp_path / "peak-rss"
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env={**os.environ, "PEAK_RSS_OUT": str(out), "OMP_NUM_THREADS": "1"})
+    return result, time.monotonic() - start, int(out.read_text()) * 1024
+
+
+def user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def score(tmp_path, release, predictions: Path, *extra: str):
+    return run(tmp_path, "score", str(release), str(predictions), "--split", "val", "--bootstrap", "0", *extra)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_deeply_nested_json(tmp_path, release):
+    result, seconds, peak = score(tmp_path, release, write(tmp_path, "deep.json", nested_json(200_000)))
+    user_error(result, "deep.json", "nested too deeply")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
+def test_rle_counts_over_2_63(tmp_path, release, val):
+    s = val[0]
+    doc = predictions_doc([{"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width],
+                                                                 "counts": [0, 2**63, 1]}}])
+    result, _, _ = score(tmp_path, release, write(tmp_path, "counts.json", doc))
+    user_error(result, "counts.json", repr(s.id), "oversized run")
+
+
+def test_text_index_over_2_63(tmp_path, release, val):
+    s = val[0]
+    doc = predictions_doc([{"id": s.id, "text_index": 2**64, "mask": encode_rle(np.zeros((s.height, s.width)))}])
+    result, _, _ = score(tmp_path, release, write(tmp_path, "ids.json", doc))
+    user_error(result, "ids.json", f"text_index {2**64}")
+
+
+def test_png_header_over_179_megapixels(tmp_path, release, val):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    (folder / png_name(val[0].id, 0)).write_bytes(header_only_png(20_000, 10_000))
+    result, seconds, peak = score(tmp_path, release, folder)
+    user_error(result, "20000x10000", "pixel limit")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
+def test_16_bit_rgba_8192_png_is_refused_from_its_header(tmp_path, release, val):
+    """No split to check against (the submit client's local check): the decoded size alone refuses it."""
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    (folder / png_name(val[0].id, 0)).write_bytes(zero_png(8192, 8192, bit_depth=16, colour_type=6))
+    result, seconds, peak = run(tmp_path, "submit", str(folder), "--server", "http://127.0.0.1:1", "--token", "t",
+                                "--split", "val", "--method", "m")
+    user_error(result, "8192x8192", "4 channel(s) of 16 bits", "byte limit")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+    result, seconds, peak = score(tmp_path, release, folder)     # against the split: the size is wrong first
+    user_error(result, "mask size 8192x8192")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
+def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(tmp_path, release):
+    path = write(tmp_path, "flood.json", many_predictions(700_000))
+    result, seconds, peak = score(tmp_path, release, path)
+    user_error(result, "flood.json", "JSON objects")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
+def test_coco_list_with_huge_image_ids(tmp_path, release):
+    entries = [{"image_id": 2**64 + n, "segmentation": {"size": [4, 4], "counts": "04"}} for n in range(3)]
+    result, _, _ = score(tmp_path, release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
+    user_error(result, "coco.json", "not in split 'val'", str(2**64))
