@@ -110,10 +110,15 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Several GPUs: torchrun --nproc_per_node 8 $(which reasonseg) lisa predict ... (same options).
         """
+        from contextlib import ExitStack
+
         from ..lisa.runner import predict_release
+        from .common import progress
 
         device, precision = resolve_device(device, precision)
-        n = predict_release(data, weights, split, out, protocol, prompt_mode, batch_size, device, precision, limit)
+        with ExitStack() as stack:  # the bar or log lines start once the split is read
+            n = predict_release(data, weights, split, out, protocol, prompt_mode, batch_size, device, precision, limit,
+                                progress_total=lambda total: stack.enter_context(progress(f"LISA on {split}", total)))
         if n is not None:
             typer.echo(f"wrote {n} predictions to {out}")
 

@@ -24,14 +24,18 @@ def _open(weights: Path, device: str, precision: str):
 
 def _predict_file(predictor, rank: int, world: int, data: Path, split: str, out: Path, method: str,
                   protocol: str = "lisa", prompt_mode: str = "teacher-forced", batch_size: int = 4,
-                  limit: int | None = None) -> int | None:
+                  limit: int | None = None, progress_total=None) -> int | None:
     from ..dataset import load_split
     from ..submission import write_predictions
     from .infer import predict_split
 
     samples = load_split(data, split)
     samples = samples[:limit] if limit else samples
-    predictions = predict_split(predictor, samples, protocol, prompt_mode, batch_size, rank, world)
+    advance = None
+    if progress_total is not None and rank == 0:  # rank 0 reports its share, so a log gets one line per step
+        n_queries = sum(len(s.queries(protocol)) for s in samples)
+        advance = progress_total(-(-n_queries // world))
+    predictions = predict_split(predictor, samples, protocol, prompt_mode, batch_size, rank, world, advance)
     if rank != 0:
         return None
     write_predictions(out, predictions, split, method)
@@ -40,11 +44,13 @@ def _predict_file(predictor, rank: int, world: int, data: Path, split: str, out:
 
 def predict_release(data: Path, weights: Path, split: str, out: Path, protocol: str = "lisa",
                     prompt_mode: str = "teacher-forced", batch_size: int = 4, device: str = "cpu",
-                    precision: str = "fp32", limit: int | None = None) -> int | None:
-    """Write the predictions file of a split; returns the count on rank 0 (None on other ranks)."""
+                    precision: str = "fp32", limit: int | None = None, progress_total=None) -> int | None:
+    """Write the predictions file of a split; returns the count on rank 0 (None on other ranks).
+
+    `progress_total(n)`, when given, is called once with the number of queries and returns `advance(k)`."""
     predictor, rank, world = _open(weights, device, precision)
     return _predict_file(predictor, rank, world, data, split, out, f"lisa:{Path(weights).name}", protocol,
-                         prompt_mode, batch_size, limit)
+                         prompt_mode, batch_size, limit, progress_total)
 
 
 # ---------------------------------------------------------------------------------------------- reproduction
