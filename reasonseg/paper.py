@@ -47,3 +47,30 @@ PAPER_TABLE1 = (
 
 def reported_row(method: str) -> ReportedRow | None:
     return next((row for row in PAPER_TABLE1 if row.method == method), None)
+
+
+# ---------------------------------------------------------------------------------------------- refCOCO family
+
+REFER_SOURCE = ("Lai et al., LISA: Reasoning Segmentation via Large Language Model, CVPR 2024 (arXiv 2308.00692 v3), "
+                "Table 2 (referring segmentation, cIoU)")
+
+
+@dataclass(frozen=True)
+class ReferRow:
+    """The paper's referring-segmentation row of one method: cIoU ×100 per (dataset, split); no gIoU is reported."""
+
+    method: str
+    ciou: dict                      # dataset -> split -> cIoU ×100
+    source: str = REFER_SOURCE
+
+
+PAPER_TABLE2 = (
+    ReferRow("LISA-7B", {"refcoco": {"val": 74.1, "testA": 76.5, "testB": 71.1},
+                         "refcoco+": {"val": 62.4, "testA": 67.4, "testB": 56.5},
+                         "refcocog": {"val": 66.4, "test": 68.5}}),
+)
+
+
+def refer_rows(dataset: str, split: str) -> list[tuple[str, float]]:
+    """(method, cIoU ×100) of every paper row that reports this dataset and split."""
+    return [(row.method, row.ciou[dataset][split]) for row in PAPER_TABLE2 if split in row.ciou.get(dataset, {})]
