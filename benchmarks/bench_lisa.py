@@ -62,9 +62,9 @@ def free(*objects) -> None:
 class NaivePredictor(LisaPredictor):
     """No reuse: SAM re-encodes the image for every query."""
 
-    def prepare(self, image, key=None):
+    def _encoded(self, image, key=None):
         self._cache = None
-        return super().prepare(image, key=None)
+        return super()._encoded(image, key=None)
 
 
 def bench_inference(size: str, llava: str, device: str, dtype: torch.dtype, naive: bool, repeat: int) -> dict:
@@ -87,7 +87,7 @@ def bench_inference(size: str, llava: str, device: str, dtype: torch.dtype, naiv
     def generate():
         prompt, _ = render([("<image>\n" + validation_question(QUERY, True).split("\n", 1)[1], None)])
         ids = torch.tensor([tokenize(tokenizer, prompt).input_ids], device=device)
-        prepared, _ = predictor.prepare(image, key="bench")
+        prepared, _ = predictor._encoded(image, key="bench")
         # A fixed number of new tokens: random weights rarely emit EOS, and both paths must do the same work.
         model.generate(prepared.clip[None].to(device, dtype), ids, eos_token_id=-1, max_new_tokens=new_tokens,
                        use_cache=not naive)
@@ -102,8 +102,8 @@ def _training_example(tokenizer, processor, sam_size: int, n_texts: int = 3) -> 
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     sequences = []
     for k in range(n_texts):
-        text, spans = render([(validation_question(f"{QUERY} ({k})", True), "Sure, it is [SEG].")])
-        sequences.append(tokenize(tokenizer, text, spans))
+        text, _ = render([(validation_question(f"{QUERY} ({k})", True), "Sure, it is [SEG].")])
+        sequences.append(tokenize(tokenizer, text, with_labels=True))
     masks = np.zeros((n_texts, 480, 640), np.uint8)
     masks[:, 100:300, 200:450] = 1
     return Example("bench", prepare_image(image, processor, sam_size), sequences, masks)

@@ -18,7 +18,7 @@ def test_interactive_chat_keeps_the_conversation_and_writes_pngs_per_seg():
     image = sorted((release() / "val").glob("*.jpg"))[0]
     out = scratch("chat") / "out"
     exe = str(Path(sys.executable).with_name("reasonseg"))
-    proc = subprocess.run([exe, "lisa", "chat", "--model", str(model), "--image", str(image), "--out", str(out),
+    proc = subprocess.run([exe, "lisa", "chat", "--weights", str(model), "--image", str(image), "--out", str(out),
                            "--max-new-tokens", "6"], input="Where is the star?\nAnd the other shape?\n",
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -43,3 +43,34 @@ def test_interactive_chat_keeps_the_conversation_and_writes_pngs_per_seg():
     again = predictor.chat(image, "And the other shape?", [("<image>\nWhere is the star?", first["reply"])], 6)
     assert again.prompt == second["prompt"] and again.text == second["reply"]
     assert np.array_equal(again.masks[0], np.array(Image.open(out / "turn1_mask_0.png")) > 0)
+
+
+def test_chat_defaults_to_the_originals_512_new_tokens():
+    import torch
+
+    from reasonseg.lisa.checkpoint import load_lisa
+    from reasonseg.lisa.infer import LisaPredictor
+    from reasonseg.lisa.preprocess import ClipPreprocessor
+
+    loaded = load_lisa(Path(__file__).parent / "fixtures" / "lisa-reference-tiny" / "ckpt")
+    with torch.no_grad():
+        loaded.model.llm.lm_head.weight.zero_()      # every step's argmax is id 0: never </s>
+    predictor = LisaPredictor(loaded.model, loaded.tokenizer, ClipPreprocessor.from_pretrained(
+        loaded.vision_tower_path))
+    image = sorted((release() / "val").glob("*.jpg"))[0]
+    reply = predictor.chat(image, "Describe the picture in detail.")
+    assert reply.token_ids == [0] * 512 and reply.masks.shape[0] == 0 and reply.logits.shape[0] == 0
+
+
+def test_chat_cli_speaks_the_llava_llama_2_template():
+    model = seg_answering_model()
+    image = sorted((release() / "val").glob("*.jpg"))[0]
+    out = scratch("chat-llama2") / "out"
+    exe = str(Path(sys.executable).with_name("reasonseg"))
+    proc = subprocess.run([exe, "lisa", "chat", "--weights", str(model), "--image", str(image), "--out", str(out),
+                           "--conv-type", "llava_llama_2", "--query", "Where is the star?"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prompt = json.loads((out / "chat.json").read_text())["turns"][0]["prompt"]
+    assert prompt.startswith("[INST] <<SYS>>\nYou are a helpful language and vision assistant.")
+    assert prompt.endswith("<im_start><image><im_end>\nWhere is the star? [/INST]")

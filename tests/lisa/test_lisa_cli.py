@@ -52,11 +52,28 @@ def _user_error(proc, text):
 
 
 def test_user_errors_exit_2_with_one_line():
+    # --model is the hidden old name of --weights: still accepted
     _user_error(_run("lisa", "chat", "--model", tiny_model("v1"), "--image", "x.jpg", "--query", "q",
                      "--load-in-8bit"), "needs a CUDA")
+    _user_error(_run("lisa", "chat", "--image", "x.jpg", "--query", "q"), "needs --weights")
+    _user_error(_run("lisa", "chat", "--weights", tiny_model("v1"), "--image", "x.jpg", "--query", "q",
+                     "--conv-type", "vicuna"), "unknown conversation template")
     _user_error(_run("predict", "--method", "lisa", release(), "--split", "val", "--out", "p.json"), "--weights")
     _user_error(_run("lisa", "init", "--size", "huge", "--out", scratch("bad") / "m"), "unknown size")
     broken = scratch("broken")
     (broken / "config.json").write_text("{}")
     _user_error(_run("lisa", "predict", release(), "--weights", broken, "--out", broken / "p.json"),
                 "vision tower")
+
+
+def test_every_lisa_command_that_takes_a_model_takes_weights_and_defaults_by_device():
+    from reasonseg.commands.lisa import resolve_device
+
+    for command in ("chat", "predict", "eval"):
+        result = runner.invoke(app, ["lisa", command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "--weights" in result.output, result.output
+        assert "--model" not in result.output
+    chat_help = runner.invoke(app, ["lisa", "chat", "--help"], env={"COLUMNS": "200"}).output
+    assert "512" in chat_help and "llava_llama_2" in chat_help
+    assert resolve_device("cpu", None) == ("cpu", "fp32") and resolve_device("cuda", None) == ("cuda", "bf16")
+    assert resolve_device("cuda", "fp16") == ("cuda", "fp16")
