@@ -32,7 +32,7 @@ def _int_points(points: Sequence[Sequence[float]]) -> np.ndarray:
 # each): a vertex at y = -1e9 costs seconds. Past this many rows above, the canvas rows are computed directly.
 _ROWS_ABOVE_FOR_CV2 = 1 << 16
 _XY_SHIFT = 16  # OpenCV's fixed-point fraction bits for polygon edges
-_FILL_CHUNK = 1 << 21  # (row, edge) crossings computed at once: bounds the memory of the direct fill
+_FILL_CHUNK = 1 << 21  # crossings (and canvas pixels) handled at once: bounds the direct fill's memory
 
 
 def _draw(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
@@ -63,7 +63,8 @@ def _fill_canvas_rows(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
     first, last = max(int(top.min()), 0), min(int(bottom.max()), height)
     row = first
     while row < last:
-        per_row = max(1, int(np.count_nonzero((top < last) & (bottom > row))))
+        # Each chunk of rows holds at most _FILL_CHUNK crossings and _FILL_CHUNK span marks.
+        per_row = max(width + 1, int(np.count_nonzero((top < last) & (bottom > row))))
         stop = min(last, row + max(1, _FILL_CHUNK // per_row))
         sel = np.flatnonzero((top < stop) & (bottom > row))
         start = np.maximum(top[sel], row)
@@ -165,6 +166,14 @@ def _drawn_area(pts: np.ndarray, height: int, width: int) -> int:
     return int(np.count_nonzero(canvas))
 
 
+def _disjoint(boxes: list[tuple[int, int, int, int]], most: int = 64) -> bool:
+    """Whether no two boxes (x0, y0, x1, y1; exclusive ends) overlap; False beyond `most` boxes."""
+    if len(boxes) > most:
+        return False
+    return not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
                              ) -> tuple[int, int, np.ndarray]:
     """The ground-truth mask restricted to the bounding box of what is drawn: (x0, y0, crop).
@@ -174,15 +183,17 @@ def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
     drawable = [(s, _int_points(s.points)) for s in shapes if not s.is_flag and len(s.points) > 0]
     if not drawable:
         return 0, 0, np.zeros((0, 0), np.uint8)
-    if len(drawable) == 1:
-        order = [0]
+    boxes = [b for b in (_clip_box(pts, height, width) for _, pts in drawable) if b is not None]
+    if not boxes:
+        return 0, 0, np.zeros((0, 0), np.uint8)
+    if len(boxes) == 1 or _disjoint(boxes):
+        # Shapes draw only inside their clipped boxes: disjoint boxes touch disjoint pixels, so any order gives
+        # the reference's mask and the areas that decide the order need not be drawn.
+        order = range(len(drawable))
     else:
         areas = [_drawn_area(pts, height, width) for _, pts in drawable]
         # Exactly the reference's order: argsort ascending then reversed (ties follow numpy's sort).
         order = list(np.argsort(areas)[::-1])
-    boxes = [b for b in (_clip_box(pts, height, width) for _, pts in drawable) if b is not None]
-    if not boxes:
-        return 0, 0, np.zeros((0, 0), np.uint8)
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -308,13 +319,17 @@ def _decode_count_string(raw: bytes) -> np.ndarray:
     longest = int(lengths.max())
     if longest > _MAX_CHARS_PER_VALUE:
         raise MaskError("RLE counts string has a value too long to be a run length", field="counts")
-    starts = ends - (lengths - 1)
-    x = (c[starts] & 0x1F).astype(np.int64)
-    for k in range(1, longest):
-        has = np.flatnonzero(lengths > k)
-        x[has] |= (c[starts[has] + k] & 0x1F).astype(np.int64) << (5 * k)
-    negative = np.flatnonzero(c[ends] & 0x10)
-    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    final = c[ends]
+    if longest == 1:
+        x = (final & 0x1F).astype(np.int64)
+    else:
+        starts = ends - (lengths - 1)
+        x = (c[starts] & 0x1F).astype(np.int64)
+        for k in range(1, longest):
+            has = np.flatnonzero(lengths > k)
+            x[has] |= (c[starts[has] + k] & 0x1F).astype(np.int64) << (5 * k)
+    # The final char's 0x10 bit is the sign: the value is negative, offset by 2 ** (5 * its length).
+    x -= ((final >> 4) & 1).astype(np.int64) << (5 * lengths)
     x[3::2] = np.cumsum(x[1::2])[1:]
     x[2::2] = np.cumsum(x[2::2])
     return x
@@ -363,30 +378,30 @@ def mask_to_intervals(mask: np.ndarray) -> Intervals:
     return starts.astype(np.int64), ends.astype(np.int64)
 
 
-def crop_to_intervals(crop: np.ndarray, x0: int, y0: int, height: int) -> Intervals:
-    """Foreground ranges of a crop placed at (x0, y0) in an image of the given height.
+def crop_label_intervals(crop: np.ndarray, x0: int, y0: int, height: int, labels: Sequence[int]
+                         ) -> list[Intervals]:
+    """Foreground ranges of each label value of a crop placed at (x0, y0) in an image of the given height.
 
-    Runs are found column by column from differences between consecutive rows, computed in the crop's own
-    (row-major) memory order: no transposed copy of the crop is made, and only the run boundaries, far fewer
-    than the pixels, are put into column-major order. The boundaries are located 8 bytes at a time.
+    All labels come from one pass: the boundaries are where a pixel differs from the one above it, found in the
+    crop's own (row-major) memory order, 8 bytes at a time; no transposed copy of the crop is made, and only the
+    boundaries, far fewer than the pixels, are put into column-major order.
     """
     if crop.size == 0:
-        return EMPTY_INTERVALS
+        return [EMPTY_INTERVALS for _ in labels]
+    crop = crop.view(np.uint8) if crop.dtype == bool else crop
     ch, cw = crop.shape
-    fg = (crop if crop.dtype == bool else crop != 0).view(np.int8)
     stride = -(-cw // 8) * 8
-    # +1 where a run starts at that row, -1 where one ended on the row above; padded to whole 8-byte words.
-    edges = np.zeros((ch + 1, stride), np.int8)
-    edges[0, :cw] = fg[0]
-    np.subtract(fg[1:], fg[:-1], out=edges[1:ch, :cw])
-    np.negative(fg[ch - 1], out=edges[ch, :cw])
-    words = np.flatnonzero(edges.view(np.uint64))
-    word_bytes = edges.view(np.uint64).reshape(-1)[words].view(np.int8).reshape(-1, 8)
-    which, byte = np.nonzero(word_bytes)
+    changed = np.zeros((ch + 1, stride), np.uint8)     # non-zero at a boundary; padded to whole 8-byte words
+    changed[0, :cw] = crop[0]
+    np.not_equal(crop[1:], crop[:-1], out=changed[1:ch, :cw].view(bool))
+    changed[ch, :cw] = crop[ch - 1]
+    words = np.flatnonzero(changed.view(np.uint64))
+    which, byte = np.nonzero(changed.view(np.uint64).reshape(-1)[words].view(np.uint8).reshape(-1, 8))
     rows, cols = np.divmod(words[which] * 8 + byte, stride)
-    rising = word_bytes[which, byte] > 0
+    above = np.where(rows > 0, crop[np.maximum(rows - 1, 0), cols], 0)      # the crop is background outside
+    below = np.where(rows < ch, crop[np.minimum(rows, ch - 1), cols], 0)
     position = (x0 + cols) * height + (y0 + rows)
-    return np.sort(position[rising]), np.sort(position[~rising])
+    return [(np.sort(position[below == label]), np.sort(position[above == label])) for label in labels]
 
 
 def intervals_to_mask(iv: Intervals, height: int, width: int) -> np.ndarray:
@@ -401,23 +416,32 @@ def intervals_area(iv: Intervals) -> int:
     return int((iv[1] - iv[0]).sum())
 
 
-def intervals_intersection_area(a: Intervals, b: Intervals) -> int:
-    """|A ∩ B| for two sorted, disjoint interval sets, in O(min log max) without materialising either."""
-    if a[0].size > b[0].size:        # symmetric: search the boundaries of the smaller set in the larger
-        a, b = b, a
-    a_starts, a_ends = a
-    b_starts, b_ends = b
-    if a_starts.size == 0:
-        return 0
-    prefix = np.concatenate(([0], np.cumsum(b_ends - b_starts)))
+class Coverage:
+    """|A ∩ B| for any number of interval sets A against one set B, whose prefix sums are computed once.
 
-    def covered_before(x: np.ndarray) -> np.ndarray:
+    Each A costs O(|A| log |B|): its boundaries are searched in B, which is never materialised.
+    """
+
+    def __init__(self, b: Intervals):
+        self.starts, self.ends = b
+        self.prefix = np.concatenate(([0], np.cumsum(self.ends - self.starts)))
+        self.total = int(self.prefix[-1])
+
+    def _before(self, x: np.ndarray) -> np.ndarray:
         # |B ∩ [0, x)|: the complete intervals starting before x, less the part of the last one beyond x.
-        k = np.searchsorted(b_starts, x, side="left")
-        overhang = np.where(k > 0, np.clip(b_ends[np.maximum(k - 1, 0)] - x, 0, None), 0)
-        return prefix[k] - overhang
+        k = np.searchsorted(self.starts, x, side="left")
+        overhang = np.where(k > 0, np.clip(self.ends[np.maximum(k - 1, 0)] - x, 0, None), 0)
+        return self.prefix[k] - overhang
 
-    return int((covered_before(a_ends) - covered_before(a_starts)).sum())
+    def __call__(self, a: Intervals) -> int:
+        if a[0].size == 0 or self.starts.size == 0:
+            return 0
+        return int((self._before(a[1]) - self._before(a[0])).sum())
+
+
+def intervals_intersection_area(a: Intervals, b: Intervals) -> int:
+    """|A ∩ B| for two sorted, disjoint interval sets: the smaller set's boundaries searched in the larger."""
+    return Coverage(b)(a) if a[0].size <= b[0].size else Coverage(a)(b)
 
 
 # ------------------------------------------------------------------------------------ polygons and resizing
