@@ -39,6 +39,7 @@ _EXPORTS = {
     "Query": "reasonseg.schema",
     "Prediction": "reasonseg.schema",
     "ReasonSegError": "reasonseg.errors",
+    "LisaPredictor": "reasonseg.lisa.infer",
 }
 
 __all__ = ["__version__", *_EXPORTS]
