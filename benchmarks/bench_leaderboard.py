@@ -1,17 +1,25 @@
-"""Leaderboard throughput: 20 concurrent uploads of a 779-query RLE submission to a local server process.
+"""Leaderboard throughput: 20 concurrent uploads of a 779-query RLE submission to a local server process, alone and
+beside a mix of hostile uploads.
 
-Two servers on the same inputs, in the same run:
+Three servers on the same inputs, in the same run:
   cached:  `reasonseg leaderboard serve` as shipped: each split's ground truth is loaded once at start-up and kept
   re-read: the same server with --reread-ground-truth: scoring reads the split's annotations again per submission
-For each it prints submissions scored per second and p50 / p95 time-to-score (upload start -> status done, as seen
-by the client polling every 20 ms), then the ratio cached / re-read. 20 teams submit once each, so the rule of one
-scoring per team does not serialise them; each server scores with its default 2 threads and 1000 bootstrap resamples.
+  hostile: the cached server, with the same honest uploads sent at the same time as the hostile uploads of the
+           review (tests/hostile): a zip of four 8192x8192 16-bit RGBA PNGs, a 10^6-prediction JSON (55 MB),
+           deeply nested JSON, RLE counts >= 2^63, a 200-megapixel PNG header, a zip of 20000 entries; each twice,
+           each from its own team
+For each it prints submissions scored per second and p50 / p95 time-to-score of the honest uploads (upload start ->
+status done, as seen by the client polling every 20 ms) and the server's peak resident memory (VmHWM), then the
+ratios cached / re-read and hostile / cached (the target: honest p95 and peak memory within 1.5x). 20 teams submit
+once each, so the rule of one scoring per team does not serialise them; each server scores with its default 2
+threads and 1000 bootstrap resamples.
 
 Usage: python benchmarks/bench_leaderboard.py [--work DIR] [--uploads 20] [--images 779]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -23,12 +31,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "hostile"))   # the hostile files are the regression tests' own
 
 
 def build_inputs(work: Path, n_images: int) -> tuple[Path, Path]:
@@ -63,32 +73,79 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def _post(url: str, token: str, data: bytes) -> dict:
+def _post(url: str, token: str, data: bytes, filename: str = "preds.json") -> tuple[int, dict]:
     boundary = "benchboundary"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="split"\r\n\r\ntest\r\n'
             f'--{boundary}\r\nContent-Disposition: form-data; name="method"\r\n\r\nshifted-gt\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="preds.json"\r\n\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
             ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url + "/api/submissions", data=body, method="POST", headers={
         "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
-def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bool) -> dict:
-    name = "reread" if reread else "cached"
+def hostile_uploads(release: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each hostile case, with the test split's own ids where a case needs real ones."""
+    from upload_helpers import header_only_png, many_predictions, nested_json, predictions_doc, zero_png
+
+    from reasonseg.dataset import load_split
+    from reasonseg.submission import png_name
+
+    samples = load_split(release, "test")
+    bomb = zero_png(8192, 8192, bit_depth=16, colour_type=6)
+    s = samples[0]
+    counts = predictions_doc([{"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width],
+                                                                    "counts": [0, 2**63, 1]}}], "test")
+    directory = io.BytesIO()
+    with zipfile.ZipFile(directory, "w") as archive:
+        for n in range(20_000):
+            archive.writestr(f"a{n}.png", b"")
+    cases = [("bomb.zip", _zip({png_name(x.id, 0): bomb for x in samples[:4]})),
+             ("flood.json", many_predictions(1_000_000)),
+             ("deep.json", nested_json(200_000)),
+             ("counts.json", counts),
+             ("header.zip", _zip({png_name(s.id, 0): header_only_png(20_000, 10_000)})),
+             ("directory.zip", directory.getvalue())]
+    return cases * 2
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bool,
+               hostile: list[tuple[str, bytes]] = ()) -> dict:
+    name = "reread" if reread else "hostile" if hostile else "cached"
     db = work / f"{name}.db"
     for path in work.glob(f"{name}.db*"):
         path.unlink()
     cmd = [sys.executable, "-m", "reasonseg.cli"]
     env = {**os.environ, "REASONSEG_CACHE": str(work / "gt-cache")}
     tokens = [subprocess.run([*cmd, "leaderboard", "add-team", f"team {i}", "--db", str(db)], capture_output=True,
-                             text=True, check=True, env=env).stdout.strip() for i in range(uploads)]
+                             text=True, check=True, env=env).stdout.strip() for i in range(uploads + len(hostile))]
+    honest_tokens, hostile_tokens = tokens[:uploads], tokens[uploads:]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     args = [*cmd, "leaderboard", "serve", "--data", str(release), "--db", str(db), "--port", str(port)]
-    server = subprocess.Popen(args + (["--reread-ground-truth"] if reread else []), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = work / f"{name}.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(args + (["--reread-ground-truth"] if reread else []), env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -97,28 +154,43 @@ def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bo
                 break
             except (OSError, urllib.error.URLError):
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
+                    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
 
         def one(token: str) -> float:
             start = time.perf_counter()
-            sid = _post(url, token, preds)["id"]
-            while _get(f"{url}/api/submissions/{sid}")["status"] not in ("done", "failed"):
+            code, body = _post(url, token, preds)
+            if code != 201:
+                raise RuntimeError(f"{name}: an honest upload was refused: {code} {body}")
+            while _get(f"{url}/api/submissions/{body['id']}")["status"] not in ("done", "failed"):
                 time.sleep(0.02)
             return time.perf_counter() - start
 
+        def attack(job: tuple[str, tuple[str, bytes]]) -> tuple[int, float]:
+            token, (filename, data) = job
+            start = time.perf_counter()
+            code, body = _post(url, token, data, filename)
+            if not 400 <= code < 500 or set(body) != {"error"}:
+                raise RuntimeError(f"{name}: hostile {filename} got {code} {body}")
+            return code, time.perf_counter() - start
+
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(uploads) as pool:
-            times = sorted(pool.map(one, tokens))
+        with ThreadPoolExecutor(uploads + len(hostile)) as pool:
+            refused = pool.map(attack, zip(hostile_tokens, hostile, strict=True))
+            times = sorted(pool.map(one, honest_tokens))
+            refused = list(refused)
         wall = time.perf_counter() - t0
-        statuses = {_get(f"{url}/api/submissions/{i}")["status"] for i in range(1, uploads + 1)}
+        statuses = {sub["status"] for i in range(uploads) for sub in
+                    _get(f"{url}/api/teams/team%20{i}/submissions")["submissions"]}
         if statuses != {"done"}:
             raise RuntimeError(f"{name}: not every submission was scored: {statuses}")
+        peak = _peak_rss(server.pid)
     finally:
         server.terminate()
         server.wait(60)
     return {"name": name, "rate": uploads / wall, "p50": statistics.median(times),
-            "p95": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], "wall": wall}
+            "p95": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], "wall": wall, "peak": peak,
+            "refused": len(refused), "slowest_refusal": max((t for _, t in refused), default=0.0)}
 
 
 def main() -> None:
@@ -132,15 +204,24 @@ def main() -> None:
     try:
         release, preds_path = build_inputs(work, args.images)
         preds = preds_path.read_bytes()
+        hostile = hostile_uploads(release)
         print(f"{args.uploads} concurrent uploads of a {args.images}-query RLE submission "
-              f"({len(preds) / 1e6:.1f} MB), 2 scoring threads, {os.cpu_count()} CPUs")
-        results = [run_server(work, release, preds, args.uploads, reread) for reread in (False, True)]
+              f"({len(preds) / 1e6:.1f} MB), 2 scoring threads, {os.cpu_count()} CPUs; hostile mix: {len(hostile)} "
+              f"uploads, {sum(len(d) for _, d in hostile) / 1e6:.0f} MB")
+        results = [run_server(work, release, preds, args.uploads, False),
+                   run_server(work, release, preds, args.uploads, True),
+                   run_server(work, release, preds, args.uploads, False, hostile)]
         for r in results:
             print(f"  {r['name']:7s}  {r['rate']:6.2f} submissions/s   time-to-score p50 {r['p50']:6.2f} s   "
-                  f"p95 {r['p95']:6.2f} s   (all {args.uploads} in {r['wall']:.1f} s)")
-        cached, reread = results
+                  f"p95 {r['p95']:6.2f} s   (all {args.uploads} in {r['wall']:.1f} s)   "
+                  f"server peak RSS {r['peak'] / 2**20:5.0f} MiB")
+        cached, reread, mixed = results
+        print(f"  hostile uploads: {mixed['refused']} refused with a JSON 4xx, the slowest answered in "
+              f"{mixed['slowest_refusal']:.1f} s")
         print(f"ratio cached / re-read: {cached['rate'] / reread['rate']:.1f}x submissions/s, "
               f"{reread['p50'] / cached['p50']:.1f}x lower p50, {reread['p95'] / cached['p95']:.1f}x lower p95")
+        print(f"ratio hostile mix / honest only: honest p95 time-to-score {mixed['p95'] / cached['p95']:.2f}x, "
+              f"server peak RSS {mixed['peak'] / cached['peak']:.2f}x (target: both within 1.5x)")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 
@@ -31,6 +32,7 @@ MAX_UNCOMPRESSED_BYTES = 4 * 1024 * 1024 * 1024  # all entries of a zip together
 MAX_PNG_PIXELS = 64 * 1024 * 1024
 MAX_PNG_DECODED_BYTES = 128 * 1024 * 1024  # pixels x channels x bytes per channel, once decoded
 _MAX_ZIP_RECORD = 1024                      # bytes of central directory allowed per entry (names are short)
+_ZIP_END_SEARCH = 22 + 65_535               # a zip's end record sits within its last 22 bytes + the comment
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type: grey, RGB, palette, grey+alpha, RGBA
 _PNG_NAME = re.compile(r"^(?P<id>.+?)(?:__(?P<k>\d+))?\.png$", re.IGNORECASE)
@@ -219,19 +221,13 @@ _HEADER_KEYS = ("format", "version", "split", "method")
 
 
 def parse_predictions_json(raw: bytes, where: str, index: SplitIndex | None = None) -> PredictionSet:
+    if index is not None:
+        _check_object_count(raw.count(b"{"), index, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SubmissionError("predictions file is not UTF-8 text (not JSON, nor a zip of PNGs)",
                               path=where) from None
-    if index is not None:
-        # Every prediction is an object holding an RLE object, and RLE strings never contain '{': a count of
-        # braces bounds the objects the file can make, before one is parsed.
-        objects, allowed = text.count("{"), 2 * index.max_predictions + 64
-        if objects > allowed:
-            raise SubmissionError(f"predictions file holds up to {objects} JSON objects, more than split "
-                                  f"{index.split!r} can use (at most {index.max_predictions} predictions)",
-                                  path=where, hint="one prediction per (id, text_index) of the split")
     sha256 = "sha256:" + hashlib.sha256(raw).hexdigest()
     doc = _JsonText(text, where)
     first = doc.peek()
@@ -489,9 +485,42 @@ def _safe_entry_name(name: str, where: str) -> PurePosixPath:
     return posix
 
 
+def _check_object_count(objects: int, index: SplitIndex, where: str) -> None:
+    # Every prediction is an object holding an RLE object, and neither RLE strings nor UTF-8 continuation bytes
+    # contain '{': counting the bytes bounds the objects the file can make, before anything is decoded.
+    if objects > 2 * index.max_predictions + 64:
+        raise SubmissionError(f"predictions file holds up to {objects} JSON objects, more than split "
+                              f"{index.split!r} can use (at most {index.max_predictions} predictions)",
+                              path=where, hint="one prediction per (id, text_index) of the split")
+
+
+def _check_zip_directory(directory: int | None, index: SplitIndex, where: str) -> None:
+    # Opening a zip reads every directory record into memory: bound them by the split first.
+    if directory is not None and directory > (2 * index.max_predictions + 64) * _MAX_ZIP_RECORD:
+        raise SubmissionError(f"zip directory is {directory} bytes, more than split {index.split!r} "
+                              f"can use (at most {index.max_predictions} PNGs)", path=where,
+                              hint="one PNG per (id, text_index) of the split")
+
+
+def precheck_stream(fh: BinaryIO, where: str, index: SplitIndex, chunk: int = 1 << 20) -> None:
+    """The split's bounds that need no parsing (how many JSON objects, how large a zip directory), checked on a
+    file read in chunks: an upload that breaks them is refused without ever being held in memory whole."""
+    fh.seek(0)
+    braces, tail = 0, b""
+    while block := fh.read(chunk):
+        braces += block.count(b"{")
+        tail = (tail + block)[-_ZIP_END_SEARCH:]
+    fh.seek(0)
+    directory = _central_directory_bytes(tail)
+    if directory is not None:
+        _check_zip_directory(directory, index, where)
+    else:
+        _check_object_count(braces, index, where)
+
+
 def _central_directory_bytes(raw: bytes) -> int | None:
     """The size of a zip's central directory, from its end record (None when there is none to read)."""
-    at = raw.rfind(b"PK\x05\x06", max(0, len(raw) - 65_557))
+    at = raw.rfind(b"PK\x05\x06", max(0, len(raw) - _ZIP_END_SEARCH))
     if at < 0 or len(raw) < at + 22:
         return None
     return struct.unpack("<I", raw[at + 12:at + 16])[0]
@@ -500,12 +529,7 @@ def _central_directory_bytes(raw: bytes) -> int | None:
 def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
     preds = PredictionSet(where, "png-zip", sha256="sha256:" + hashlib.sha256(raw).hexdigest())
     if index is not None:
-        # Opening a zip reads every directory record into memory: bound them by the split first.
-        directory, allowed = _central_directory_bytes(raw), (2 * index.max_predictions + 64) * _MAX_ZIP_RECORD
-        if directory is not None and directory > allowed:
-            raise SubmissionError(f"zip directory is {directory} bytes, more than split {index.split!r} "
-                                  f"can use (at most {index.max_predictions} PNGs)", path=where,
-                                  hint="one PNG per (id, text_index) of the split")
+        _check_zip_directory(_central_directory_bytes(raw), index, where)
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from ..submission import Limits
 from .board import RANKING_RULE, Significance, build_entries, split_rows
 from .db import MAX_SUBMISSION_ID, Database, LeaderboardError, SubmissionRow, TeamInfo
-from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, read_upload, safe_filename
+from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, precheck_upload, read_upload, safe_filename
 from .render import Links, render_index, render_submission, render_submit, render_team
 from .worker import SERVED_SPLITS, GroundTruthStore, ScoringWorker, public_aggregates, public_results
 
@@ -214,6 +214,8 @@ def create_app(settings: Settings) -> FastAPI:
         filename = safe_filename(upload.filename)
         try:
             async with validation_slots:
+                # The split's bounds first, on the spooled file in chunks: a flood is refused unread.
+                await run_in_threadpool(precheck_upload, upload.file, filename, store.index(split))
                 data = await upload.read()
                 if len(data) > settings.max_upload_bytes:
                     raise IntakeError(f"file is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import BinaryIO
 
 from ..errors import ReasonSegError
 from ..metrics.groundtruth import GroundTruth
 from ..metrics.scoring import match_predictions
-from ..submission import Limits, PredictionSet, SplitIndex, parse_predictions_bytes
+from ..submission import Limits, PredictionSet, SplitIndex, parse_predictions_bytes, precheck_stream
 
 CHECKPOINT_CHOICES = ("val", "test", "last", "other")
 _TEXT_LIMITS = {"model_size": 40, "base_model": 200, "training_data": 1000, "prompt_mode": 200, "notes": 1000}
@@ -86,6 +87,14 @@ def safe_filename(name: str | None) -> str:
     base = os.path.basename((name or "").replace("\\", "/"))
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:200].lstrip(".")
     return base or "predictions"
+
+
+def precheck_upload(fh: BinaryIO, filename: str, index: SplitIndex) -> None:
+    """The split's bounds on an upload still on disk, read in chunks (`submission.precheck_stream`)."""
+    try:
+        precheck_stream(fh, filename, index)
+    except ReasonSegError as exc:
+        raise IntakeError(exc.message, path=exc.path, hint=exc.hint) from None
 
 
 def read_upload(data: bytes, filename: str, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
