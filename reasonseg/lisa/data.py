@@ -23,7 +23,7 @@ import torch
 
 from ..errors import DatasetError
 from .config import IMAGE_TOKEN_INDEX
-from .conversation import IGNORE_INDEX, IMAGE, Tokenized, render, tokenize
+from .conversation import IGNORE_INDEX, Tokenized, render, tokenize
 from .model import LisaBatch
 from .preprocess import PreparedImage, prepare_image, read_rgb
 
@@ -48,31 +48,30 @@ class Recipe:
 
 # ---------------------------------------------------------------------------------------------- recipes
 
-def _conversations(pairs: list[tuple[str, str]], templated: bool) -> tuple:
-    """Templated turns (one per question) -> one one-turn conversation each, opening with `<image>`; a free
-    conversation (VQA) stays one multi-turn conversation."""
-    if templated:
-        return tuple(((q if IMAGE in q else f"{IMAGE}\n{q}", a),) for q, a in pairs)
-    return (tuple(pairs),)
+def _conversations(turns: list[dict], templated: bool) -> tuple:
+    """(question, answer) pairs per conversation, in the reference's per-question layout."""
+    from ..builders.qa.records import per_question
+
+    return tuple(tuple((c[k]["value"], c[k + 1]["value"]) for k in range(0, len(c) - 1, 2))
+                 for c in per_question(turns, templated))
 
 
-def _checked_turns(turns: list[dict], record_id: str, where: str) -> list[tuple[str, str]]:
-    """The (question, answer) pairs, after checking the roles alternate human, gpt."""
+def _checked_turns(turns: list[dict], record_id: str, where: str) -> list[dict]:
+    """The turns, after checking the roles alternate human, gpt, and that there is a pair at least."""
     for k, turn in enumerate(turns):
-        if turn.get("from") != ("human" if k % 2 == 0 else "gpt"):
-            raise DatasetError("turns must alternate human, gpt", path=where, sample_id=record_id,
-                               field=f"conversations[{k}]")
-    pairs = [(str(turns[k]["value"]), str(turns[k + 1]["value"])) for k in range(0, len(turns) - 1, 2)]
-    if not pairs:
+        if turn.get("from") != ("human" if k % 2 == 0 else "gpt") or not isinstance(turn.get("value"), str):
+            raise DatasetError("turns must alternate human, gpt (with string values)", path=where,
+                               sample_id=record_id, field=f"conversations[{k}]")
+    if len(turns) < 2:
         raise DatasetError("no human/gpt turn pair", path=where, sample_id=record_id, field="conversations")
-    return pairs
+    return turns
 
 
 def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
     """One QA record (`reasonseg.builders.qa.QARecord`, masks decoded) as a training recipe (docs/protocol.md §4: every
     class its own Q/A and mask). Pixels of the record's `ignore` mask are background in every target (the
     reference's `label == class` leaves them 0 and its loss counts them)."""
-    pairs = _checked_turns(record.conversations, record.id, where)
+    turns = _checked_turns(record.conversations, record.id, where)
     if record.image_path is None:
         raise DatasetError(f"no image root for source {record.source!r}", path=where, sample_id=record.id,
                            field="source", hint="set data.qa_image_roots in the training config")
@@ -85,16 +84,16 @@ def qa_recipe(record, where: str = "qa.jsonl") -> Recipe:
                                    f"masks are {masks.shape[1]}x{masks.shape[2]}", path=where, sample_id=record.id,
                                    field="ignore")
             masks = masks * (record.ignore == 0).astype(np.uint8)[None]
-    return Recipe(record.id, Path(record.image_path), _conversations(pairs, bool(record.templates)), masks)
+    return Recipe(record.id, Path(record.image_path), _conversations(turns, bool(record.templates)), masks)
 
 
 def draw_recipe(draw) -> Recipe:
     """A sampler draw (`reasonseg.builders.qa.Draw`) as a training recipe; its masks are the reference's targets
     (a refer mask whose polygon parts overlap keeps its 2s unless the run clips them)."""
-    pairs = _checked_turns(draw.fields["conversations"], draw.id, str(draw.source.root))
+    turns = _checked_turns(draw.fields["conversations"], draw.id, str(draw.source.root))
     masks = draw.masks()
     return Recipe(draw.id, draw.source.image_root / draw.item.image,
-                  _conversations(pairs, bool(draw.fields["templates"])), masks if len(masks) else None)
+                  _conversations(turns, bool(draw.fields["templates"])), masks if len(masks) else None)
 
 
 class QARecipes(Sequence):

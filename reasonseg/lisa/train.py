@@ -444,6 +444,9 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
     tag = read_pointer(out) if resume else None
     if tag:
         step = _load_checkpoint(checkpoints / tag, model, optimizer, scheduler, engine)
+        if rank == 0:
+            for name in ("metrics.jsonl", SAMPLES_FILE):
+                _drop_lines_after(out / name, step)
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
@@ -462,6 +465,8 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
             with autocast:
                 output = (engine or model)(batch)
                 parts = lisa_loss(output.logits, output.labels, output.mask_logits, batch.masks, weights)
+                if world > 1 and not any(len(m) for m in batch.masks):
+                    parts["loss"] = parts["loss"] + _mask_head_touch(model, device, load_dtype)
             if engine is not None:
                 engine.backward(parts["loss"])
                 engine.step()
@@ -495,6 +500,19 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
     return RunResult(out, step, losses, vals)
 
 
+def _mask_head_touch(model, device, dtype) -> torch.Tensor:
+    """Zero times the mask head's output on a dummy [SEG] state. ZeRO-2 reduces gradients in the order they become
+    ready, which must be the same on every rank; a micro-batch without any [SEG] (VQA, explanation-only answers)
+    would leave `text_hidden_fcs` and the mask decoder without gradients on that rank only, and the ranks' reductions
+    would no longer line up. With this term they get zero gradients in the same order as a decoded batch (DeepSpeed
+    steps parameters without a gradient as zero anyway, so the update is unchanged)."""
+    grid = model.sam.prompt_encoder.image_embedding_size
+    embedding = torch.zeros(1, model.config.sam.prompt_embed_dim, *grid, device=device, dtype=dtype)
+    state = torch.zeros(1, model.config.hidden_size, device=device, dtype=dtype)
+    side = model.config.sam.image_size
+    return model.decode_masks(embedding, state, (side, side), (1, 1)).sum() * 0.0
+
+
 def _gather_step(loss: float, ids: list[str], world: int) -> tuple[float, list[list[str]]]:
     """The step's loss averaged over the ranks (each rank's is the mean over its micro-batches, so this is the
     mean over the global batch's micro-batches) and the sample ids each rank trained on."""
@@ -505,6 +523,18 @@ def _gather_step(loss: float, ids: list[str], world: int) -> tuple[float, list[l
     gathered: list = [None] * world
     torch.distributed.all_gather_object(gathered, ids)
     return float(value.item()) / world, gathered
+
+
+def _drop_lines_after(path: Path, step: int) -> None:
+    """Forget what an interrupted run logged past its last checkpoint: the resumed run logs those steps again."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _append_metrics(out: Path, record: dict) -> None:

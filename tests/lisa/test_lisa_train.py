@@ -109,3 +109,66 @@ def test_deepspeed_zero2_steps_and_resume_on_cpu():
     resumed = train(_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1))
     assert resumed.step == 3 and len(resumed.losses) == 1
     assert export_run(run, run.parent / "exported").exists()
+
+
+CONFIGS = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs"
+
+
+def test_shipped_configs_are_the_papers_recipe_and_a_finetune():
+    from reasonseg.builders.qa import READERS
+    from reasonseg.builders.qa.sources import REFER_ALIAS
+
+    reference = load_config(CONFIGS / "reference.yaml")
+    assert reference.model is None and set(reference.base) == {"llava", "sam"}
+    assert "sam_vit_h" in reference.base["sam"]
+    # The original's default mix: five sem_seg sets, the four refer sets, LLaVA-Instruct, ReasonSeg train.
+    assert set(reference.data.sources) == {"ade20k", "cocostuff", "pascal_part", "paco_lvis", "mapillary",
+                                           REFER_ALIAS, "llava_instruct", "reason_seg"}
+    assert all(name in READERS or name == REFER_ALIAS for name in reference.data.sources)
+    data = reference.data
+    assert (data.rates, data.per_sample, data.explanatory, data.refer_overlap) == ([9, 3, 3, 1], 3, 0.1, "sum")
+    assert (data.reasonseg_split, data.qa, data.reasonseg, data.val_split) == ("train", None, None, "val")
+    assert (reference.engine, reference.zero_stage, reference.precision) == ("deepspeed", 2, "bf16")
+    assert (reference.batch_size, reference.grad_accumulation, reference.epochs, reference.steps_per_epoch) == \
+        (2, 10, 10, 500)
+    finetune = load_config(CONFIGS / "finetune.yaml")
+    assert finetune.model and finetune.base is None and set(finetune.data.sources) == {"reason_seg"}
+    tiny = load_config(CONFIGS / "tiny.yaml", {"data": {"reasonseg": "r"}})
+    assert tiny.engine == "torch" and tiny.data.source_specs() == {"reason_seg": "r"}
+
+
+def test_reference_sources_draw_every_group_from_the_synthetic_tree(tmp_path):
+    """reference.yaml's source names and folders, pointed at the synthetic `dataset/` tree, feed the trainer."""
+    from reasonseg.lisa.train import open_stream
+    from reasonseg.sample.qa_sources import write_qa_sources
+
+    paths = write_qa_sources(tmp_path / "dataset", seed=0, ade20k=3, reason_seg=3, size=(40, 48))
+    reference = load_config(CONFIGS / "reference.yaml")
+    # Its folders are the reference's `dataset/` tree, where the synthetic writer puts each source.
+    assert {name: tmp_path / folder for name, folder in reference.data.sources.items()} == paths
+    reference.data.sources = {name: str(tmp_path / folder) for name, folder in reference.data.sources.items()}
+    stream = open_stream(reference.data, seed=0)
+    recipes = [stream.recipe(k) for k in range(200)]
+    assert {r.id.split("/")[0] for r in recipes} >= {"ade20k", "cocostuff", "mapillary", "paco_lvis", "pascal_part",
+                                                     "refcoco", "llava_instruct", "reason_seg"}
+    assert all(r.image_path.is_file() for r in recipes)
+    # The refer masks of an annotation with overlapping polygon parts keep the reference's 2s.
+    assert any(r.masks is not None and r.masks.max() == 2 for r in recipes if r.id.startswith("ref"))
+
+
+def test_bad_data_sections_are_named():
+    base = {"model": "x"}
+    cases = [
+        ({"qa": "q", "sources": {"ade20k": "a"}}, "exclude each other"),
+        ({"reasonseg": "r", "sources": {"reason_seg": "r"}}, "given twice"),
+        ({}, "no training data"),
+        ({"reasonseg": "r", "refer_overlap": "max"}, "refer_overlap"),
+        ({"reasonseg": "r", "reasonseg_split": "test"}, "reasonseg_split"),
+        ({"reasonseg": "r", "rates": [9, 3, 3]}, "rates"),
+        ({"reasonseg": "r", "rates": [1, -1, 1, 1]}, "rates"),
+        ({"reasonseg": "r", "explanatory": 2}, "explanatory"),
+        ({"sources": ["ade20k"]}, "map source names"),
+    ]
+    for data, message in cases:
+        with pytest.raises(TrainError, match=message):
+            load_config(TINY, {**base, "data": data})

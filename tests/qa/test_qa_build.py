@@ -119,6 +119,14 @@ def test_qadataset_decodes_masks_and_resolves_images(sources, tmp_path):
         assert all(m.dtype == np.uint8 and m.shape == tuple(r["size"])
                    for m, r in zip(rec.masks, raw["masks"], strict=True))
         assert len(rec.turns) == len(raw["conversations"]) // 2
+        # The reference's layout: one conversation per templated question, each opening with the image.
+        convs = rec.reference_conversations
+        if raw["templates"]:
+            assert [c[0]["value"].removeprefix("<image>\n") for c in convs] == \
+                [q.removeprefix("<image>\n") for q, _ in rec.turns]
+            assert all(len(c) == 2 and c[0]["value"].startswith("<image>\n") for c in convs)
+        else:
+            assert convs == [raw["conversations"]]
     assert [r.id for r in data] == [r["id"] for r in records]
     lazy = QADataset(tmp_path / "out", decode_masks=False)
     assert lazy[0].masks == records[0]["masks"]

@@ -7,6 +7,7 @@
     rec.masks                                   # list of H x W uint8 0/1 arrays, one per [SEG], in turn order
     rec.ignore                                  # H x W uint8 0/1 or None: pixels a loss may skip
     rec.turns                                   # [(human text, gpt text), ...]; the first human text has <image>
+    rec.reference_conversations                 # one conversation per templated question, each with <image>
     for rec in data: ...                        # streaming, one line at a time
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from ...errors import BuildError
 from ...masks import decode_rle
 from .build import BUILD_FILE, QA_FILE
+from .records import per_question
 
 
 @dataclass
@@ -36,6 +38,11 @@ class QARecord:
     ignore: np.ndarray | None = field(repr=False)
     targets: list[str]
     templates: list[list[str]]
+
+    @property
+    def reference_conversations(self) -> list[list[dict]]:
+        """The reference's layout: one conversation per templated question, each opening with `<image>`."""
+        return per_question(self.conversations, bool(self.templates))
 
     @property
     def turns(self) -> list[tuple[str, str]]:

@@ -4,7 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 from .items import Item, Source, Target
-from .templates import explanatory_question, long_question, part_phrase, seg_answer, short_question, with_image
+from .templates import (
+    IMAGE_TOKEN,
+    explanatory_question,
+    long_question,
+    part_phrase,
+    seg_answer,
+    short_question,
+    with_image,
+)
 
 # Explanatory turns of ReasonSeg (docs/protocol.md §4): with probability `rate` the answer is the explanation alone and
 # the record has no mask; otherwise, half the time, the question asks for an explanation too and the answer adds it.
@@ -61,3 +69,15 @@ def make_record(source: Source, item: Item, targets: list[Target], rng: np.rando
     return {"id": record_id, "source": source.name, "image": item.image, "conversations": fields["conversations"],
             "masks": masks, "ignore": item.ignore_rle() if masks else None, "targets": fields["targets"],
             "templates": fields["templates"]}
+
+
+def per_question(conversations: list[dict], templated: bool) -> list[list[dict]]:
+    """A record's turns in the reference's layout: each templated question its own one-turn conversation opening
+    with `<image>\n`; a free conversation (VQA, no templates) stays one multi-turn conversation."""
+    if not templated:
+        return [list(conversations)]
+    out = []
+    for human, gpt in zip(conversations[0::2], conversations[1::2], strict=False):
+        value = human["value"] if IMAGE_TOKEN in human["value"] else with_image(human["value"])
+        out.append([{**human, "value": value}, gpt])
+    return out
