@@ -148,6 +148,26 @@ def test_persistently_bad_replies_are_rejected_with_reason_and_not_asked_again(t
     server.faults.clear()
     third = run_rephrase(root, config(server, tmp_path / "c.sqlite", n=2, retry_rejected=True))
     assert third.ok == 2 and third.attempts == 1 and len(texts_of(root)["s1"]) == 3
+    # The new round goes on from the seeds already paid for: no failed request is sent again unchanged.
+    assert [e.body["seed"] for e in server.requests_for("the red circle")] == [0, 1, 2, 3]
+
+
+def test_a_schema_1_cache_is_upgraded_in_place_and_keeps_its_replies(tmp_path, server):
+    root = make_release(tmp_path / "rel", {"s1": SHORT})
+    cache = tmp_path / "c.sqlite"
+    run_rephrase(root, config(server, cache, n=2))
+    with sqlite3.connect(cache) as db:  # back to what reasonseg wrote before replies were kept in the ledger
+        db.execute("ALTER TABLE calls DROP COLUMN content")
+        db.execute("ALTER TABLE calls DROP COLUMN finish_reason")
+        db.execute("DROP TABLE writes")
+        db.execute("UPDATE meta SET value='1' WHERE name='schema'")
+    copy = make_release(tmp_path / "copy", {"s1": SHORT})
+    again = run_rephrase(copy, config(server, cache, n=2))
+    assert again.cached == 1 and len(server.log) == 1 and texts_of(copy) == texts_of(root)
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT value FROM meta WHERE name='schema'").fetchone() == ("2",)
+        assert db.execute("SELECT COUNT(*) FROM writes").fetchone() == (1,)
+    assert validate_release(copy).ok
 
 
 def test_long_query_rephrasing_that_names_the_hidden_class_is_rejected(tmp_path, server):
