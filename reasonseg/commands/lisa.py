@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
+from .common import PROTOCOL_HELP, Precision, Protocol
 
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 PRECISION_HELP = "bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu, as the original)"
@@ -33,8 +35,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
     @lisa.command()
     def init(out: Path = typer.Option(..., "--out", help="folder to write (must not exist or be empty)"),
-             size: str = typer.Option("tiny", help="tiny, 7b or 13b"),
-             llava: str = typer.Option("v1", help="v1 (CLIP-224, linear projector) or v1.5 (CLIP-336, MLP)"),
+             size: Literal["tiny", "7b", "13b"] = typer.Option("tiny", help="tiny, 7b or 13b"),
+             llava: Literal["v1", "v1.5"] = typer.Option(
+                 "v1", help="v1 (CLIP-224, linear projector) or v1.5 (CLIP-336, MLP)"),
              seed: int = typer.Option(0, help="random seed"),
              max_shard_size: str = typer.Option("10GB", help="shard the weights above this size"),
              safetensors: bool = typer.Option(False, help="write safetensors instead of pytorch_model*.bin")):
@@ -58,13 +61,14 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
              query: str | None = typer.Option(None, help="one question; interactive when left out"),
              out: Path = typer.Option(Path("lisa-chat"), help="folder for mask and overlay PNGs"),
              device: str | None = typer.Option(None, help=DEVICE_HELP),
-             precision: str | None = typer.Option(None, help=PRECISION_HELP),
+             precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
              load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights for every Linear "
                                                "outside SAM (GPU, bitsandbytes)"),
              load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, fp16 compute, "
                                                "for every Linear outside SAM (GPU, bitsandbytes)"),
              max_new_tokens: int = typer.Option(512, help="generation limit (the original's 512)"),
-             conv_type: str = typer.Option("llava_v1", help="llava_v1 or llava_llama_2 (the LLaMA-2 models)"),
+             conv_type: Literal["llava_v1", "llava_llama_2"] = typer.Option(
+                 "llava_v1", help="llava_v1 or llava_llama_2 (the LLaMA-2 models)"),
              vision_tower: str | None = typer.Option(None, help="CLIP folder or hub id instead of config.json's")):
         """Ask LISA about an image; writes one mask PNG and one overlay PNG per [SEG] of each reply.
 
@@ -97,12 +101,13 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                     weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
                     split: str = typer.Option("val", help="split to predict"),
                     out: Path = typer.Option(..., "--out", help="predictions JSON to write"),
-                    protocol: str = typer.Option("lisa", help="lisa or all-texts"),
-                    prompt_mode: str = typer.Option("teacher-forced", help="teacher-forced or generate"),
+                    protocol: Protocol = typer.Option("lisa", help=PROTOCOL_HELP),
+                    prompt_mode: Literal["teacher-forced", "generate"] = typer.Option(
+                        "teacher-forced", help="teacher-forced or generate"),
                     batch_size: int = typer.Option(4, help="queries per forward pass"),
                     device: str | None = typer.Option(None, help=DEVICE_HELP + " (cuda: one GPU per rank under "
                                                                   "torchrun)"),
-                    precision: str | None = typer.Option(None, help=PRECISION_HELP),
+                    precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
                     limit: int | None = typer.Option(None, help="only the first N images")):
         """Batched LISA prediction over a split (several GPUs with torchrun: each query predicted once).
 
@@ -162,7 +167,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                                                "checkpoint's size and LLaVA base, zero-shot and ft)"),
                  batch_size: int = typer.Option(4, help="queries per forward pass"),
                  device: str | None = typer.Option(None, help=DEVICE_HELP),
-                 precision: str | None = typer.Option(None, help=PRECISION_HELP),
+                 precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
                  bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs"),
                  split: str = typer.Option("val", help="refCOCO family only: val, testA, testB (refcocog: val, test)"),
                  refer_root: Path | None = typer.Option(None, "--refer-root",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -15,7 +16,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         split: str = typer.Option("train", "--split", help="split to rephrase; val/test need --allow-eval-splits"),
         n: int = typer.Option(4, "--n", help="rephrasings to ask for per sample (at most 5 texts are kept)"),
         model: str = typer.Option("gpt-3.5-turbo", "--model", help="model name as the server knows it"),
-        task: str = typer.Option("rephrase", "--task",
+        task: Literal["rephrase", "explain"] = typer.Option("rephrase", "--task",
                                  help="rephrase (add texts) or explain (write explanatory/train.json)"),
         base_url: str | None = typer.Option(None, "--base-url", envvar="OPENAI_BASE_URL",
                                             help="any OpenAI-compatible server, e.g. http://localhost:8000/v1"),

@@ -57,9 +57,9 @@ def test_user_errors_exit_2_with_one_line():
                      "--load-in-8bit"), "needs a CUDA")
     _user_error(_run("lisa", "chat", "--image", "x.jpg", "--query", "q"), "needs --weights")
     _user_error(_run("lisa", "chat", "--weights", tiny_model("v1"), "--image", "x.jpg", "--query", "q",
-                     "--conv-type", "vicuna"), "unknown conversation template")
+                     "--conv-type", "vicuna"), "'vicuna' is not one of 'llava_v1', 'llava_llama_2'")
     _user_error(_run("predict", "--method", "lisa", release(), "--split", "val", "--out", "p.json"), "--weights")
-    _user_error(_run("lisa", "init", "--size", "huge", "--out", scratch("bad") / "m"), "unknown size")
+    _user_error(_run("lisa", "init", "--size", "huge", "--out", scratch("bad") / "m"), "'huge' is not one of")
     broken = scratch("broken")
     (broken / "config.json").write_text("{}")
     _user_error(_run("lisa", "predict", release(), "--weights", broken, "--out", broken / "p.json"),
