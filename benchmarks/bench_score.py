@@ -66,6 +66,47 @@ def build_inputs(work: Path, n_images: int) -> tuple[Path, Path, Path]:
     return data, preds_json, preds_png
 
 
+def blob(rng: np.random.Generator, cx: float, cy: float, radius: float, n: int) -> list[list[float]]:
+    """A many-vertex polygon: a wobbly closed curve, as a careful annotator's outline of a large object."""
+    theta = np.sort(rng.uniform(0, 2 * np.pi, n))
+    wobble = 1 + 0.15 * np.sin(rng.integers(3, 9) * theta + rng.uniform(0, 6)) + rng.normal(0, 0.01, n)
+    return np.round(np.stack([cx + radius * wobble * np.cos(theta), cy + radius * wobble * np.sin(theta)], 1),
+                    2).tolist()
+
+
+def build_speckled_inputs(work: Path, n_images: int, height: int = 768, width: int = 1024) -> tuple[Path, Path]:
+    """Ground truth of large many-vertex polygons; predictions speckled as thresholded low-confidence logits
+    give them: a few percent of isolated pixels over part of the image (JSON RLE only)."""
+    from reasonseg.submission import prediction_from_mask, write_predictions
+
+    data, preds_json = work / "release", work / "preds.json"
+    if preds_json.exists():
+        return data, preds_json
+    rng = np.random.default_rng(1)
+    (data / "test").mkdir(parents=True, exist_ok=True)
+    grey = np.full((height, width, 3), 127, np.uint8)
+    predictions = []
+    for i in range(n_images):
+        sid = f"speckle{i:04d}"
+        shapes = [{"label": "target", "points": blob(rng, rng.uniform(300, width - 300), rng.uniform(250, height - 250),
+                                                     rng.uniform(150, 300), int(rng.integers(80, 250)))}]
+        if rng.random() < 0.5:      # a second target and an ignore region: the reference's area ordering runs
+            shapes.append({"label": "target", "points": blob(rng, rng.uniform(0, width), rng.uniform(0, height),
+                                                             rng.uniform(60, 200), int(rng.integers(40, 120)))})
+            shapes.append({"label": "ignore", "points": blob(rng, rng.uniform(0, width), rng.uniform(0, height),
+                                                             rng.uniform(40, 120), int(rng.integers(20, 80)))})
+        ann = {"text": [f"the object {i}"], "is_sentence": bool(i % 2), "shapes": shapes}
+        (data / "test" / f"{sid}.json").write_text(json.dumps(ann), encoding="utf-8")
+        cv2.imwrite(str(data / "test" / f"{sid}.jpg"), grey)
+        y0, x0 = int(rng.integers(0, 2 * height // 3)), int(rng.integers(0, 2 * width // 3))
+        pred = np.zeros((height, width), np.uint8)
+        region = pred[y0:y0 + height // 3, x0:x0 + width // 3]
+        region[rng.random(region.shape) < rng.uniform(0.01, 0.04)] = 1
+        predictions.append(prediction_from_mask(sid, 0, pred))
+    write_predictions(preds_json, predictions, "test", "speckled")
+    return data, preds_json
+
+
 def run(cmd: list[str], env: dict) -> tuple[float, int, str]:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", RSS_PROBE, *cmd], capture_output=True, text=True, env=env)

@@ -9,6 +9,7 @@ OpenCV is imported lazily: scoring from a warm ground-truth cache never needs it
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,22 @@ from .schema import IGNORE, TARGET, Shape
 # A value of pycocotools' string encoding is at most 7 chars of 5 bits: enough for any uint32 count.
 _MAX_CHARS_PER_VALUE = 7
 _UINT32_MAX = 2**32 - 1
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, nbytes: int) -> np.ndarray:
+    """A reusable uint8 buffer of nbytes for this thread, for temporary arrays that never leave a function.
+
+    A fresh array of a few hundred KiB costs a page fault per 4 KiB when first written: more than the work done
+    on it here. Only the last `name` buffer of a thread is valid; contents are arbitrary.
+    """
+    buffers = _SCRATCH.__dict__
+    buf = buffers.get(name)
+    if buf is None or buf.size < nbytes:
+        buf = buffers[name] = np.empty(max(nbytes, 1 << 20), np.uint8)
+    return buf[:nbytes]
 
 
 # --------------------------------------------------------------------------------------------- rasterization
@@ -161,7 +178,8 @@ def _drawn_area(pts: np.ndarray, height: int, width: int) -> int:
     if box is None:
         return 0
     x0, y0, x1, y1 = box
-    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    canvas = scratch("canvas", (y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0)
+    canvas[:] = 0
     _draw(canvas, pts - np.array([x0, y0], np.int32), 1)
     return int(np.count_nonzero(canvas))
 
@@ -382,22 +400,26 @@ def crop_label_intervals(crop: np.ndarray, x0: int, y0: int, height: int, labels
                          ) -> list[Intervals]:
     """Foreground ranges of each label value of a crop placed at (x0, y0) in an image of the given height.
 
-    All labels come from one pass: the boundaries are where a pixel differs from the one above it, found in the
-    crop's own (row-major) memory order, 8 bytes at a time; no transposed copy of the crop is made, and only the
-    boundaries, far fewer than the pixels, are put into column-major order.
+    All labels come from one pass: the boundaries are where a pixel differs from the one above it (or is
+    foreground on the crop's top or bottom row), found in the crop's own row-major memory order; no transposed
+    copy of the crop is made, and only the boundaries, far fewer than the pixels, are put into column-major order.
     """
     if crop.size == 0:
         return [EMPTY_INTERVALS for _ in labels]
     crop = crop.view(np.uint8) if crop.dtype == bool else crop
     ch, cw = crop.shape
-    stride = -(-cw // 8) * 8
-    changed = np.zeros((ch + 1, stride), np.uint8)     # non-zero at a boundary; padded to whole 8-byte words
-    changed[0, :cw] = crop[0]
-    np.not_equal(crop[1:], crop[:-1], out=changed[1:ch, :cw].view(bool))
-    changed[ch, :cw] = crop[ch - 1]
+    # Inside the crop: non-zero where a pixel differs from the one above, in a buffer padded to whole 8-byte
+    # words so that the (few) boundaries are found a word at a time.
+    inner = (ch - 1) * cw
+    changed = scratch("edges", -(-inner // 8) * 8)
+    changed[inner:] = 0
+    np.not_equal(crop[1:], crop[:-1], out=changed[:inner].view(bool).reshape(ch - 1, cw))
     words = np.flatnonzero(changed.view(np.uint64))
-    which, byte = np.nonzero(changed.view(np.uint64).reshape(-1)[words].view(np.uint8).reshape(-1, 8))
-    rows, cols = np.divmod(words[which] * 8 + byte, stride)
+    which, byte = np.nonzero(changed.view(np.uint64)[words].view(np.uint8).reshape(-1, 8))
+    rows, cols = np.divmod(words[which] * 8 + byte, cw)
+    top, bottom = np.flatnonzero(crop[0]), np.flatnonzero(crop[ch - 1])
+    rows = np.concatenate((np.zeros(top.size, np.int64), rows + 1, np.full(bottom.size, ch, np.int64)))
+    cols = np.concatenate((top, cols, bottom))
     above = np.where(rows > 0, crop[np.maximum(rows - 1, 0), cols], 0)      # the crop is background outside
     below = np.where(rows < ch, crop[np.minimum(rows, ch - 1), cols], 0)
     position = (x0 + cols) * height + (y0 + rows)

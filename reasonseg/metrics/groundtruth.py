@@ -18,8 +18,8 @@ import numpy as np
 
 from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, release_root, split_dirs
 from ..errors import DatasetError
-from ..masks import Intervals, crop_to_intervals, rasterize_shapes_cropped
-from ..schema import Query, Sample, canonical_split
+from ..masks import Intervals, crop_label_intervals, rasterize_shapes_cropped
+from ..schema import IGNORE, TARGET, Query, Sample, canonical_split
 
 CACHE_VERSION = 1
 
@@ -63,9 +63,9 @@ class GroundTruth:
 
 def mask_of_sample(sample: Sample) -> GroundTruthMask:
     x0, y0, crop = rasterize_shapes_cropped(sample.shapes, sample.height, sample.width)
+    target, ignore = crop_label_intervals(crop, x0, y0, sample.height, (TARGET, IGNORE))
     return GroundTruthMask(
-        sample.id, sample.split, sample.height, sample.width, sample.is_sentence, sample.texts,
-        crop_to_intervals(crop == 1, x0, y0, sample.height), crop_to_intervals(crop == 255, x0, y0, sample.height),
+        sample.id, sample.split, sample.height, sample.width, sample.is_sentence, sample.texts, target, ignore,
         f"{sample.split}/{sample.image_path.name}", sample.source)
 
 

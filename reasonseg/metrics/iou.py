@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..masks import Intervals, intervals_area, intervals_intersection_area
+from ..masks import Coverage, Intervals, intervals_area
 
 IOU_EPS = 1e-5      # added to each query's union
 COUNT_EPS = 1e-5    # added to the query count by the reference's AverageMeter
@@ -74,9 +74,9 @@ def intersection_union(target: Intervals, ignore: Intervals, prediction: Interva
     The reference computes I = |P' ∧ T| and U = |P' ∨ T| with P' = P minus ignore. Because target and ignore are
     disjoint, that equals I = |P ∧ T| and U = |P| + |T| - |P ∧ T| - |P ∧ ignore|, which needs no full-size array.
     """
-    inter = intervals_intersection_area(prediction, target)
-    union = (intervals_area(prediction) + intervals_area(target) - inter
-             - intervals_intersection_area(prediction, ignore))
+    covered = Coverage(prediction)
+    inter = covered(target)
+    union = covered.total + intervals_area(target) - inter - covered(ignore)
     return inter, union
 
 
