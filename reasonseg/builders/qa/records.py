@@ -64,7 +64,11 @@ def make_turns(source: Source, item: Item, targets: list[Target], rng: np.random
 def make_record(source: Source, item: Item, targets: list[Target], rng: np.random.Generator, record_id: str,
                 explanatory_rate: float = 0.1) -> dict:
     """The `qa.jsonl` record for these targets of the item: one human/gpt turn each, one RLE mask per [SEG]."""
-    fields, mask_keys = make_turns(source, item, targets, rng, explanatory_rate)
+    return assemble(record_id, source, item, *make_turns(source, item, targets, rng, explanatory_rate))
+
+
+def assemble(record_id: str, source: Source, item: Item, fields: dict, mask_keys: list) -> dict:
+    """The `qa.jsonl` line: the turns' fields and the masks (0/1 RLE) of the mask keys, in the file's key order."""
     masks = [item.rle(k) for k in mask_keys]
     return {"id": record_id, "source": source.name, "image": item.image, "conversations": fields["conversations"],
             "masks": masks, "ignore": item.ignore_rle() if masks else None, "targets": fields["targets"],

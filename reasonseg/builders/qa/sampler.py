@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import BuildError
 from .items import GROUPS, Item, QASourceError, Source, Target
-from .records import make_turns
+from .records import assemble, make_turns
 
 LISA_RATES = (9.0, 3.0, 3.0, 1.0)
 NUM_PER_SAMPLE = 3
@@ -73,9 +73,7 @@ class Draw:
 
     def record(self) -> dict:
         """The `qa.jsonl` line (masks as 0/1 RLE)."""
-        masks = [self.item.rle(k) for k in self.mask_keys]
-        return {"id": self.id, "source": self.source.name, "image": self.item.image, **self.fields,
-                "masks": masks, "ignore": self.item.ignore_rle() if masks else None}
+        return assemble(self.id, self.source, self.item, self.fields, self.mask_keys)
 
     def masks(self) -> np.ndarray:
         """k x H x W uint8, one per [SEG] in order, as the reference's target (a summed refer mask keeps its 2s)."""
