@@ -22,6 +22,14 @@ def _area_fraction(rle: dict) -> float:
     return float(runs[1::2].sum()) / max(h * w, 1)
 
 
+def target_key(name: str) -> str:
+    """One name per target however a source phrases it: lower case, no articles, and "the antenna of the car"
+    read as "car antenna" (PASCAL-Part's "<part> of <object>" against PACO's "<object> <part>")."""
+    words = [w for w in name.lower().replace("_", " ").split() if w not in ("a", "an", "the")]
+    part, of, whole = " ".join(words).partition(" of ")
+    return f"{whole} {part}" if of and part and whole else " ".join(words)
+
+
 def qa_stats(folder: str | os.PathLike, top: int = 20) -> dict:
     """Records, turns and masks per source, most frequent targets, template usage, mask-area distribution, and
     the skips / empty items / redraws that build.json recorded."""
@@ -34,7 +42,7 @@ def qa_stats(folder: str | os.PathLike, top: int = 20) -> dict:
         counts["turns"] += len(raw["conversations"]) // 2
         counts["masks"] += len(raw["masks"])
         counts["with_ignore"] += raw.get("ignore") is not None
-        targets.update(raw["targets"])
+        targets.update(target_key(t) for t in raw["targets"])
         for pair in raw["templates"]:
             templates.update(pair)
         areas.extend(_area_fraction(m) for m in raw["masks"])
