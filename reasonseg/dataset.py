@@ -26,6 +26,7 @@ from .schema import EXPECTED_COUNTS, SPLITS, Sample, Shape, canonical_split
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_IMAGE_PIXELS = 178_956_970  # Pillow's own refusal threshold (2x its warning): far above any real photo
+MAX_DECODED_CHECK_PIXELS = 40_000_000  # `validate` decodes non-JPEG images up to this size (<= 320 MB at 16-bit RGBA)
 MANIFEST = "manifest.json"
 KNOWN_LABELS = {"target", "flag"}
 
@@ -145,6 +146,13 @@ def parse_sample(split: str, image_path: Path, json_path: Path, height: int, wid
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
+def _exif_orientation(img) -> int:
+    if img.format == "PNG" and "exif" not in img.info and img.width * img.height > MAX_DECODED_CHECK_PIXELS:
+        # Pillow looks for an eXIf chunk after a PNG's pixel data by decoding every pixel: not for a huge image.
+        return 1
+    return img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) as `cv2.imread` would return them, read from the header without decoding pixels.
 
@@ -157,7 +165,7 @@ def image_size(path: Path) -> tuple[int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
-                orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+                orientation = _exif_orientation(img)
     except Image.DecompressionBombError:
         raise DatasetError(f"image header gives over {MAX_IMAGE_PIXELS} pixels", path=str(path),
                            hint="a release image must be a real photo; re-export it") from None
@@ -457,6 +465,9 @@ def _check_image_decodes(path: Path) -> None:
                 if img.format == "JPEG":
                     # Decoded at 1/8 scale: every byte of the stream is still read, at 1/64 of the memory.
                     img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                elif img.width * img.height > MAX_DECODED_CHECK_PIXELS:
+                    img.verify()  # every chunk read and its checksum checked, no pixel buffer
+                    return
                 img.load()
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the image does not open
         raise DatasetError(f"image does not decode: {exc}", path=str(path)) from None
