@@ -121,3 +121,28 @@ def test_far_out_coordinates_rasterize_in_bounded_time(tmp_path):
     result = run_measured("validate", str(root))
     _assert_bounded(result)
     assert result.returncode == 0 and result.seconds < 30, (result.seconds, result.stdout)
+
+
+def _big_png(width: int, height: int) -> bytes:
+    """A valid black RGB PNG of width x height, compressed row by row (a few hundred KB, little memory)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * width)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_a_large_png_is_checked_without_decoding_its_pixels(tmp_path):
+    root = _release(tmp_path)
+    png = _big_png(9000, 9000)  # 81 Mpx: 243 MB once decoded
+    (root / "val" / "ok.jpg").unlink()
+    (root / "val" / "ok.png").write_bytes(png)
+    (root / "val" / "bad.jpg").unlink()
+    (root / "val" / "bad.png").write_bytes(png[: len(png) // 2])
+    result = run_measured("validate", str(root))
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.seconds < MAX_SECONDS and result.peak_rss_mb < 200, (result.seconds, result.peak_rss_mb)
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(root / "val" / "bad.png") in errors[0] and "truncated" in errors[0].lower()
