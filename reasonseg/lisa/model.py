@@ -182,7 +182,9 @@ class LisaModel(nn.Module):
         return self.mm_projector(features.to(self.dtype))
 
     def encode_sam(self, images_sam: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        # Frozen in the reference (no graph kept); with grad only when training makes the encoder trainable.
+        trained = any(p.requires_grad for p in self.sam.image_encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trained):
             return self.sam.image_encoder(images_sam.to(self.dtype))
 
     # ------------------------------------------------------------------ LLM input with images expanded
