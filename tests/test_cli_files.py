@@ -157,3 +157,18 @@ def test_leaderboard_export_into_the_current_folder_keeps_git(tmp_path):
     assert (site / "index.html").is_file() and (site / "leaderboard.json").is_file()
     assert sorted(p.name for p in site.iterdir()) == [".git", "CNAME", "index.html", "leaderboard.json",
                                                        "submissions"]
+
+
+@pytest.mark.slow
+def test_lisa_init_refuses_a_full_folder_and_writes_readable_files(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "tiny"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert run("lisa", "init", "--size", "tiny", "--out", out, umask=0o022, env=env).returncode == 0
+    assert mode(out) == 0o755 and mode(out / "config.json") == 0o644   # not a private temp folder's 0700
+    (out / "notes.txt").write_text("mine")
+    one_line_error(run("lisa", "init", "--size", "tiny", "--out", out, env=env), "not empty", "--overwrite")
+    proc = run("lisa", "init", "--size", "tiny", "--safetensors", "--out", out, "--overwrite", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()
+    assert not list(out.glob("pytorch_model*"))   # the previous format's weights are gone with the overwrite

@@ -34,13 +34,15 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         require_extra("model", "reasonseg lisa")
 
     @lisa.command()
-    def init(out: Path = typer.Option(..., "--out", help="folder to write (must not exist or be empty)"),
+    def init(out: Path = typer.Option(..., "--out", help="folder to write (new or empty, or --overwrite)"),
              size: Literal["tiny", "7b", "13b"] = typer.Option("tiny", help="tiny, 7b or 13b"),
              llava: Literal["v1", "v1.5"] = typer.Option(
                  "v1", help="v1 (CLIP-224, linear projector) or v1.5 (CLIP-336, MLP)"),
              seed: int = typer.Option(0, help="random seed"),
              max_shard_size: str = typer.Option("10GB", help="shard the weights above this size"),
-             safetensors: bool = typer.Option(False, help="write safetensors instead of pytorch_model*.bin")):
+             safetensors: bool = typer.Option(False, help="write safetensors instead of pytorch_model*.bin"),
+             overwrite: bool = typer.Option(False, "--overwrite", help="replace the model files in a non-empty "
+                                            "--out (other files there are kept)")):
         """Write a random-initialised LISA in the released layout (for tests, the demo, GPU benchmarks).
 
         Example: reasonseg lisa init --size tiny --llava v1 --out tiny-lisa
@@ -49,7 +51,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         from ..lisa.checkpoint import init_release
 
         try:
-            path = init_release(out, size, llava, seed=seed, max_shard_size=max_shard_size, safetensors=safetensors)
+            path = init_release(out, size, llava, seed=seed, max_shard_size=max_shard_size, safetensors=safetensors,
+                                overwrite=overwrite)
         except ValueError as exc:
             raise ReasonSegError(str(exc)) from None
         typer.echo(f"wrote a random-initialised {size} LISA (LLaVA {llava}) to {path}")
@@ -147,14 +150,16 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                out: Path = typer.Option(..., "--out", help="folder for the released layout"),
                checkpoint: str | None = typer.Option(None, help="tag, best or latest (default best, else latest)"),
                max_shard_size: str = typer.Option("10GB", help="shard the weights above this size"),
-               safetensors: bool = typer.Option(False, help="write safetensors")):
+               safetensors: bool = typer.Option(False, help="write safetensors"),
+               overwrite: bool = typer.Option(False, "--overwrite", help="replace the model files in a non-empty "
+                                              "--out (other files there are kept)")):
         """Merge a run's LoRA into its start model and write the released layout.
 
         Example: reasonseg lisa export runs/lisa-tiny --out lisa-tiny-ft
         """
         from ..lisa.train import export_run
 
-        path = export_run(run, out, checkpoint, max_shard_size, safetensors)
+        path = export_run(run, out, checkpoint, max_shard_size, safetensors, overwrite=overwrite)
         typer.echo(f"wrote {path}")
 
     @lisa.command("eval")

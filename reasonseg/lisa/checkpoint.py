@@ -27,14 +27,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ReasonSegError
+from ..outputs import staged_output_dir
 from .config import LisaConfig, from_released_config, preset, to_released_config, with_vocab
 from .conversation import seg_token_id
 from .model import LisaModel, build_lisa, build_vision_tower, vision_config_of
@@ -317,6 +316,11 @@ def released_state_dict(model: LisaModel, include_vision_tower: bool = False) ->
     return out
 
 
+# What a released-layout folder holds (any sharding, either weight format): an overwrite replaces these only.
+RELEASED_OUTPUTS = ("config.json", "pytorch_model*", "model*.safetensors*", "tokenizer*", "special_tokens_map.json",
+                    "added_tokens.json", "generation_config.json", "chat_template.*", TOWER_FOLDER)
+
+
 def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_size: str | int = "10GB",
               safetensors: bool = False, image_processor=None, vision_tower: str | None = None,
               overwrite: bool = False, extra_config: dict | None = None) -> Path:
@@ -327,12 +331,7 @@ def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_
     `reasonseg_seen_splits`; loaders ignore what they do not know).
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CheckpointError("the output folder exists and is not empty", path=str(out),
-                              hint="choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output_dir(out, overwrite, RELEASED_OUTPUTS, error=CheckpointError) as tmp:
         state = released_state_dict(model)
         dtype = str(next(iter(state.values())).dtype).replace("torch.", "")
         config = model.config
@@ -353,12 +352,6 @@ def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_
         (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         _write_weights(tmp, state, _size(max_shard_size), safetensors)
         tokenizer.save_pretrained(str(tmp))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
