@@ -166,8 +166,8 @@ class LisaModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.mm_projector.weight.dtype if isinstance(self.mm_projector, nn.Linear) else \
-            self.mm_projector[0].weight.dtype
+        # the token embeddings: never quantized (the projector's weights are int8/uint8 under --load-in-8bit/4bit)
+        return self.llm.get_input_embeddings().weight.dtype
 
     @property
     def device(self) -> torch.device:
