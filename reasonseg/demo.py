@@ -154,7 +154,11 @@ def _leaderboard_stage(out: Path, release: Path, predictions: dict[str, dict[str
                        ) -> StageNote:
     from .leaderboard.demo import demo_step
 
-    index = demo_step(out / "leaderboard", release, predictions, bootstrap=bootstrap)
+    # The rule baselines' metadata, so the board's columns say what each row is.
+    meta = {name: {"model_size": "no model", "base_model": f"a rule: {get_method(name).description}",
+                   "training_data": "train split (mean target mask)" if name == "center-prior" else "none"}
+            for name in predictions}
+    index = demo_step(out / "leaderboard", release, predictions, meta=meta, bootstrap=bootstrap)
     return StageNote("leaderboard: served on 127.0.0.1, submitted through the client, exported",
                      [f"static page: {index.relative_to(out)}"], [("leaderboard", index.relative_to(out).as_posix())])
 

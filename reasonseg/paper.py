@@ -25,6 +25,21 @@ class ReportedRow:
             "short": self.test_short, "long": self.test_long, "overall": self.test_overall}
         return {group: {"giou": g / 100, "ciou": c / 100} for group, (g, c) in cells.items()}
 
+    @property
+    def meta(self) -> dict[str, str]:
+        """The leaderboard's metadata columns, as the paper describes the row's method (Table 1 and section 5)."""
+        name = self.method
+        size = "13B" if "13B" in name else "7B" if "7B" in name else "n/a"
+        if name.startswith("LISA"):
+            base = ("LLaVA-1.5" if "LLaVA1.5" in name else "LLaVA (Vicuna)") + " + SAM ViT-H"
+            data = "semantic seg., referring seg. and VQA data" + (
+                " + ReasonSeg train (239)" if name.endswith("(ft)") else "; no ReasonSeg")
+        elif "+ OVSeg" in name:
+            base, data = "LLaVA-1.5 answers, OVSeg segments the answer", "no ReasonSeg"
+        else:
+            base, data = f"{name} (its own segmentation model)", "its own; no ReasonSeg"
+        return {"model_size": size, "base_model": base, "training_data": data, "checkpoint_selected_on": "not stated"}
+
 
 PAPER_TABLE1 = (
     ReportedRow("OVSeg", (28.5, 18.6), (18.0, 15.5), (28.7, 22.5), (26.1, 20.8)),

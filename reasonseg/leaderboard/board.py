@@ -158,7 +158,7 @@ def build_entries(scored: dict[str, list[SubmissionRow]], significance: Signific
         mark_entries(entries, significance)
     if include_reported:
         for row in PAPER_TABLE1:
-            entry = Entry(row.method, None, reported=True, meta={"source": row.source})
+            entry = Entry(row.method, None, reported=True, meta={"source": row.source, **row.meta})
             for split in ("val", "test"):
                 for group, cell in row.groups(split).items():
                     entry.cells[(split, group)] = {**cell, "n": None}

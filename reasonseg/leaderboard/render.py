@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from ..metrics.figures import histogram_model, histogram_svg
 from ..outputs import staged_output_dir
 from ..paper import SOURCE
 from .board import BADGES, COLUMNS, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
@@ -123,24 +124,14 @@ def render_index(entries: list[Entry], links: Links, generated_at: str | None = 
 
 
 def histogram(queries: list[dict], bins: int = HISTOGRAM_BINS, width: int = 420, height: int = 160) -> dict:
-    counts = [0] * bins
-    for q in queries:
-        iou = q.get("iou")
-        if iou is None:
-            continue
-        counts[min(bins - 1, max(0, int(min(iou, 1.0) * bins)))] += 1
-    top = max(counts) or 1
-    step = width / bins
-    bars = []
-    for i, count in enumerate(counts):
-        h = round(height * count / top)
-        bars.append({"x": round(i * step, 1), "y": 20 + height - h, "w": round(step - 2, 1), "h": h, "count": count,
-                     "lo": f"{i / bins:.1f}", "label": f"{i / bins:.1f}–{(i + 1) / bins:.1f}"})
-    return {"bars": bars, "width": width, "height": height + 20, "total": sum(counts)}
+    """The per-query IoU histogram's model (the same one the score report draws, metrics/figures.py)."""
+    return histogram_model((q.get("iou") for q in queries), bins, width, height)
 
 
 def render_submission(sub: SubmissionRow, links: Links) -> str:
     """A submission's page: metadata, status, breakdown; the per-query IoU histogram on val only."""
+    from markupsafe import Markup  # jinja2's own escaping type (the serve extra)
+
     summary = public_aggregates(sub) or {}
     groups = [{"name": name, "n": row.get("n", ""), "giou": pct(row.get("giou")), "ciou": pct(row.get("ciou")),
                "giou_ci": pct_ci(row.get("giou_ci")), "ciou_ci": pct_ci(row.get("ciou_ci"))}
@@ -156,7 +147,7 @@ def render_submission(sub: SubmissionRow, links: Links) -> str:
                           BADGES["oracle"] if sub.meta.get("oracle") else None) if b]
     return _template("submission.html").render(
         sub=sub, links=links, static=links.static, groups=groups, meta=meta, badges=badges,
-        histogram=histogram(queries) if queries else None, team_link=links.team(sub.team),
+        histogram=Markup(histogram_svg(histogram(queries))) if queries else None, team_link=links.team(sub.team),
         refresh=2 if sub.status in ("pending", "scoring") and not links.static else None,
         times={"created": when(sub.created_at), "finished": when(sub.finished_at)})
 

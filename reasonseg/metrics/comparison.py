@@ -18,6 +18,7 @@ import numpy as np
 
 from ..dataset import atomic_write_text
 from ..errors import ResultsError
+from .html import LEGEND_CSS, overlay_legend
 from .report import read_results, scores_from_results, table1
 from .stats import image_sums, paired_comparison
 
@@ -144,30 +145,35 @@ def _query_ious(entry: Entry) -> dict[tuple[str, int], float]:
     return {(q["id"], int(q["text_index"])): q["iou"] for q in entry.document["queries"] if q.get("iou") is not None}
 
 
-def scatter_svg(a: Entry, b: Entry, size: int = 320, pad: int = 36) -> str:
+def scatter_svg(a: Entry, b: Entry, plot: int = 260, left: int = 56, bottom: int = 46, top: int = 12,
+                right: int = 14) -> str:
+    """Per-query IoU of b against a. The axis titles sit outside the tick labels' margin, so they never overlap."""
     ia, ib = _query_ious(a), _query_ious(b)
     keys = sorted(set(ia) & set(ib))
-    span = size - 2 * pad
+    width, height = left + plot + right, top + plot + bottom
 
     def x(v):
-        return pad + span * min(max(v, 0.0), 1.0)
+        return left + plot * min(max(v, 0.0), 1.0)
 
     def y(v):
-        return size - pad - span * min(max(v, 0.0), 1.0)
+        return top + plot - plot * min(max(v, 0.0), 1.0)
 
     dots = "".join(f'<circle cx="{x(ia[k]):.1f}" cy="{y(ib[k]):.1f}" r="3" fill="#4a7bd0" fill-opacity="0.6">'
                    f"<title>{html.escape(k[0])}#{k[1]}: {ia[k]:.3f} vs {ib[k]:.3f}</title></circle>" for k in keys)
-    ticks = "".join(f'<text x="{x(t):.0f}" y="{size - pad + 14}" font-size="10" text-anchor="middle">{t:g}</text>'
-                    f'<text x="{pad - 6}" y="{y(t) + 3:.0f}" font-size="10" text-anchor="end">{t:g}</text>'
+    ticks = "".join(f'<text class="xtick" x="{x(t):.0f}" y="{top + plot + 15}" font-size="10" '
+                    f'text-anchor="middle">{t:g}</text>'
+                    f'<text class="ytick" x="{left - 6}" y="{y(t) + 3:.0f}" font-size="10" '
+                    f'text-anchor="end">{t:g}</text>'
                     for t in (0, 0.5, 1))
-    return (f'<svg class="scatter" width="{size}" height="{size}" role="img" aria-label="per-query IoU of '
+    return (f'<svg class="scatter" width="{width}" height="{height}" role="img" aria-label="per-query IoU of '
             f'{html.escape(a.label)} against {html.escape(b.label)}">'
-            f'<rect x="{pad}" y="{pad}" width="{span}" height="{span}" fill="none" stroke="#999"/>'
+            f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="none" stroke="#999"/>'
             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(1)}" y2="{y(1)}" stroke="#bbb" stroke-dasharray="4 3"/>'
             f"{dots}{ticks}"
-            f'<text x="{size / 2}" y="{size - 4}" font-size="11" text-anchor="middle">{html.escape(a.label)} IoU</text>'
-            f'<text x="12" y="{size / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 {size / 2})">'
-            f"{html.escape(b.label)} IoU</text></svg>")
+            f'<text class="xtitle" x="{left + plot / 2}" y="{height - 8}" font-size="11" text-anchor="middle">'
+            f"{html.escape(a.label)} IoU</text>"
+            f'<text class="ytitle" x="14" y="{top + plot / 2}" font-size="11" text-anchor="middle" '
+            f'transform="rotate(-90 14 {top + plot / 2})">{html.escape(b.label)} IoU</text></svg>')
 
 
 def disagreements(a: Entry, b: Entry, n: int) -> list[tuple[tuple[str, int], float, float]]:
@@ -267,7 +273,7 @@ def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, r
         a, b = members[1], members[0]
         pair_html = (f"<h2>Per-query IoU on {html.escape(split)}: {html.escape(a.label)} vs {html.escape(b.label)}"
                      f"</h2>{scatter_svg(a, b)}<h2>Where they disagree most</h2>"
-                     f"<div class='gallery'>{_gallery(out_dir, data_root, a, b, n_gallery)}</div>")
+                     f"{overlay_legend()}<div class='gallery'>{_gallery(out_dir, data_root, a, b, n_gallery)}</div>")
     name = title or "reasonseg: methods compared"
     foreign_note = (f'<p class="warning"><b>Scored on other data</b> than this release (allowed by the user): '
                     f"{html.escape(', '.join(_display(e) for e in other_data))}. Their numbers are not comparable "
@@ -281,6 +287,7 @@ td {{ text-align: right; }} td:first-child {{ text-align: left; }} tr.reported t
 th.section {{ text-align: left; font-weight: normal; font-style: italic; background: #f4f4f4; }}
 .gallery {{ display: flex; flex-direction: column; gap: 12px; }} .pair {{ display: flex; flex-wrap: wrap; gap: 8px; }}
 .pair p {{ width: 100%; margin: 0; }} figure {{ margin: 0; max-width: 480px; }} figcaption {{ font-size: 0.85em; }}
+{LEGEND_CSS} .warning {{ color: #a00; }}
 </style></head><body>
 <h1>{html.escape(name)}</h1>
 <p>gIoU / cIoU ×100, Table 1 layout; 95% bootstrap intervals over images on the second line. Rows marked [oracle]

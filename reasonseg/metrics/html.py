@@ -9,8 +9,12 @@ import numpy as np
 
 from ..dataset import atomic_write_text
 from ..masks import intervals_to_mask
+from .figures import histogram_model, histogram_svg
+from .iou import SIZE_CLASSES
 from .report import split_table
 from .scoring import Evaluation
+
+SIZE_NOTE = "; ".join(f"{name}: {rule}" for name, rule in SIZE_CLASSES.items())
 
 GT_COLOUR = (255, 255, 0)      # BGR cyan: ground truth outline, over a black stroke
 PRED_COLOUR = (0, 0, 230)      # BGR: prediction fill
@@ -18,20 +22,21 @@ IGNORE_COLOUR = (160, 160, 160)
 MAX_OVERLAY_SIDE = 480
 
 
-def _histogram_svg(ious: list[float], bins: int = 20, width: int = 420, height: int = 160) -> str:
-    counts, _ = np.histogram(np.clip(ious, 0, 1), bins=bins, range=(0, 1))
-    top = max(int(counts.max()), 1) if counts.size else 1
-    bar_w = width / bins
-    bars = []
-    for i, c in enumerate(counts):
-        h = (height - 20) * c / top
-        bars.append(f'<rect x="{i * bar_w:.1f}" y="{height - 20 - h:.1f}" width="{bar_w - 1:.1f}" '
-                    f'height="{h:.1f}" fill="#4a7bd0"><title>IoU {i / bins:.2f}-{(i + 1) / bins:.2f}: '
-                    f'{c}</title></rect>')
-    ticks = "".join(f'<text x="{x * width:.0f}" y="{height - 4}" font-size="10" text-anchor="middle">{x:.1f}'
-                    "</text>" for x in (0, 0.25, 0.5, 0.75, 1.0))
-    return (f'<svg class="histogram" width="{width}" height="{height}" role="img" '
-            f'aria-label="histogram of per-query IoU">{"".join(bars)}{ticks}</svg>')
+def _css(bgr: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*bgr[::-1])
+
+
+def overlay_legend() -> str:
+    """What the overlay colours mean, in the overlays' own colours (shared by the report and the comparison)."""
+    return ('<p class="legend">'
+            f'<span><span class="swatch" style="background:{_css(PRED_COLOUR)};opacity:0.6"></span> prediction</span>'
+            f'<span><span class="swatch" style="border:2px solid {_css(GT_COLOUR)};outline:1px solid #000">'
+            "</span> ground truth (outline)</span>"
+            f'<span><span class="swatch" style="background:{_css(IGNORE_COLOUR)}"></span> ignore region</span></p>')
+
+
+LEGEND_CSS = (".legend > span { margin-right: 12px; } .legend .swatch { display: inline-block; width: 14px; "
+              "height: 14px; vertical-align: middle; margin-right: 4px; box-sizing: border-box; }")
 
 
 def render_overlay(image: np.ndarray, target: np.ndarray, ignore: np.ndarray, prediction: np.ndarray
@@ -102,16 +107,16 @@ def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples:
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }} figure {{ margin: 0; max-width: 480px; }}
-figcaption {{ font-size: 0.85em; }} .legend span {{ padding: 0 6px; }}
+figcaption {{ font-size: 0.85em; }} {LEGEND_CSS}
 </style></head><body>
 <h1>{html.escape(name)}</h1>
 <p>Protocol <code>{html.escape(doc['protocol'])}</code>, empty union scores <code>{html.escape(policy)}</code>,
 {doc['bootstrap']['resamples']} bootstrap resamples of images ({doc['bootstrap']['confidence']:.0%} intervals).
 Values ×100.</p>
 {table}
-<h2>Per-query IoU</h2>{_histogram_svg(ious)}
-<p class="legend"><span style="color:#e00000">■ prediction</span><span style="color:#00c8c8">□ ground truth</span>
-<span style="color:#a0a0a0">■ ignore</span></p>
+<p><small>small / medium / large: {html.escape(SIZE_NOTE)}.</small></p>
+<h2>Per-query IoU</h2>{histogram_svg(histogram_model(ious, bins=20))}
+{overlay_legend()}
 {''.join(sections)}
 <p><small>predictions sha256 {html.escape(doc['predictions_sha256'])}
 · reasonseg {html.escape(doc['reasonseg_version'])}</small></p>

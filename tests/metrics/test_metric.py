@@ -26,8 +26,8 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    return write_sample_release(tmp_path_factory.mktemp("metric") / "release", counts={"val": 16, "test": 0,
-                                                                                        "train": 0})
+    return write_sample_release(tmp_path_factory.mktemp("metric") / "release", counts={"val": 16, "test": 2,
+                                                                                        "train": 2})
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,23 @@ def test_ddp_with_two_gloo_processes_gives_the_single_process_numbers(tmp_path, 
         assert got == json.loads(json.dumps(expected))
         local = json.loads((tmp_path / f"rank{rank}.local.json").read_text())
         assert 0 < local < len(masks)       # each rank saw only its shard
+
+
+def test_published_form_scores_like_the_release_folder(tmp_path, release, samples, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from reasonseg.builders.publish import publish_release
+
+    monkeypatch.setenv("REASONSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        publish_release(release, tmp_path / "hub")
+    masks = imperfect_masks(samples, seed=7)
+    docs = []
+    for data in (release, tmp_path / "hub"):
+        metric = reasonseg.ReasonSegMetric(data, split="val", bootstrap=100, cache_dir=tmp_path / "gt-cache")
+        for key, m in masks.items():
+            metric.update(*key, m)
+        docs.append(metric.compute())
+    assert docs[0]["groups"] == docs[1]["groups"] and docs[0]["queries"] == docs[1]["queries"]
+    assert docs[0]["dataset"]["annotations_sha256"] == docs[1]["dataset"]["annotations_sha256"]
