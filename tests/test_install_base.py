@@ -92,9 +92,10 @@ def test_the_base_install_scores_submits_and_names_missing_extras(base_venv, tmp
     token = cli("leaderboard", "add-team", "base team", "--db", db).stdout.strip()
     server = ServerProcess(release, db, tmp_path, "--bootstrap", "50")
     try:
-        proc = _base(base_venv, "submit", "p.json", "--server", server.url, "--token", token, "--split", "val",
+        proc = _base(base_venv, "submit", "p.json", "--server", server.url, "--token", token,
                      "--method", "[/x] prior [b]", cwd=work)
     finally:
         server.stop()
     assert proc.returncode == 0, proc.stderr
     assert "[/x] prior [b]" in proc.stdout and "overall" in proc.stdout and "/submissions/" in proc.stdout
+    assert " · val · " in proc.stdout   # no --split: the predictions file's own split

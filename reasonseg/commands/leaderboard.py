@@ -140,7 +140,8 @@ def submit(file: Path = typer.Argument(..., help="predictions JSON, PNG zip, or 
            server: str = typer.Option(..., "--server", help="leaderboard URL, e.g. http://127.0.0.1:8000"),
            token: str = typer.Option(..., "--token", envvar="REASONSEG_TOKEN",
                                      help="team token (or the REASONSEG_TOKEN environment variable)"),
-           split: str = typer.Option("test", "--split", help="val or test"),
+           split: str | None = typer.Option(None, "--split", help="val or test [default: the file's split, else "
+                                                                   "test]"),
            method: str | None = typer.Option(None, "--method", help="method name (default: the file's)"),
            meta: list[str] = typer.Option([], "--meta", help="metadata key=value, repeatable: model_size, "
                                           "base_model, training_data, trained_on_val, checkpoint_selected_on, "

@@ -32,10 +32,10 @@ def parse_meta(items: list[str]) -> dict[str, str]:
     return meta
 
 
-def check_locally(path: str | os.PathLike, split: str) -> PredictionSet:
+def check_locally(path: str | os.PathLike, split: str | None) -> PredictionSet:
     """The checks that need no ground truth, by the same reader the server uses."""
     preds = read_predictions(path)
-    if preds.split and preds.split != split:
+    if split and preds.split and preds.split != split:
         raise LeaderboardError(f"the file says split {preds.split!r} but you submit to {split!r}", path=str(path),
                                hint=f"pass --split {preds.split}")
     return preds
@@ -129,16 +129,18 @@ def _zip_folder(folder: Path, tmp: Path) -> Path:
     return out
 
 
-def submit(path: str | os.PathLike, server: str, token: str, split: str, method: str | None = None,
+def submit(path: str | os.PathLike, server: str, token: str, split: str | None, method: str | None = None,
            meta: dict[str, str] | None = None, wait: bool = True, timeout: float = 600.0,
            progress_total: Callable[[int], Callable[[int], None]] | None = None) -> dict:
     """Validate, upload and (by default) wait: returns the submission as the API describes it.
 
     `progress_total(total_bytes)` may return a callback that is told the bytes sent after each chunk.
-    A folder of PNGs is zipped first. A scoring failure raises, with the server's message.
+    A folder of PNGs is zipped first. A scoring failure raises, with the server's message. `split=None` takes the
+    file's split (test for a PNG folder or zip, which name none).
     """
     path = Path(path)
     preds = check_locally(path, split)
+    split = split or preds.split or "test"
     method = method or preds.method
     if not method:
         raise LeaderboardError("no method name: pass --method NAME (the file names none)", path=str(path))

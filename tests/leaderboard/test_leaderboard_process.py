@@ -120,7 +120,7 @@ def test_cli_submit_prints_the_row_and_export_writes_the_static_site(lb_release,
         assert result.returncode == 0, result.stderr
         assert "overall" in result.stdout and "short" in result.stdout and "/submissions/1" in result.stdout
         bad = cli("submit", str(lb_preds["center-prior"]["val"]), "--server", server.url, "--token", token,
-                  "--method", "x")
+                  "--split", "test", "--method", "x")
         assert bad.returncode == 2 and "split 'val'" in bad.stderr and "Traceback" not in bad.stderr
         wrong = cli("submit", str(lb_preds["center-prior"]["val"]), "--server", server.url, "--token", "nope",
                     "--split", "val", "--method", "x")
