@@ -64,6 +64,11 @@ def validation_question(text: str, is_sentence: bool) -> str:
     """The original's validation prompt: the text `.strip()`ed, a space after the newline, short texts keep
     their case."""
     text = text.strip()
+    reserved = [t for t in (IMAGE, IM_START, IM_END, SEG, EOS) if t in text]
+    if reserved:
+        raise ConversationError(f"the query text holds {reserved[0]!r}, one of LISA's control tokens (it would add an "
+                                "image placeholder, a mask or an end of turn)", field="text",
+                                hint="remove it from the text")
     if is_sentence:
         return IMAGE + "\n" + f" {text} Please output segmentation mask."
     return IMAGE + "\n" + f" What is {text} in this image? Please output segmentation mask."

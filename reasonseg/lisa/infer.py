@@ -20,6 +20,7 @@ from .conversation import (
     IMAGE,
     LLAVA_V1,
     VALIDATION_ANSWER,
+    ConversationError,
     Tokenized,
     check_template,
     render,
@@ -203,6 +204,20 @@ class LisaPredictor:
         logits = [m[0].float().cpu().numpy() for m in out.mask_logits]
         return logits if return_logits else [m > 0 for m in logits]
 
+    def predict_queries(self, pairs: Sequence[tuple[Sample, Query]], prompt_mode: str = "teacher-forced"
+                        ) -> list[np.ndarray]:
+        """H x W bool masks of a split's queries: one teacher-forced batch, or one generation per query. A query
+        text holding one of LISA's control tokens fails naming its sample."""
+        for sample, query in pairs:
+            try:
+                validation_question(query.text, query.is_sentence)
+            except ConversationError as exc:
+                raise MethodError(exc.message, sample_id=sample.id, field=f"texts[{query.text_index}]",
+                                  path=str(sample.image_path), hint=exc.hint) from None
+        if prompt_mode == "generate":
+            return [self.predict_query(s, q, prompt_mode) for s, q in pairs]
+        return self.segment([(s.image_path, q.text, q.is_sentence) for s, q in pairs])
+
     def predict_query(self, sample: Sample, query: Query, prompt_mode: str = "teacher-forced") -> np.ndarray:
         if prompt_mode == "generate":
             question = validation_question(query.text, query.is_sentence)
@@ -225,9 +240,7 @@ class LisaMethod:
         return self.predictor.predict_query(sample, query, self.prompt_mode)
 
     def predict_batch(self, pairs: Sequence[tuple[Sample, Query]]) -> list[np.ndarray]:
-        if self.prompt_mode == "generate":
-            return [self.predict(sample, query) for sample, query in pairs]
-        return self.predictor.segment([(s.image_path, q.text, q.is_sentence) for s, q in pairs])
+        return self.predictor.predict_queries(pairs, self.prompt_mode)
 
     def describe(self) -> dict:
         return {"weights": self.weights, "prompt_mode": self.prompt_mode,
@@ -261,10 +274,7 @@ def predict_split(predictor: LisaPredictor, samples: Sequence[Sample], protocol:
     order = {(s.id, q.text_index): k for k, (s, q) in enumerate(queries)}
     for start in range(0, len(mine), batch_size):
         chunk = mine[start:start + batch_size]
-        if prompt_mode == "generate":
-            masks = [predictor.predict_query(s, q, prompt_mode) for s, q in chunk]
-        else:
-            masks = predictor.segment([(s.image_path, q.text, q.is_sentence) for s, q in chunk])
+        masks = predictor.predict_queries(chunk, prompt_mode)
         for (sample, query), mask in zip(chunk, masks, strict=True):
             if mask.shape != (sample.height, sample.width):
                 raise MethodError(f"the image reads as {mask.shape[0]}x{mask.shape[1]} but the annotation says "

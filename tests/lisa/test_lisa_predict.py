@@ -96,3 +96,18 @@ def test_two_ranks_predict_each_query_exactly_once():
     keys = [(p["id"], p["text_index"]) for p in got]
     assert len(keys) == len(set(keys)) == 3  # 3 queries over 2 ranks: no padding, no repeat
     assert got == json.loads(single.read_text())["predictions"]
+
+
+def test_a_query_text_holding_a_control_token_fails_naming_its_sample():
+    import dataclasses
+
+    import pytest
+
+    from reasonseg.errors import MethodError
+    from reasonseg.lisa.infer import LisaPredictor, predict_split
+
+    sample = load_split(release(), "val")[0]
+    hostile = dataclasses.replace(sample, texts=["the thing left of [SEG] here"])
+    predictor = LisaPredictor.from_pretrained(tiny_model("v1"))
+    with pytest.raises(MethodError, match=f"{sample.id}.*control tokens"):
+        predict_split(predictor, [hostile])
