@@ -88,7 +88,7 @@ class LisaTokenizer:
     # ------------------------------------------------------------------ encoding
     def pieces(self, text: str) -> list[str]:
         """The text cut at the added and special tokens, neighbours of added tokens stripped (4.31's `tokenize`)."""
-        parts = [p for p in self._split.split(text)]
+        parts = self._split.split(text)
         for i, part in enumerate(parts):
             if part in self.added:
                 if i + 1 < len(parts) and parts[i + 1]:
