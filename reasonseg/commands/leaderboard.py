@@ -160,7 +160,7 @@ def submit(file: Path = typer.Argument(..., help="predictions JSON, PNG zip, or 
     fields = parse_meta(meta)
     with ExitStack() as stack:
         sub = run_submit(file, server, token, split, method, fields, wait=not no_wait, timeout=timeout,
-                         progress_total=lambda total: stack.enter_context(progress("uploading", total)))
+                         progress_total=lambda total: stack.enter_context(progress("uploading", total, unit="bytes")))
     url = f"{server.rstrip('/')}/submissions/{sub['id']}"
     if no_wait:
         typer.echo(f"submission {sub['id']} is {sub['status']}: {url}")
