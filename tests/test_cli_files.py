@@ -106,6 +106,21 @@ def test_build_qa_refuses_a_full_folder_and_overwrites_only_its_own_outputs(tmp_
     assert len((out / "qa.jsonl").read_text().splitlines()) == 5
 
 
+def test_qa_stats_into_another_folder_follows_the_rule(tmp_path):
+    sources = _qa_sources(tmp_path)
+    qa, stats = tmp_path / "qa", tmp_path / "stats"
+    assert run("build", "qa", "--source", f"ade20k={sources['ade20k']}", "--out", qa).returncode == 0
+    assert run("qa", "stats", qa).returncode == 0           # into the QA folder itself: no --overwrite needed
+    assert run("qa", "stats", qa).returncode == 0
+    stats.mkdir()
+    (stats / "notes.txt").write_text("mine")
+    one_line_error(run("qa", "stats", qa, "--out", stats), "not empty", "--overwrite")
+    assert not (stats / "stats.json").exists()
+    proc = run("qa", "stats", qa, "--out", stats, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert (stats / "stats.json").is_file() and (stats / "notes.txt").read_text() == "mine"
+
+
 def test_build_qa_samples_needs_lisa_mode(tmp_path):
     sources = _qa_sources(tmp_path)
     one_line_error(run("build", "qa", "--source", f"ade20k={sources['ade20k']}", "--out", tmp_path / "qa",

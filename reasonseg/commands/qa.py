@@ -102,6 +102,8 @@ def stats_command(folder: Path = typer.Argument(..., help="a folder written by `
                   out: Path | None = typer.Option(None, "--out", help="where to write stats.json and the PNG "
                                                   "(default: the QA folder)"),
                   plot: bool = typer.Option(True, help="write class_frequency.png"),
+                  overwrite: bool = typer.Option(False, "--overwrite", help="replace the statistics in a non-empty "
+                                                 "--out (other files there are kept)"),
                   as_json: bool = typer.Option(False, "--json", help="print the statistics as JSON")):
     """Records, turns and masks per source, top targets, template usage, mask areas (+ a frequency PNG).
 
@@ -109,9 +111,13 @@ def stats_command(folder: Path = typer.Argument(..., help="a folder written by `
     """
     import json
 
-    from ..builders.qa.stats import write_stats
+    from ..builders.qa.stats import PLOT_FILE, STATS_FILE, write_stats
     from .common import print_table
 
+    if out is not None and out.resolve() != folder.resolve():  # the QA folder itself holds its statistics
+        from ..outputs import prepare_output_dir
+
+        prepare_output_dir(out, overwrite, (STATS_FILE, PLOT_FILE))
     stats, json_path, png = write_stats(folder, out, top, plot)
     if as_json:
         typer.echo(json.dumps(stats, indent=1, ensure_ascii=False))
