@@ -346,6 +346,9 @@ def main() -> None:
     except NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except ClickException as exc:
         # A usage error (missing argument, bad choice) is one line like every other error, with where to look.
         where = f" (see '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) else ""
