@@ -179,10 +179,10 @@ class _JsonText:
         """Pass over one value, holding at most one of its elements at a time."""
         if self.take("["):
             for _ in self.elements():
-                self.skip()
+                self.value()
         elif self.take("{"):
             for _ in self.members():
-                self.skip()
+                self.value()
         else:
             self.value()
 

@@ -231,6 +231,9 @@ def create_app(settings: Settings) -> FastAPI:
                        "the details in the server log")
             await run_in_threadpool(db.refuse, admission.hold, message, actor)
             return _error(400, message)
+        except BaseException:   # cancelled (the client went away): the held slot must not stay taken
+            db.refuse(admission.hold, f"{filename}: upload abandoned while it was validated", actor)
+            raise
         worker.hand_over(sid, preds)
         body = {"id": sid, "status": "pending", "url": f"/submissions/{sid}", "split": split, "method": method,
                 "team": team.name, "results": None}

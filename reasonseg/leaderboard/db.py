@@ -210,12 +210,16 @@ def _create_private(url: str) -> None:
     os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def _owner_gone(owner: str, host: str | None = None) -> bool:
-    """Whether `host:pid/nonce` names a process on this host that no longer runs."""
+def _owner_gone(owner: str, current: str | None = None) -> bool:
+    """Whether `host:pid/nonce` names a process on this host that no longer runs. A restarted server may get its
+    predecessor's pid (pid 1 in a container): then the nonce tells them apart, given the `current` identity."""
     owner_host, _, rest = owner.rpartition(":")
     pid = rest.split("/")[0]
-    return (owner_host == (host or socket.gethostname()) and pid.isdigit() and int(pid) != os.getpid()
-            and not pid_alive(int(pid)))
+    if owner_host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return current is not None and owner != current
+    return not pid_alive(int(pid))
 
 
 def normalize_url(url: str) -> str:
@@ -430,7 +434,8 @@ class Database:
             conn.execute(Refusal.__table__.insert().values(team_id=hold.team_id, day=day, used=1))
         conn.execute(delete(Hold).where(Hold.id == hold.id))
 
-    def release_interrupted_holds(self, stale_s: float = 3600.0, now: float | None = None) -> list[int]:
+    def release_interrupted_holds(self, stale_s: float = 3600.0, now: float | None = None,
+                                  current: str | None = None) -> list[int]:
         """Give back the slots held by uploads whose validation never ended (the process crashed or was killed).
 
         A hold is left behind when its process ran on this host and is gone, or when it is older than `stale_s`
@@ -442,7 +447,7 @@ class Database:
             holds = conn.execute(select(Hold)).all()
         released = []
         for hold in holds:
-            if not (_owner_gone(hold.holder) or hold.created_at < now - stale_s):
+            if not (_owner_gone(hold.holder, current) or hold.created_at < now - stale_s):
                 continue
             with self.write() as conn:
                 if conn.execute(select(Hold.id).where(Hold.id == hold.id)).first() is None:
@@ -534,21 +539,20 @@ class Database:
                 query = query.where(Submission.worker == worker)
             conn.execute(query.values(status="failed", error=message, finished_at=time.time()))
 
-    def recover_interrupted(self, lease_s: float, now: float | None = None) -> list[int]:
+    def recover_interrupted(self, lease_s: float, now: float | None = None, current: str | None = None) -> list[int]:
         """Put back to `pending` the submissions whose scoring was interrupted (a crashed or killed process).
 
         A claim is interrupted when its worker ran on this host and that process is gone, or when its heartbeat is
         older than `lease_s` (a worker on another host died). After MAX_ATTEMPTS interruptions it is failed.
         """
         now = now or time.time()
-        host = socket.gethostname()
         with self.read() as conn:
             rows = conn.execute(select(Submission.id, Submission.worker, Submission.heartbeat_at,
                                        Submission.attempts).where(Submission.status == "scoring")).all()
         reset = []
         for row in rows:
             expired = (row.heartbeat_at or 0) < now - lease_s
-            if not (_owner_gone(row.worker or "", host) or expired):
+            if not (_owner_gone(row.worker or "", current) or expired):
                 continue
             with self.write() as conn:
                 if row.attempts >= MAX_ATTEMPTS:

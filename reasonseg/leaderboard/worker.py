@@ -26,8 +26,11 @@ from .intake import read_upload
 SERVED_SPLITS = ("val", "test")
 PROTOCOL = "lisa"
 # Test aggregates leave the server rounded to what the page shows (0.1 on the x100 scale): full precision let one
-# crafted submission solve for a hidden target's pixel count (docs/leaderboard.md, "What a score reveals").
+# crafted submission solve for a hidden target's pixel count (docs/leaderboard.md, "What a score reveals"). Only
+# the groups of the paper's table, defined by the public texts, are served: a size class is a property of the
+# hidden mask, and a small group would resolve one query finely.
 PUBLIC_DIGITS = 3
+PUBLIC_TEST_GROUPS = ("overall", "short", "long")
 LOG = logging.getLogger("reasonseg.leaderboard")
 
 
@@ -77,10 +80,14 @@ def rounded(value, digits: int = PUBLIC_DIGITS):
 
 
 def public_aggregates(sub: SubmissionRow) -> dict | None:
-    """A submission's aggregates as served and shown: rounded on test, where no per-query row is public."""
+    """A submission's aggregates as served and shown: on test, where no per-query row is public, the table's
+    groups only, rounded."""
     if sub.summary is None:
         return None
-    return rounded(sub.summary) if sub.split == "test" else sub.summary
+    if sub.split != "test":
+        return sub.summary
+    groups = {name: row for name, row in sub.summary.get("groups", {}).items() if name in PUBLIC_TEST_GROUPS}
+    return rounded({**sub.summary, "groups": groups})
 
 
 def public_results(document: dict, with_queries: bool) -> dict:
@@ -138,8 +145,8 @@ class ScoringWorker:
 
     def recover(self) -> list[int]:
         """Claims of dead scorers back to `pending`; slots held by validations that never ended given back."""
-        self.db.release_interrupted_holds()
-        return self.db.recover_interrupted(self.lease_s)
+        self.db.release_interrupted_holds(current=self.identity)
+        return self.db.recover_interrupted(self.lease_s, current=self.identity)
 
     # -------------------------------------------------------------------------------------------------- loops
 

@@ -69,8 +69,9 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def test_deeply_nested_json(tmp_path, release):
-    result, seconds, peak = score(tmp_path, release, write(tmp_path, "deep.json", nested_json(200_000)))
+@pytest.mark.parametrize("key", ["predictions", "padding"])
+def test_deeply_nested_json(tmp_path, release, key):
+    result, seconds, peak = score(tmp_path, release, write(tmp_path, "deep.json", nested_json(200_000, key)))
     user_error(result, "deep.json", "nested too deeply")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
@@ -114,7 +115,7 @@ def test_16_bit_rgba_8192_png_is_refused_from_its_header(tmp_path, release, val)
 
 
 def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(tmp_path, release):
-    path = write(tmp_path, "flood.json", many_predictions(700_000))
+    path = write(tmp_path, "flood.json", many_predictions(1_000_000))
     result, seconds, peak = score(tmp_path, release, path)
     user_error(result, "flood.json", "JSON objects")
     assert seconds < SECONDS and peak < PEAK_MEMORY

@@ -50,15 +50,18 @@ def predictions_doc(entries: list, split: str = "val") -> bytes:
 
 
 def many_predictions(n: int, sample_id: str = "not-an-id") -> bytes:
-    """`n` predictions (about 53 bytes each) of one small RLE: the 10^6-entry upload of the review."""
-    entry = json.dumps({"id": sample_id, "text_index": 0, "mask": {"size": [4, 4], "counts": "0`0"}})
+    """`n` predictions (53 bytes each) of one small RLE: 10^6 of them are the 53 MB upload of the review."""
+    entry = json.dumps({"id": sample_id, "mask": {"size": [4, 4], "counts": "0`0"}}, separators=(",", ":"))
     return (b'{"format": "reasonseg-predictions", "version": 1, "split": "val", "predictions": ['
-            + ", ".join([entry] * n).encode() + b"]}")
+            + ",".join([entry] * n).encode() + b"]}")
 
 
-def nested_json(depth: int) -> bytes:
-    return (b'{"format": "reasonseg-predictions", "version": 1, "predictions": [' + b"[" * depth + b"]" * depth
-            + b"]}")
+def nested_json(depth: int, key: str = "predictions") -> bytes:
+    """`depth` nested arrays inside the predictions list, or as the value of another top-level `key`."""
+    deep = b"[" * depth + b"]" * depth
+    if key == "predictions":
+        return b'{"format": "reasonseg-predictions", "version": 1, "predictions": [' + deep + b"]}"
+    return b'{"%s": %s, "format": "reasonseg-predictions", "version": 1, "predictions": []}' % (key.encode(), deep)
 
 
 def peak_rss_bytes(pid: int) -> int:

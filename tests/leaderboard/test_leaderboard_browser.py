@@ -36,6 +36,7 @@ def test_upload_through_the_form_sort_and_detail_page(lb_release, lb_preds, tmp_
 
     db = str(tmp_path / "browser.db")
     token = cli("leaderboard", "add-team", "browser team", "--db", db).stdout.strip()
+    other = cli("leaderboard", "add-team", "form team", "--db", db).stdout.strip()   # one ranked row per team
     server = ServerProcess(lb_release, db, tmp_path, "--bootstrap", "100")
     try:
         for split in ("val", "test"):
@@ -57,7 +58,7 @@ def test_upload_through_the_form_sort_and_detail_page(lb_release, lb_preds, tmp_
             assert "not JSON" in page.text_content("#submit-error")
 
             page.goto(server.url + "/submit")
-            page.fill("#token", token)
+            page.fill("#token", other)
             page.set_input_files("#file", str(lb_preds["center-prior"]["test"]))
             page.select_option("#split", "test")
             page.fill("#method", HOSTILE)
