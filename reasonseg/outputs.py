@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, ReasonSegError
 
 TEMP_PREFIX = ".reasonseg-tmp-"
 
@@ -32,27 +32,25 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def check_output_dir(out: str | os.PathLike, overwrite: bool, option: str = "--out") -> Path:
-    """Refuse `out` when it is a file, or a folder holding anything while `overwrite` is false."""
+def check_output_dir(out: str | os.PathLike, overwrite: bool, option: str = "--out",
+                     error: type[ReasonSegError] = OutputError) -> Path:
+    """Refuse `out` when it is a file, or a folder holding anything while `overwrite` is false. `error` is the typed
+    error of the calling stage (OutputError by default)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OutputError("is a file, not a folder", path=str(out), field=option, hint=f"choose a folder for {option}")
+        raise error("is a file, not a folder", path=str(out), field=option, hint=f"choose a folder for {option}")
     if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise OutputError("output folder is not empty", path=str(out),
-                          hint=f"choose a new {option}, or pass --overwrite to replace this command's outputs in it")
+        raise error("output folder is not empty", path=str(out),
+                    hint=f"choose a new {option}, or pass --overwrite to replace this command's outputs in it")
     return out
 
 
-def clear_outputs(out: Path, outputs: Sequence[str], keep: Path | None = None) -> list[str]:
-    """Remove the entries of `out` that match `outputs` (and temp folders of killed runs), except `keep`; returns
-    their names."""
-    removed = []
+def clear_outputs(out: Path, outputs: Sequence[str], keep: Path | None = None) -> None:
+    """Remove the entries of `out` that match `outputs` (and temp folders of killed runs), except `keep`."""
     if out.is_dir():
         for entry in sorted(out.iterdir()):
             if _owned(entry.name, outputs) and entry != keep:
                 _remove(entry)
-                removed.append(entry.name)
-    return removed
 
 
 def prepare_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequence[str],
@@ -64,35 +62,41 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequenc
     return out
 
 
-@contextmanager
-def staged_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequence[str],
-                      option: str = "--out") -> Iterator[Path]:
-    """Yield a temporary folder to write into; when the block ends without an error its entries replace this
-    command's outputs in `out`. On an error nothing in `out` changes.
+def place(tmp: Path, out: Path, outputs: Sequence[str]) -> None:
+    """Move the finished entries of `tmp` into `out`: one rename when `out` does not exist, else this command's
+    previous outputs (`outputs`, plus every name `tmp` holds) are removed and each entry is moved in."""
+    if not out.exists():
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+        return
+    clear_outputs(out, [*outputs, *(entry.name for entry in tmp.iterdir())], keep=tmp)
+    for entry in sorted(tmp.iterdir()):
+        os.replace(entry, out / entry.name)
+    tmp.rmdir()
 
-    The temporary folder is a new `out` beside it when `out` does not exist (one rename at the end), else a hidden
-    folder inside `out` (so `--out .` works and entries move within one file system).
-    """
-    out = check_output_dir(out, overwrite, option)
-    fresh = not out.exists()
-    if fresh:
+
+def temp_dir_for(out: Path) -> Path:
+    """A new empty temporary folder for building `out`: beside it when `out` does not exist (so `place` is one
+    rename), else inside it (so `--out .` works and entries move within one file system)."""
+    if out.exists():
+        tmp = out / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    else:
         out.absolute().parent.mkdir(parents=True, exist_ok=True)
         tmp = out.absolute().parent / f"{TEMP_PREFIX}{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    else:
-        tmp = out / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
+    return tmp
+
+
+@contextmanager
+def staged_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequence[str], option: str = "--out",
+                      error: type[ReasonSegError] = OutputError) -> Iterator[Path]:
+    """Yield a temporary folder to write into; when the block ends without an error its entries replace this
+    command's outputs in `out` (`place`). On an error nothing in `out` changes."""
+    out = check_output_dir(out, overwrite, option, error)
+    tmp = temp_dir_for(out)
     try:
         yield tmp
-        if fresh and not out.exists():
-            os.replace(tmp, out)
-            return
-        clear_outputs(out, outputs, keep=tmp)
-        for entry in sorted(tmp.iterdir()):
-            target = out / entry.name
-            if target.exists() or target.is_symlink():
-                _remove(target)  # a name this run writes is this run's output, whatever it held
-            os.replace(entry, target)
-        tmp.rmdir()
+        place(tmp, out, outputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
