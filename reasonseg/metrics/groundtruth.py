@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def mask_of_sample(sample: Sample) -> GroundTruthMask:
 
 
 def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundTruth:
-    return GroundTruth(Path(root), split, {s.id: mask_of_sample(s) for s in samples},
-                       annotations_fingerprint(samples), manifest_sha256(root))
+    # OpenCV's drawing and numpy's array passes release the GIL: samples are rasterised on a few threads.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        masks = dict(zip((s.id for s in samples), pool.map(mask_of_sample, samples), strict=True))
+    return GroundTruth(Path(root), split, masks, annotations_fingerprint(samples), manifest_sha256(root))
 
 
 def default_cache_dir() -> Path:
