@@ -333,7 +333,9 @@ def _decode_count_string(raw: bytes) -> np.ndarray:
     if not last[-1]:
         raise MaskError("RLE counts string ends in the middle of a value", field="counts")
     ends = np.flatnonzero(last)
-    lengths = np.diff(ends, prepend=-1)
+    lengths = np.empty_like(ends)
+    lengths[0] = ends[0] + 1
+    np.subtract(ends[1:], ends[:-1], out=lengths[1:])
     longest = int(lengths.max())
     if longest > _MAX_CHARS_PER_VALUE:
         raise MaskError("RLE counts string has a value too long to be a run length", field="counts")
@@ -445,20 +447,21 @@ class Coverage:
     """
 
     def __init__(self, b: Intervals):
-        self.starts, self.ends = b
-        self.prefix = np.concatenate(([0], np.cumsum(self.ends - self.starts)))
+        self.starts, ends = b
+        self.prefix = np.concatenate(([0], np.cumsum(ends - self.starts)))
         self.total = int(self.prefix[-1])
-
-    def _before(self, x: np.ndarray) -> np.ndarray:
-        # |B ∩ [0, x)|: the complete intervals starting before x, less the part of the last one beyond x.
-        k = np.searchsorted(self.starts, x, side="left")
-        overhang = np.where(k > 0, np.clip(self.ends[np.maximum(k - 1, 0)] - x, 0, None), 0)
-        return self.prefix[k] - overhang
+        self.ends_before = np.concatenate(([-1], ends))     # ends_before[k]: end of the k-th interval, 1-based
 
     def __call__(self, a: Intervals) -> int:
-        if a[0].size == 0 or self.starts.size == 0:
+        n = a[0].size
+        if n == 0 or self.starts.size == 0:
             return 0
-        return int((self._before(a[1]) - self._before(a[0])).sum())
+        # |B ∩ [0, x)| for every boundary x of A: the complete intervals of B starting before x, less the part
+        # of the last one that reaches beyond x.
+        x = np.concatenate(a)
+        k = np.searchsorted(self.starts, x, side="left")
+        before = self.prefix[k] - np.maximum(self.ends_before[k] - x, 0)
+        return int(before[n:].sum() - before[:n].sum())
 
 
 def intervals_intersection_area(a: Intervals, b: Intervals) -> int:
