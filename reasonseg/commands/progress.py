@@ -1,8 +1,8 @@
 """Progress of long runs, the one implementation every command uses.
 
-On a terminal: a live bar with the count, the rate and the time left. Anywhere else (a SLURM log, CI, a pipe): a
-plain line every tenth of the run or every `REASONSEG_PROGRESS_SECONDS` seconds (default 60), whichever comes first,
-and a last line with the total, so a log shows a long run advancing.
+On a terminal: a live bar with the count, the rate and the time left. Anywhere else (a SLURM log, CI, a pipe): once a
+run has lasted `REASONSEG_PROGRESS_SECONDS` seconds (default 30), a plain line at every tenth of the run and at least
+every that many seconds, and a last line with the total; a short run prints nothing.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ Advance = Callable[[int], None]
 
 def _seconds_between_lines() -> float:
     try:
-        return max(0.0, float(os.environ.get("REASONSEG_PROGRESS_SECONDS", "60")))
+        return max(0.0, float(os.environ.get("REASONSEG_PROGRESS_SECONDS", "30")))
     except ValueError:
-        return 60.0
+        return 30.0
 
 
 def _clock(seconds: float) -> str:
@@ -47,12 +47,15 @@ class _LogLines:
         self.step = max(1, total // 10) if total else None
         self.next_count = self.step
         self.every_s = _seconds_between_lines()
+        self.printed = False
 
     def advance(self, n: int = 1) -> None:
         self.done += n
         now = time.monotonic()
+        if now - self.start < self.every_s:
+            return
         due_by_count = self.next_count is not None and self.done >= self.next_count
-        if due_by_count or now - self.last_time >= self.every_s:
+        if due_by_count or (self.every_s and now - self.last_time >= self.every_s):
             self._line(now)
             self.last_time = now
             if self.step:
@@ -77,9 +80,10 @@ class _LogLines:
                 eta = f", ETA {_clock((self.total - self.done) / rate)}"
             text = f"{self.description}: {count}, {speed}, elapsed {_clock(elapsed)}{eta}"
         print(text, file=self.stream, flush=True)
+        self.printed = True
 
     def close(self, completed: bool) -> None:
-        if completed and self.done:
+        if completed and self.done and self.printed:
             self._line(time.monotonic(), final=True)
 
 
