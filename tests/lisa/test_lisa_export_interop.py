@@ -64,3 +64,23 @@ def test_the_export_reloads_to_the_originals_logits(exported):
     logits = predictor.segment([(FIXTURE / case["image"], case["query"], case["is_sentence"])], return_logits=True)
     original = np.load(FIXTURE / case["teacher_forced"]["logits"])[0]
     assert np.abs(logits[0] - original).max() <= 1e-4
+
+
+def test_lisa_init_writes_the_same_layout_with_a_sentencepiece_tokenizer():
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from reasonseg.lisa.tokenizer import LisaTokenizer
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lisa_helpers import tiny_model
+
+    folder = tiny_model("v1")
+    assert read(folder / "tokenizer_config.json")["tokenizer_class"] == "LlamaTokenizer"
+    assert read(folder / "config.json")["vision_tower"] == "clip-vision"
+    ours = LisaTokenizer.from_pretrained(folder)
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    assert theirs.convert_tokens_to_ids("[SEG]") == ours.added["[SEG]"] == len(ours) - 3
+    text = "Please segment the red circle in this image."
+    assert theirs(text).input_ids == ours.encode(text)
