@@ -22,7 +22,7 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 
 # The demo shows every stage, so it installs every extra (the same environment as the tests).
 demo: $(VENV)/.all
-	$(BIN)/reasonseg demo --out demo-output
+	$(BIN)/reasonseg demo --out demo-output --overwrite
 
 system-deps:
 	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
