@@ -3,7 +3,8 @@
 Trainable: LoRA (r 8, alpha 16, dropout 0.05 on q_proj/v_proj of the LLM only), `embed_tokens`, `lm_head`,
 `text_hidden_fcs`, SAM's mask decoder. Frozen: CLIP, projector, SAM image and prompt encoders, the rest of the LLM.
 `trainable:` adds frozen parts by name (`sam_encoder`, `projector`, `llm`: what a model trained from random weights
-may need); `threads:` sets torch's CPU threads; `val_every:` validates every N steps, apart from the LR schedule.
+may need); `threads:` sets torch's CPU threads; `val_every:` validates every N steps, apart from the LR schedule;
+`max_minutes:` ends the run (validated and checkpointed) after that much wall-clock time.
 AdamW (lr 3e-4, betas 0.9/0.95, no weight decay), linear warmup then linear decay to 0 over epochs x steps_per_epoch
 optimizer steps (DeepSpeed's WarmupDecayLR formula), gradient accumulation, clipping 1.0.
 
@@ -107,6 +108,7 @@ class TrainConfig:
     trainable: list[str] = field(default_factory=lambda: ["reference"])  # TRAINABLE_GROUPS to train
     threads: int | None = None        # torch CPU threads (None: torch's default); 1 on a shared small CPU
     val_every: int | None = None      # also validate (and checkpoint) every N optimizer steps, whatever the epochs
+    max_minutes: float | None = None  # stop (validated, checkpointed) once this much wall-clock time has passed
 
     @property
     def total_steps(self) -> int:
@@ -142,6 +144,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         value = getattr(config, key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise TrainError(f"{key} must be a positive integer or null, got {value!r}", path=str(path), field=key)
+    if config.max_minutes is not None and (isinstance(config.max_minutes, bool)
+                                           or not isinstance(config.max_minutes, (int, float))
+                                           or not config.max_minutes > 0):
+        raise TrainError(f"max_minutes must be a positive number or null, got {config.max_minutes!r}",
+                         path=str(path), field="max_minutes")
     if config.engine not in ("torch", "deepspeed"):
         raise TrainError(f"unknown engine {config.engine!r} (torch or deepspeed)", path=str(path), field="engine")
     if not config.model and not config.base:
@@ -488,7 +495,8 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
                                   "elapsed_s": round(time.monotonic() - started, 3)})
             with open(out / SAMPLES_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": step, "samples": ids_by_rank}, ensure_ascii=False) + "\n")
-        epoch_end = step % config.steps_per_epoch == 0 or step == last
+        out_of_time = bool(config.max_minutes) and time.monotonic() - started >= 60 * config.max_minutes
+        epoch_end = step % config.steps_per_epoch == 0 or step == last or out_of_time
         if epoch_end or (config.val_every and step % config.val_every == 0):
             scores = _validate(config, model, loaded.tokenizer, processor, device, load_dtype, step, rank, world)
             if scores:
@@ -497,6 +505,8 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
                     _append_metrics(out, {**scores, "split": "val", "elapsed_s": round(time.monotonic() - started, 3)})
             _save_checkpoint(checkpoints, step, model, optimizer, scheduler, engine, rank, scores, config.trainable)
             model.train()
+        if out_of_time:
+            break
     return RunResult(out, step, losses, vals)
 
 

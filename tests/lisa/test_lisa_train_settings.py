@@ -65,6 +65,8 @@ def test_each_trainable_group_adds_its_part_and_only_it(group, prefix, inside):
     ({"threads": 0}, "threads must be a positive integer"),
     ({"threads": "two"}, "threads must be a positive integer"),
     ({"val_every": -1}, "val_every must be a positive integer"),
+    ({"max_minutes": 0}, "max_minutes must be a positive number"),
+    ({"max_minutes": "soon"}, "max_minutes must be a positive number"),
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(TrainError, match=message):
@@ -120,3 +122,13 @@ def test_metrics_have_wall_clock_time_and_val_every_is_apart_from_the_schedule()
     # The LR schedule is the same with or without the extra validations.
     plain_lr = [json.loads(x)["lr"] for x in (plain / "metrics.jsonl").read_text().splitlines()]
     assert [x["lr"] for x in steps] == plain_lr
+
+
+def test_max_minutes_ends_the_run_validated_and_checkpointed():
+    out = scratch("max-minutes") / "run"
+    result = train(_config(out, epochs=1, steps_per_epoch=50, warmup_steps=1, max_minutes=1e-6,
+                           data={"val": str(release())}))
+    assert result.step == 1 and [v["step"] for v in result.val] == [1]
+    assert (out / "checkpoints" / "step_000001" / "trainable.pt").exists()
+    lr = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if "lr" in x]
+    assert len(lr) == 1 and lr[0] > 0      # the schedule still spans the 50 planned steps
