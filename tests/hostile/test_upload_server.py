@@ -376,3 +376,49 @@ def test_a_restarted_server_with_its_predecessors_pid_releases_the_old_hold(tmp_
     assert db.release_interrupted_holds(current=f"{me}/after") == [held.hold]  # a predecessor's is released
     assert db.admit(team_id, "val", 1, 10, f"{me}/after").hold is not None     # the slot is back
     db.dispose()
+
+
+def test_kill_9_during_validation_gives_the_slot_back_at_restart(release, samples, tmp_path):
+    """A real crash: SIGKILL while the server validates an upload (one run per pixel makes it take seconds)."""
+    import threading
+
+    db = str(tmp_path / "kill.db")
+    token = team(db, "killed")
+    slow = predictions_doc([{"id": s.id, "text_index": k, "mask": {"size": [s.height, s.width],
+                                                                   "counts": [1] * (s.height * s.width)}}
+                            for s in samples["val"] for k in range(max(len(s.texts), 1))])
+    server = ServerProcess(release, db, tmp_path, "--daily-limit", "1", "--bootstrap", "20")
+    sender = threading.Thread(target=lambda: _ignore_errors(post_submission, server.url, token,
+                                                            {"split": "val", "method": "m"}, "slow.json", slow))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with sqlite3.connect(db, timeout=30) as conn:
+                if conn.execute("select count(*) from holds").fetchone()[0]:
+                    break
+            assert time.monotonic() < deadline, "the upload was never held"
+            time.sleep(0.005)
+    finally:
+        server.kill()
+        sender.join(60)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select used from quotas").fetchone() == (1,)          # the crash kept the slot
+        assert conn.execute("select count(*) from submissions").fetchone() == (0,)
+    restarted = ServerProcess(release, db, tmp_path, "--daily-limit", "1", "--bootstrap", "20")
+    try:
+        code, body = post_submission(restarted.url, token, {"split": "val", "method": "m"}, "p.json",
+                                     honest(samples, "val"))
+        assert code == 201, body                                                     # ... and got it back
+    finally:
+        restarted.stop()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select used from refusals").fetchone() == (1,)
+        assert conn.execute("select count(*) from audit_log where action = 'upload-interrupted'").fetchone() == (1,)
+
+
+def _ignore_errors(call, *args):
+    try:
+        call(*args, timeout=120)
+    except OSError:     # the server was killed under it
+        pass
