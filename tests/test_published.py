@@ -232,3 +232,19 @@ def test_release_root_leaves_a_release_folder_alone(forms):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert [s.id for s in load_split(hub, "validation")] == [s.id for s in load_split(release, "val")]
+
+
+def test_a_predictions_file_naming_the_hub_split_scores_as_val(forms, tmp_path):
+    """A file written for the Hub form says `"split": "validation"`: it is the `val` split, in both forms."""
+    release, hub, predictions = forms
+    doc = json.loads(Path(predictions["val"]).read_text())
+    renamed = tmp_path / "validation.json"
+    renamed.write_text(json.dumps({**doc, "split": "validation"}))
+    for data, split in ((release, "val"), (hub, "validation"), (release, None)):
+        args = ("--split", split) if split else ()
+        proc = run("score", data, renamed, *args, "--bootstrap", "0", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert _numbers(proc) == _numbers(run("score", release, predictions["val"], "--split", "val",
+                                                 "--bootstrap", "0", "--json"))
+    wrong = run("score", release, renamed, "--split", "test", "--bootstrap", "0")
+    assert wrong.returncode == 2 and "'validation'" in wrong.stderr and "'test'" in wrong.stderr

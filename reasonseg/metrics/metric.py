@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import MaskError, ReasonSegError, SubmissionError
 from ..masks import as_array, binary_mask, intervals_area, mask_to_intervals
+from ..schema import canonical_split
 from ..submission import PredictedMask
 from .groundtruth import GroundTruth, load_ground_truth
 from .iou import EMPTY_UNION_POLICIES, QueryScore, intersection_union, size_class
@@ -56,7 +57,7 @@ class ReasonSegMetric:
             raise ReasonSegError(f"unknown empty-union policy {empty_union!r}; choose one of "
                                  f"{', '.join(EMPTY_UNION_POLICIES)}")
         if isinstance(data, GroundTruth):
-            if split is not None and split != data.split:
+            if split is not None and canonical_split(split) != data.split:
                 raise ReasonSegError(f"the ground truth is of split {data.split!r}, not {split!r}")
             self.ground_truth = data
         elif data is not None:

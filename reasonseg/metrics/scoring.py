@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import ReasonSegError, SubmissionError
 from ..masks import EMPTY_INTERVALS, intervals_area, rle_to_intervals
-from ..schema import Prediction
+from ..schema import Prediction, canonical_split
 from ..submission import Limits, PredictedMask, PredictionSet, SplitIndex, predictions_document, read_predictions
 from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
 from .iou import PROTOCOLS, QueryScore, intersection_union, size_class
@@ -78,7 +78,7 @@ def check_size(gt: GroundTruth, sample_id: str, height: int, width: int, where: 
 
 def check_split(gt: GroundTruth, file_split: str | None, where: str | None) -> None:
     """A predictions file that names a split must name this one."""
-    if file_split and file_split != gt.split:
+    if file_split and canonical_split(file_split) != gt.split:   # `validation` (the Hub's name) is `val`
         raise SubmissionError(f"predictions are for split {file_split!r} but scoring split {gt.split!r}",
                               path=where, field="split", hint=f"pass --split {file_split}")
 
