@@ -106,13 +106,39 @@ def _lisa_task(k: int) -> tuple[str, list[str], list]:
     return draw.source.name, [_dumps(draw.record())], draw.events
 
 
+def _guarded(task):
+    """A worker's task. Its error comes back as a value, and once a task failed the others return at once: a pool
+    that re-raises a worker's error is terminated while workers are mid-task, which can leave it hanging."""
+    if _STATE["stop"].is_set():
+        return None
+    try:
+        return _STATE["fn"](task)
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        _STATE["stop"].set()
+        return exc
+
+
 def _run(fn: Callable, tasks: list, workers: int) -> Iterable[tuple[str, list[str], list]]:
     if workers <= 1 or len(tasks) < 2:
         yield from map(fn, tasks)
         return
     # Fork: the workers inherit the opened sources (large indexes are not pickled per task).
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(fn, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8) or 1)))
+    context = multiprocessing.get_context("fork")
+    _STATE.update(fn=fn, stop=context.Event())
+    pool = context.Pool(workers)
+    error = None
+    try:
+        for result in pool.imap(_guarded, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8) or 1))):
+            if isinstance(result, BaseException):
+                error = error or result
+            elif result is not None and error is None:
+                yield result
+    finally:
+        _STATE["stop"].set()  # the consumer stopped early, or a task failed: the queued tasks return at once
+        pool.close()
+        pool.join()
+    if error is not None:
+        raise error
 
 
 # ------------------------------------------------------------------------------------------------------ build
