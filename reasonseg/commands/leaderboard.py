@@ -54,7 +54,7 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
 
 @leaderboard_app.command("add-team")
 def add_team(name: str = typer.Argument(..., help="team name shown on the leaderboard"), db: str = DbOpt):
-    """Create a team and print its token once (only a hash is stored; a lost token needs a new team).
+    """Create a team and print its token once (only a hash is stored; rotate-token replaces a lost one).
 
     Example: reasonseg leaderboard add-team "DV Lab" --db leaderboard.db
     """
