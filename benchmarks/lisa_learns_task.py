@@ -51,6 +51,7 @@ def recipe(args) -> dict:
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
         "loss": {"ce": args.ce, "bce": 2.0, "dice": 0.5}, "gradient_checkpointing": False,
         "val_batch_size": 8, "seed": args.seed, "trainable": args.trainable, "val_every": args.val_every,
+        "max_minutes": args.minutes,
     }
 
 
@@ -228,7 +229,7 @@ def report(args) -> dict:
         "train_wall_minutes": {arm: round(s["train_wall_s"] / 60, 1) for arm, s in summaries.items()},
         "recipe": json.loads((work / "recipe.json").read_text()),
         "data": {"train_scenes": len(scenes["train"]), "val_scenes": len(scenes["val"]), "objects_per_scene": 3},
-        "machine": args.machine,
+        "machine": args.machine, "commit": args.commit,
     }
     numbers["reached"] = {k: numbers[k] >= v for k, v in TARGETS.items()}
     colours = {"real": (180, 110, 30), "control": (20, 120, 240)}
@@ -273,15 +274,18 @@ def main() -> None:
     parser.add_argument("command", choices=("prepare", "train", "report", "all"))
     parser.add_argument("--work", required=True, help="work folder (outside the repository)")
     parser.add_argument("--arm", choices=ARMS, help="train: which arm")
-    parser.add_argument("--train-scenes", type=int, default=400)
+    parser.add_argument("--train-scenes", type=int, default=1000)
     parser.add_argument("--val-scenes", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (the LR schedule spans them)")
-    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps (the LR schedule spans them)")
+    parser.add_argument("--val-every", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--ce", type=float, default=1.0, help="weight of the text loss (the reference: 1.0)")
-    parser.add_argument("--trainable", nargs="+", default=["reference", "sam_encoder", "llm"])
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--ce", type=float, default=0.0,
+                        help="weight of the text loss (the reference: 1.0; see docs/lisa.md for why 0 here)")
+    parser.add_argument("--minutes", type=float, default=27.0, help="training wall-clock budget per arm")
+    parser.add_argument("--commit", default=None, help="the code's git commit, recorded in the JSON")
+    parser.add_argument("--trainable", nargs="+", default=["reference", "llm"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", default="lisa_learns_task.png")
     parser.add_argument("--json", default="lisa_learns_task.json")
