@@ -107,17 +107,41 @@ def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
                      index: SplitIndex | None = None) -> PredictionSet:
     """Read and validate a predictions file, folder of PNGs, or zip of PNGs (against a split's `index` if given)."""
     path = Path(path)
-    if not path.exists():
-        raise SubmissionError("predictions not found", path=str(path))
     if path.is_dir():
         return _read_png_folder(path, limits, index)
+    return parse_predictions_bytes(_file_bytes(path, limits), str(path), limits, index)
+
+
+def _file_bytes(path: Path, limits: Limits) -> bytes:
+    if not path.exists():
+        raise SubmissionError("predictions not found", path=str(path))
     size = path.stat().st_size
     if size == 0:
         raise SubmissionError("predictions file is empty", path=str(path))
     if size > limits.max_file_bytes:
         raise SubmissionError(f"predictions file is {size} bytes, over the {limits.max_file_bytes} byte limit",
                               path=str(path), hint="use JSON RLE, which is far smaller than PNGs")
-    return parse_predictions_bytes(path.read_bytes(), str(path), limits, index)
+    return path.read_bytes()
+
+
+def named_split(path: str | os.PathLike, limits: Limits = Limits()) -> str | None:
+    """The split a predictions JSON names in its header, read without keeping any prediction (so that the file can
+    then be read against that split's bounds); None for PNGs, COCO results lists and files that name none."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    raw = _file_bytes(path, limits)
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        return None
+    doc = _JsonText(raw.decode("utf-8", errors="replace"), str(path))
+    if not doc.take("{"):
+        return None
+    for key in doc.members():
+        if key == "split":
+            split = doc.value()
+            return split if isinstance(split, str) else None
+        doc.skip()
+    return None
 
 
 def parse_predictions_bytes(raw: bytes, where: str, limits: Limits = Limits(),

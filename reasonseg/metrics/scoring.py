@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from ..errors import ReasonSegError, SubmissionError
 from ..masks import EMPTY_INTERVALS, intervals_area, rle_to_intervals
 from ..schema import Prediction, canonical_split
-from ..submission import Limits, PredictedMask, PredictionSet, SplitIndex, predictions_document, read_predictions
+from ..submission import (
+    Limits,
+    PredictedMask,
+    PredictionSet,
+    SplitIndex,
+    named_split,
+    predictions_document,
+    read_predictions,
+)
 from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
 from .iou import PROTOCOLS, QueryScore, intersection_union, size_class
 from .report import results_document
@@ -234,11 +242,10 @@ def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split
              limits: Limits = Limits(), **options) -> Evaluation:
     """Read a release split and a predictions file, and score them (`reasonseg score`). `split=None` takes the
     split the predictions file names."""
-    preds = read_predictions(predictions, limits) if split is None else None
-    split = split or preds.split
+    split = split or named_split(predictions, limits)
     if not split:
         raise SubmissionError("the predictions do not name their split", path=str(predictions),
                               hint="pass --split, e.g. --split val")
     gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
-    preds = preds or read_predictions(predictions, limits, split_index(gt))
+    preds = read_predictions(predictions, limits, split_index(gt))
     return evaluate_predictions(gt, preds, protocol, **options)

@@ -121,6 +121,14 @@ def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(tmp_path
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
+def test_without_split_the_named_split_bounds_the_read(tmp_path, release):
+    """`score` without --split takes the split from the file's header, then reads against that split's bounds."""
+    path = write(tmp_path, "flood.json", many_predictions(1_000_000))
+    result, seconds, peak = run(tmp_path, "score", str(release), str(path), "--bootstrap", "0")
+    user_error(result, "flood.json", "JSON objects")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
 def test_coco_list_with_huge_image_ids(tmp_path, release):
     entries = [{"image_id": 2**64 + n, "segmentation": {"size": [4, 4], "counts": "04"}} for n in range(3)]
     result, _, _ = score(tmp_path, release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
