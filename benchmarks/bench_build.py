@@ -44,9 +44,9 @@ def own_peak_kib() -> int:
 
 def one(config: str, oi: Path, manifest: Path, out: Path) -> dict:
     """Run one configuration in this (fresh) process; report time and peak RSS."""
+    from reasonseg.builders.release.build import build_release
     from reasonseg.builders.release.naive import naive_build
     from reasonseg.builders.release.openimages import OpenImagesLayout
-    from reasonseg.builders.release.build import build_release
 
     cpu_before = [u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                     resource.getrusage(resource.RUSAGE_CHILDREN))]

@@ -12,11 +12,11 @@ from baselines_support import run_cli, small_release
 from reasonseg.baselines.oracles import target_and_ignore
 from reasonseg.baselines.predict import run_to_file
 from reasonseg.baselines.registry import MethodContext, get_method
-from reasonseg.paper import PAPER_TABLE1
 from reasonseg.dataset import load_split
 from reasonseg.metrics.comparison import disagreements, load_entries, significance
 from reasonseg.metrics.report import write_results
 from reasonseg.metrics.scoring import evaluate
+from reasonseg.paper import PAPER_TABLE1
 
 
 class GroundTruthCopy:

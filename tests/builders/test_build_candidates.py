@@ -6,9 +6,9 @@ import json
 import cv2
 import pytest
 
+from reasonseg.builders.release.build import build_release
 from reasonseg.builders.release.candidates import write_candidates
 from reasonseg.builders.release.openimages import OpenImagesLayout
-from reasonseg.builders.release.build import build_release
 from reasonseg.builders.release.scannet import ScanNetLayout
 from reasonseg.dataset import load_split
 from reasonseg.sample.bundle import write_build_sources

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reasonseg.builders.release.build import build_release
 from reasonseg.builders.release.naive import naive_build
 from reasonseg.builders.release.openimages import OpenImagesLayout, decode_mask, decode_mask_pillow
 from reasonseg.builders.release.polygons import FIDELITY_THRESHOLD, crop_box, polygonize
-from reasonseg.builders.release.build import build_release
 from reasonseg.builders.release.scannet import ScanNetLayout
 from reasonseg.builders.release.streams import Spool, Streamed, write_json
 from reasonseg.dataset import write_manifest

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reasonseg.builders.release.openimages import OpenImagesLayout
 from reasonseg.builders.release.build import assign_splits, build_release, demo_step
+from reasonseg.builders.release.openimages import OpenImagesLayout
 from reasonseg.builders.release.scannet import ScanNetLayout
 from reasonseg.dataset import load_split, read_manifest, sha256_file, validate_release
 from reasonseg.errors import BuildError

@@ -21,7 +21,13 @@ from reasonseg.builders.release.openimages import (
     read_location_bytes,
     read_mask_rows,
 )
-from reasonseg.builders.release.scannet import ScanNetLayout, frame_locations, read_color, read_label_png, read_label_tsv
+from reasonseg.builders.release.scannet import (
+    ScanNetLayout,
+    frame_locations,
+    read_color,
+    read_label_png,
+    read_label_tsv,
+)
 from reasonseg.builders.release.sens import SensReader, export_sens
 from reasonseg.errors import BuildError
 from reasonseg.sample.openimages import image_ids, write_openimages_source

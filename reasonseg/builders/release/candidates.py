@@ -103,8 +103,8 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
                      min_instances: int = 2, max_instances: int = 20, overwrite: bool = False) -> dict:
     import cv2
 
-    from .openimages import decode_mask, fit_mask, mask_location, read_location_bytes
     from .build import _fresh_dir, _place, temp_dir_beside
+    from .openimages import decode_mask, fit_mask, mask_location, read_location_bytes
     from .scannet import read_label_png
 
     out = Path(out)

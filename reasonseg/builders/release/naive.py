@@ -20,8 +20,6 @@ import numpy as np
 
 from ...dataset import atomic_write_text, write_manifest
 from ...errors import BuildError, ReasonSegError
-from .openimages import OpenImagesLayout
-from .pair import Job, jpeg_of, read_image_bytes
 from .build import (
     SOURCE_NOTES,
     Entry,
@@ -37,6 +35,8 @@ from .build import (
     temp_dir_beside,
     write_report,
 )
+from .openimages import OpenImagesLayout
+from .pair import Job, jpeg_of, read_image_bytes
 from .scannet import ScanNetLayout
 
 
