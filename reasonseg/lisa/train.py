@@ -383,7 +383,8 @@ def _distributed(config: TrainConfig) -> tuple[int, int, str]:
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+        if "MASTER_PORT" not in os.environ:  # one process without a launcher: any free port will do
+            os.environ["MASTER_PORT"] = str(_free_port())
         if not torch.distributed.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
             if config.engine == "deepspeed":
@@ -396,6 +397,14 @@ def _distributed(config: TrainConfig) -> tuple[int, int, str]:
             else:
                 torch.distributed.init_process_group(backend)
     return rank, world, device
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _deepspeed_config(config: TrainConfig) -> dict:
