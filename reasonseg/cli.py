@@ -11,6 +11,7 @@ from typing import Literal
 import typer
 
 from .commands import STAGE_MODULES
+from .commands.coercion import use_plain_coercion
 from .commands.common import (
     HELP_OPTION_NAMES,
     PROTOCOL_HELP,
@@ -27,9 +28,9 @@ try:  # typer >= 0.17 ships its own copy of click
 except ImportError:
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": HELP_OPTION_NAMES},
-                  help="reasonseg: build, score and compare ReasonSeg reasoning-segmentation results.")
+_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                   context_settings={"help_option_names": HELP_OPTION_NAMES},
+                   help="reasonseg: build, score and compare ReasonSeg reasoning-segmentation results.")
 
 
 def _print_version(value: bool) -> None:
@@ -40,13 +41,13 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _main_options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                                help="print the version and exit")) -> None:
     """reasonseg: build, score and compare ReasonSeg reasoning-segmentation results."""
 
 build_app = typer.Typer(no_args_is_help=True, help="Build datasets: the ReasonSeg release, the template QA set.")
-app.add_typer(build_app, name="build")
+_app.add_typer(build_app, name="build")
 
 SplitOpt = typer.Option(None, "--split", help=f"{SPLIT_HELP} [default: the split the predictions file names]")
 ProtocolOpt = typer.Option("lisa", "--protocol", help=PROTOCOL_HELP)
@@ -55,7 +56,7 @@ SCORE_REPORT_OUTPUTS = ("index.html", "overlays")
 
 # ------------------------------------------------------------------------------------------------------- sample
 
-@app.command()
+@_app.command()
 def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
            seed: int = typer.Option(0, help="random seed: the same seed writes the same bytes"),
            grounding: int | None = typer.Option(
@@ -89,7 +90,7 @@ def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
 
 # ----------------------------------------------------------------------------------------------------- validate
 
-@app.command()
+@_app.command()
 def validate(data: Path = typer.Argument(..., help="release folder holding train/ val/ test/, a published folder, "
                                                  "or a Hub dataset id in the local HF cache"),
              strict: bool = typer.Option(False, help="treat non-.jpg images as errors, as the reference loader"),
@@ -121,7 +122,7 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
 
 # -------------------------------------------------------------------------------------------------------- score
 
-@app.command()
+@_app.command()
 def score(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
           predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
           split: str | None = SplitOpt,
@@ -210,7 +211,7 @@ def _p_value(p: float, permutations: int) -> str:
     return f"{p:.4f}"
 
 
-@app.command()
+@_app.command()
 def compare(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
             pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
             pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
@@ -258,7 +259,7 @@ def compare(data: Path = typer.Argument(..., help="release folder (or its publis
 
 # --------------------------------------------------------------------------------------------------------- demo
 
-@app.command()
+@_app.command()
 def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for everything the demo writes"),
          bootstrap: int = typer.Option(1000, help="bootstrap resamples"),
          overwrite: bool = typer.Option(False, "--overwrite", help="replace a previous demo's outputs in --out "
@@ -284,8 +285,25 @@ def demo(out: Path = typer.Option(Path("demo-output"), "--out", help="folder for
 
 # ------------------------------------------------------------------------------------------------------- main
 
-for _module in STAGE_MODULES:
-    importlib.import_module(_module).register(app, build_app)
+# The commands above need no stage module: a run of one of them imports none (and builds no other command).
+_OWN_COMMANDS = frozenset(info.name or info.callback.__name__ for info in _app.registered_commands)
+_stages_registered = False
+
+
+def full_app() -> typer.Typer:
+    """The app with every stage's commands; their modules are imported on the first call."""
+    global _stages_registered
+    if not _stages_registered:
+        for module in STAGE_MODULES:
+            importlib.import_module(module).register(_app, build_app)
+        _stages_registered = True
+    return _app
+
+
+def __getattr__(name: str):
+    if name == "app":   # `from reasonseg.cli import app` (e.g. typer's CliRunner) gets every command
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -338,8 +356,10 @@ def _suggestion(path_text, release_expected: bool = False) -> str:
 
 def main() -> None:
     warnings.showwarning = _show_warning
-    command = typer.main.get_command(app)
+    args = sys.argv[1:]
+    command = typer.main.get_command(_app if args and args[0] in _OWN_COMMANDS else full_app())
     polish_help(command)
+    use_plain_coercion(command)
     try:
         code = command.main(prog_name="reasonseg", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
