@@ -18,7 +18,7 @@ shared, loaded machine wall time mostly measures the other users' load (it is pr
 two agree to within the ground-truth threads' overlap. Before timing, the reasonseg package is byte-compiled
 (as `pip install` does), so that no run pays for compiling its modules when PYTHONDONTWRITEBYTECODE is set.
 
-Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779] [--only speckled]
+Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779] [--only speckled] [--no-torch]
 """
 from __future__ import annotations
 
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=779)
     parser.add_argument("--only", choices=("standard", "speckled"), help="time one workload (while iterating)")
+    parser.add_argument("--no-torch", action="store_true", help="skip reference (a) (while iterating)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     import reasonseg
@@ -159,7 +160,7 @@ def main() -> None:
           f"{speckled_data} ({time.perf_counter() - t0:.1f}s to build)")
     try:
         import torch  # noqa: F401
-        have_torch = True
+        have_torch = not args.no_torch
     except ImportError:
         have_torch = False
 
@@ -192,7 +193,7 @@ def main() -> None:
         print(f"{workload:<9} {label:<11} {name:<24} {r.wall:7.2f} {wall_ratio:6.1f}x {r.cpu:7.2f} {cpu_ratio:6.1f}x "
               f"{r.rss_kb / 1024:8.0f} {g:9.6f} {c:9.6f} {'yes' if agree else 'NO'}")
     if not have_torch:
-        print("(reference (a) skipped: torch is not installed; `make bench` installs it)")
+        print("(reference (a) skipped: --no-torch, or torch is not installed; `make bench` installs it)")
     load = os.getloadavg()[0]
     for workload, checks, wall in targets:
         print(f"targets ({workload}, RLE JSON, CPU time against (b)): "

@@ -349,8 +349,10 @@ def _decode_count_string(raw: bytes) -> np.ndarray:
     else:
         starts = ends - (lengths - 1)
         x = (c[starts] & 0x1F).astype(np.int64)
+        has = np.flatnonzero(lengths > 1)
         for k in range(1, longest):
-            has = np.flatnonzero(lengths > k)
+            if k > 1:                                 # the values this long: fewer at each position
+                has = has[lengths[has] > k]
             x[has] |= (c[starts[has] + k] & 0x1F).astype(np.int64) << (5 * k)
     # The final char's 0x10 bit is the sign: the value is negative, offset by 2 ** (5 * its length).
     x -= ((final >> 4) & 1).astype(np.int64) << (5 * lengths)

@@ -70,10 +70,18 @@ def mask_of_sample(sample: Sample) -> GroundTruthMask:
         f"{sample.split}/{sample.image_path.name}", sample.source)
 
 
+def _masks_of_samples(samples: list[Sample]) -> list[GroundTruthMask]:
+    return [mask_of_sample(sample) for sample in samples]
+
+
 def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundTruth:
-    # OpenCV's drawing and numpy's array passes release the GIL: samples are rasterised on a few threads.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        masks = dict(zip((s.id for s in samples), pool.map(mask_of_sample, samples), strict=True))
+    # OpenCV's drawing and numpy's array passes release the GIL: samples are rasterised on a few threads, in a
+    # few chunks each (a task per sample would cost more in thread hand-offs than a small mask takes to build).
+    workers = min(4, os.cpu_count() or 1)
+    step = max(1, -(-len(samples) // (4 * workers)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = pool.map(_masks_of_samples, [samples[i:i + step] for i in range(0, len(samples), step)])
+        masks = {mask.id: mask for chunk in chunks for mask in chunk}
     return GroundTruth(Path(root), split, masks, annotations_fingerprint(samples), manifest_sha256(root))
 
 
