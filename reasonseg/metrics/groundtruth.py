@@ -98,13 +98,14 @@ def _cache_key(root: Path, split: str, strict: bool) -> str:
     entries = [(root, MANIFEST)] + [(folder, None) for _, folder in split_dirs(root, split)]
     for folder, only in entries:
         names = [only] if only else sorted(os.listdir(folder))
+        where, label = os.fspath(folder), folder.name     # plain strings: a Path per file costs more than its stat
         for name in names:
             try:
-                st = os.stat(folder / name)
+                st = os.stat(os.path.join(where, name))
             except FileNotFoundError:
                 continue
             # ctime too: an edit that restores size and mtime (os.utime) still changes the inode's ctime.
-            digest.update(f"{folder.name}/{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n".encode())
+            digest.update(f"{label}/{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n".encode())
     return digest.hexdigest()[:32]
 
 
