@@ -163,18 +163,18 @@ def _clip_line(width: int, height: int, p1: tuple[int, int], p2: tuple[int, int]
 
 def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, int] | None:
     """Bounding box of the points clipped to the image, as (x0, y0, x1, y1) with exclusive ends."""
-    x0, y0 = max(int(pts[:, 0].min()), 0), max(int(pts[:, 1].min()), 0)
-    x1, y1 = min(int(pts[:, 0].max()) + 1, width), min(int(pts[:, 1].max()) + 1, height)
+    (x0, y0), (x1, y1) = pts.min(axis=0).tolist(), pts.max(axis=0).tolist()
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, width), min(y1 + 1, height)
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def _drawn_area(pts: np.ndarray, height: int, width: int) -> int:
-    """Pixels the shape sets when drawn alone on the H x W canvas, computed on its clipped bounding box.
+def _drawn_area(pts: np.ndarray, box: tuple[int, int, int, int] | None) -> int:
+    """Pixels the shape sets when drawn alone on the H x W canvas, computed on its bounding box clipped to the
+    canvas (`_clip_box`).
 
     Integer translation does not change OpenCV's rasterization, and clipping happens at the same absolute
     borders, so the count equals the reference's full-canvas count (pinned by the parity tests).
     """
-    box = _clip_box(pts, height, width)
     if box is None:
         return 0
     x0, y0, x1, y1 = box
@@ -214,7 +214,7 @@ def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
         # reference's mask and the areas that decide the order need not be drawn.
         order = range(len(drawable))
     else:
-        areas = [_drawn_area(pts, height, width) for _, pts in drawable]
+        areas = [_drawn_area(pts, box) for (_, pts), box in zip(drawable, shape_boxes, strict=True)]
         # Exactly the reference's order: argsort ascending then reversed (ties follow numpy's sort).
         order = list(np.argsort(areas)[::-1])
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
@@ -424,8 +424,8 @@ def crop_label_intervals(crop: np.ndarray, x0: int, y0: int, height: int, labels
     np.not_equal(crop[1:], crop[:-1], out=changed[:inner].view(bool).reshape(ch - 1, cw))
     # (nonzero() of a bool array counts and copies far faster than of the uint64 words themselves)
     words = np.flatnonzero(changed.view(np.uint64) != 0)
-    which, byte = np.nonzero(changed.view(np.uint64)[words].view(np.uint8).reshape(-1, 8))
-    upper = words[which] * 8 + byte                   # flat index of the pixel above each inner boundary
+    byte = np.flatnonzero(changed.view(np.uint64)[words].view(np.uint8))
+    upper = words[byte >> 3] * 8 + (byte & 7)         # flat index of the pixel above each inner boundary
     pixels = crop.reshape(-1)
     top, bottom = np.flatnonzero(crop[0]), np.flatnonzero(crop[ch - 1])
     # The values above and below each boundary; the crop is background outside.
