@@ -3,14 +3,11 @@ line on stderr, exit code 2, no traceback, and bounded time and peak memory for 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from measured_cli import run_measured
 from upload_helpers import header_only_png, many_predictions, nested_json, predictions_doc, zero_png
 
 from reasonseg.dataset import load_split
@@ -21,14 +18,6 @@ from reasonseg.submission import png_name
 MIB = 1024 * 1024
 SECONDS = 60
 PEAK_MEMORY = 600 * MIB     # the whole CLI process (numpy, OpenCV, the release); a decoded bomb alone is 512 MiB
-REPO = Path(__file__).resolve().parents[2]
-# Runs the CLI in this process and records its peak resident memory (ru_maxrss, KiB on Linux) at exit.
-_MEASURED = ("import atexit, os, resource, sys\n"
-             "atexit.register(lambda: open(os.environ['PEAK_RSS_OUT'], 'w').write("
-             "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
-             "sys.argv = ['reasonseg', *sys.argv[1:]]\n"
-             "from reasonseg.cli import main\n"
-             "main()\n")
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +30,13 @@ def val(release):
     return load_split(release, "val")
 
 
-def run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float, int]:
-    """The CLI as a subprocess: (result, seconds, peak RSS in bytes)."""
-    out = tmp_path / "peak-rss"
-    start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True, timeout=300,
-                            cwd=REPO, env={**os.environ, "PEAK_RSS_OUT": str(out), "OMP_NUM_THREADS": "1"})
-    return result, time.monotonic() - start, int(out.read_text()) * 1024
+def run(tmp_path: Path, *args: str):
+    """The CLI as a subprocess: (result, seconds, its own peak RSS in bytes)."""
+    result = run_measured(*args, timeout=300)
+    return result, result.seconds, result.peak_rss_mb * MIB
 
 
-def user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+def user_error(result, *needles: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
