@@ -13,10 +13,12 @@ Then, on the same inputs in the same run:
   reasonseg:     `reasonseg score DATA PREDS --split test`, cold (empty ground-truth cache) and warm (cached)
 It checks that all three agree on gIoU and cIoU and prints, for each run, its wall time and its CPU time (user +
 system of the process and its children, from getrusage), each with its ratio against (b), and its peak RSS.
+Times are medians of --repeats runs (every cold run starts from an empty cache; reference (a) runs once).
 Targets against (b): >= 3x cold, >= 8x warm, peak RSS < 500 MB. The speed targets are judged on CPU time: on a
-shared, loaded machine wall time mostly measures the other users' load (it is printed too); on an idle machine the
-two agree to within the ground-truth threads' overlap. Before timing, the reasonseg package is byte-compiled
-(as `pip install` does), so that no run pays for compiling its modules when PYTHONDONTWRITEBYTECODE is set.
+shared, loaded machine (the development machine: 2 cores, load 4-8) wall time mostly measures the other users'
+load and varies by 2x between runs, while CPU time varies by about 10%; wall time is printed beside it, with the
+load average. Before timing, the reasonseg package is byte-compiled (as `pip install` does), so that no run pays
+for compiling its modules where PYTHONDONTWRITEBYTECODE is set.
 
 Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779] [--only speckled] [--no-torch]
 """
