@@ -288,7 +288,9 @@ def test_push_token_comes_from_hf_auth_login(published, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     release, _ = published
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")}
+    # HF_HUB_OFFLINE too: loading a baseline's weights in this process sets it (the baselines' tests run first)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
                HF_HUB_DISABLE_TELEMETRY="1")
     try:
@@ -302,7 +304,7 @@ def test_push_token_comes_from_hf_auth_login(published, tmp_path):
         server.shutdown()
     assert proc.returncode == 2 and "upload to me/rs failed" in proc.stderr, proc.stderr
     assert "--exclude-source scannet" in proc.stderr  # the redistribution warning comes before the upload
-    assert seen and seen[0] == "Bearer hf_stored_by_login"
+    assert seen and seen[0] == "Bearer hf_stored_by_login", proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------- the CLI
@@ -332,7 +334,9 @@ def test_cli_build_publish_and_errors(tmp_path):
     assert proc.returncode == 1 and "line 2" in proc.stdout
     assert validate_release(tmp_path / "bad").ok
 
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")}
+    # HF_HUB_OFFLINE too: loading a baseline's weights in this process sets it (the baselines' tests run first)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
     env["HF_HOME"] = str(tmp_path / "hf-home")  # no token stored by `hf auth login` either
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub", "--repo-id", "me/rs", "--push", env=env)
     one_line_error(proc, "HF_TOKEN")
