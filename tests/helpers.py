@@ -28,3 +28,14 @@ def random_annotation(rng: np.random.Generator, h: int, w: int, n_texts: int = 1
         shapes.append({"label": label, "points": pts.round(2).tolist()})
     return {"text": [f"query {k}" for k in range(n_texts)], "is_sentence": bool(rng.integers(0, 2)),
             "shapes": shapes}
+
+
+def assert_one_line_error(proc, *parts: str) -> str:
+    """A user error as the CLI must give it: exit code 2 and one line on stderr (no traceback) naming `parts`;
+    returns that line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg.sample import write_sample_release
 
@@ -13,15 +14,6 @@ EXE = str(Path(sys.executable).with_name("reasonseg"))
 
 def run(*args, env=None, cwd=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
-
-
-def assert_user_error(proc, *parts):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def test_help_lists_every_command():
 
 
 def test_sample_refuses_a_non_empty_folder(release):
-    assert_user_error(run("sample", "--out", release), str(release), "not empty")
+    assert_one_line_error(run("sample", "--out", release), str(release), "not empty")
 
 
 def test_validate_reports_counts_and_known_defects(release):
@@ -92,21 +84,21 @@ def test_predict_score_report_and_compare(tmp_path, release, cache_env):
 def test_score_errors_are_one_line_with_exit_2(tmp_path, release, cache_env):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert_user_error(run("score", release, bad, "--split", "val", env=cache_env), str(bad), "not JSON")
-    assert_user_error(run("score", tmp_path / "nowhere", bad, "--split", "val", env=cache_env), "not found")
+    assert_one_line_error(run("score", release, bad, "--split", "val", env=cache_env), str(bad), "not JSON")
+    assert_one_line_error(run("score", tmp_path / "nowhere", bad, "--split", "val", env=cache_env), "not found")
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "predictions": []}))
-    assert_user_error(run("score", release, empty, "--split", "val", env=cache_env), "24 of 24 queries",
-                      "--missing empty")
+    assert_one_line_error(run("score", release, empty, "--split", "val", env=cache_env), "24 of 24 queries",
+                          "--missing empty")
     proc = run("score", release, empty, "--split", "val", "--missing", "empty", "--json", env=cache_env)
     assert proc.returncode == 0 and json.loads(proc.stdout)["groups"]["overall"]["ciou"] == 0.0
-    assert_user_error(run("score", release, empty, "--split", "nosuch", env=cache_env), "nosuch")
-    assert_user_error(run("score", release, empty, "--split", "val", "--protocol", "odd", env=cache_env), "odd")
+    assert_one_line_error(run("score", release, empty, "--split", "nosuch", env=cache_env), "nosuch")
+    assert_one_line_error(run("score", release, empty, "--split", "val", "--protocol", "odd", env=cache_env), "odd")
 
 
 def test_predict_unknown_method_is_a_user_error(tmp_path, release):
-    assert_user_error(run("predict", "--method", "nope", release, "--split", "val", "--out", tmp_path / "p.json"),
-                      "unknown method 'nope'")
+    assert_one_line_error(run("predict", "--method", "nope", release, "--split", "val", "--out", tmp_path / "p.json"),
+                          "unknown method 'nope'")
     assert not (tmp_path / "p.json").exists()
 
 
@@ -114,7 +106,7 @@ def test_demo_runs_end_to_end_and_is_rerunnable(tmp_path, cache_env):
     proc = run("demo", "--out", tmp_path / "demo", "--bootstrap", "100", env=cache_env)
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "demo" / "notes.txt").write_text("mine")
-    assert_user_error(run("demo", "--out", tmp_path / "demo", env=cache_env), "not empty", "--overwrite")
+    assert_one_line_error(run("demo", "--out", tmp_path / "demo", env=cache_env), "not empty", "--overwrite")
     proc = run("demo", "--out", tmp_path / "demo", "--bootstrap", "100", "--overwrite", env=cache_env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"

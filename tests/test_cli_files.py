@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg.sample import write_sample_release
 
@@ -22,14 +23,6 @@ def run(*args, umask=None, env=None, cwd=None):
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def one_line_error(proc, *parts):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +90,7 @@ def test_build_qa_refuses_a_full_folder_and_overwrites_only_its_own_outputs(tmp_
         (out / name).write_text("stale")
     (out / "notes.txt").write_text("mine")
     before = (out / "qa.jsonl").read_text()
-    one_line_error(run(*args, "--mode", "lisa", "--samples", "5"), str(out), "not empty", "--overwrite")
+    assert_one_line_error(run(*args, "--mode", "lisa", "--samples", "5"), str(out), "not empty", "--overwrite")
     assert (out / "qa.jsonl").read_text() == before
     proc = run(*args, "--mode", "lisa", "--samples", "5", "--overwrite")
     assert proc.returncode == 0, proc.stderr
@@ -114,7 +107,7 @@ def test_qa_stats_into_another_folder_follows_the_rule(tmp_path):
     assert run("qa", "stats", qa).returncode == 0
     stats.mkdir()
     (stats / "notes.txt").write_text("mine")
-    one_line_error(run("qa", "stats", qa, "--out", stats), "not empty", "--overwrite")
+    assert_one_line_error(run("qa", "stats", qa, "--out", stats), "not empty", "--overwrite")
     assert not (stats / "stats.json").exists()
     proc = run("qa", "stats", qa, "--out", stats, "--overwrite")
     assert proc.returncode == 0, proc.stderr
@@ -123,8 +116,8 @@ def test_qa_stats_into_another_folder_follows_the_rule(tmp_path):
 
 def test_build_qa_samples_needs_lisa_mode(tmp_path):
     sources = _qa_sources(tmp_path)
-    one_line_error(run("build", "qa", "--source", f"ade20k={sources['ade20k']}", "--out", tmp_path / "qa",
-                       "--samples", "10"), "--samples", "--mode lisa")
+    assert_one_line_error(run("build", "qa", "--source", f"ade20k={sources['ade20k']}", "--out", tmp_path / "qa",
+                          "--samples", "10"), "--samples", "--mode lisa")
     assert not (tmp_path / "qa").exists()
 
 
@@ -136,8 +129,8 @@ def test_score_report_folder_is_refused_when_full_and_replaced_when_overwritten(
     (report / "keep.md").write_text("mine")
     (report / "overlays").mkdir()
     (report / "overlays" / "stale.png").write_text("old")
-    one_line_error(run("score", release, preds, "--report", report, "--bootstrap", "0", env=env), "--report",
-                   "not empty")
+    assert_one_line_error(run("score", release, preds, "--report", report, "--bootstrap", "0", env=env), "--report",
+                          "not empty")
     assert not (tmp_path / "results.json").exists()
     proc = run("score", release, preds, "--report", report, "--bootstrap", "0", "--overwrite", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -149,7 +142,7 @@ def test_sample_overwrite_keeps_foreign_files(tmp_path):
     out = tmp_path / "s"
     assert run("sample", "--out", out).returncode == 0
     (out / "README.txt").write_text("mine")
-    one_line_error(run("sample", "--out", out), "not empty", "--overwrite")
+    assert_one_line_error(run("sample", "--out", out), "not empty", "--overwrite")
     proc = run("sample", "--out", out, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert (out / "README.txt").read_text() == "mine" and (out / "release" / "manifest.json").is_file()
@@ -163,7 +156,7 @@ def test_leaderboard_export_into_the_current_folder_keeps_git(tmp_path):
     (site / ".git").mkdir(parents=True)
     (site / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (site / "CNAME").write_text("board.example.org\n")
-    one_line_error(run("leaderboard", "export", "--db", db, "--out", ".", cwd=site), "not empty", "--overwrite")
+    assert_one_line_error(run("leaderboard", "export", "--db", db, "--out", ".", cwd=site), "not empty", "--overwrite")
     for _ in range(2):  # the second export replaces the first one's files
         proc = run("leaderboard", "export", "--db", db, "--out", ".", "--overwrite", cwd=site)
         assert proc.returncode == 0, proc.stderr
@@ -182,7 +175,7 @@ def test_lisa_init_refuses_a_full_folder_and_writes_readable_files(tmp_path):
     assert run("lisa", "init", "--size", "tiny", "--out", out, umask=0o022, env=env).returncode == 0
     assert mode(out) == 0o755 and mode(out / "config.json") == 0o644   # not a private temp folder's 0700
     (out / "notes.txt").write_text("mine")
-    one_line_error(run("lisa", "init", "--size", "tiny", "--out", out, env=env), "not empty", "--overwrite")
+    assert_one_line_error(run("lisa", "init", "--size", "tiny", "--out", out, env=env), "not empty", "--overwrite")
     proc = run("lisa", "init", "--size", "tiny", "--safetensors", "--out", out, "--overwrite", env=env)
     assert proc.returncode == 0, proc.stderr
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()

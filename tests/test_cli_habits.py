@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg import __version__
 from reasonseg.sample import write_sample_release
@@ -26,16 +27,6 @@ HELP_COMMANDS = [
 
 def run(*args, env=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env or WIDE, timeout=300)
-
-
-def one_line_error(proc, *parts):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +83,17 @@ def test_help_lists_choices_and_reflows_paragraphs():
 
 
 def test_usage_errors_are_one_line_with_exit_2(release):
-    one_line_error(run("score", release, "p.json", "--protocol", "odd"), "--protocol", "'odd'", "lisa",
-                   "reasonseg score -h")
-    one_line_error(run("score"), "Missing argument 'DATA'")
-    one_line_error(run("nosuch"), "No such command 'nosuch'")
-    one_line_error(run("compare", release, "a.json", "b.json", "--empty-union", "maybe"), "--empty-union")
+    assert_one_line_error(run("score", release, "p.json", "--protocol", "odd"), "--protocol", "'odd'", "lisa",
+                          "reasonseg score -h")
+    assert_one_line_error(run("score"), "Missing argument 'DATA'")
+    assert_one_line_error(run("nosuch"), "No such command 'nosuch'")
+    assert_one_line_error(run("compare", release, "a.json", "b.json", "--empty-union", "maybe"), "--empty-union")
 
 
 def test_predict_names_exactly_what_is_missing(release, tmp_path):
-    line = one_line_error(run("predict", release, "--split", "val"), "--method", "--out")
+    line = assert_one_line_error(run("predict", release, "--split", "val"), "--method", "--out")
     assert "DATA" not in line.split("(")[0] and "--split" not in line.split("(")[0]
-    line = one_line_error(run("predict", "--method", "full", "--out", tmp_path / "p.json"), "DATA", "--split")
+    line = assert_one_line_error(run("predict", "--method", "full", "--out", tmp_path / "p.json"), "DATA", "--split")
     assert "--method" not in line.split("(")[0]
     assert not (tmp_path / "p.json").exists()
 
@@ -125,7 +116,7 @@ def test_split_defaults_to_the_predictions_file(release, predictions, env, tmp_p
     folder.mkdir()
     first = sorted((release / "val").glob("*.jpg"))[0]
     cv2.imwrite(str(folder / f"{first.stem}.png"), np.zeros((4, 4), np.uint8))
-    one_line_error(run("score", release, folder, env=env), "--split")
+    assert_one_line_error(run("score", release, folder, env=env), "--split")
 
 
 def test_compare_prints_metric_names_and_the_p_value_floor(release, predictions, env):
@@ -146,8 +137,8 @@ def test_compare_prints_metric_names_and_the_p_value_floor(release, predictions,
 
 def test_a_mistyped_path_and_a_folder_above_the_release_get_suggestions(release, tmp_path):
     typo = release.parent / "relaese"
-    one_line_error(run("validate", typo), "not found", f"did you mean {release}?")
-    one_line_error(run("score", release.parent, "p.json", "--split", "val"), f"did you mean {release}?")
+    assert_one_line_error(run("validate", typo), "not found", f"did you mean {release}?")
+    assert_one_line_error(run("score", release.parent, "p.json", "--split", "val"), f"did you mean {release}?")
 
 
 # --------------------------------------------------------------------------------------- untrusted text, no markup
@@ -177,7 +168,7 @@ def test_markup_in_a_folder_name_prints_as_written(release, tmp_path, env):
     assert proc.returncode == 0, proc.stderr
     assert str(folder) in proc.stdout
     proc = run("validate", tmp_path / "missing [/x]", env=env)
-    one_line_error(proc, "missing [/x]")
+    assert_one_line_error(proc, "missing [/x]")
 
 
 def test_markup_in_a_predictions_error_prints_as_written(release, tmp_path, env):
@@ -185,4 +176,4 @@ def test_markup_in_a_predictions_error_prints_as_written(release, tmp_path, env)
     bad.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "split": "val",
                                "predictions": [{"id": "[/x]", "text_index": 0, "mask": {"size": [1, 1],
                                                                                         "counts": "1"}}]}))
-    one_line_error(run("score", release, bad, env=env), "[x] bad [b].json", "[/x]")
+    assert_one_line_error(run("score", release, bad, env=env), "[x] bad [b].json", "[/x]")

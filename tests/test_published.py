@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg.builders.publish import parquet_name, publish_release
 from reasonseg.dataset import load_split, release_root
@@ -31,14 +32,6 @@ COUNTS = {"train": 4, "val": 4, "test": 5}  # holds a cp1252 annotation (val) an
 
 def run(*args, env=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env)
-
-
-def one_line_error(proc, *parts):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 def _numbers(proc) -> tuple:
@@ -81,8 +74,8 @@ def test_export_release_is_byte_identical(forms, tmp_path):
     assert any(b"na\xefve" in data for data in original.values())
 
     again = run("export-release", hub, "--out", tmp_path / "back")
-    one_line_error(again, "not empty", "--overwrite")
-    one_line_error(run("export-release", release, "--out", tmp_path / "x"), "not a published ReasonSeg folder")
+    assert_one_line_error(again, "not empty", "--overwrite")
+    assert_one_line_error(run("export-release", release, "--out", tmp_path / "x"), "not a published ReasonSeg folder")
     assert not (tmp_path / "x").exists()
 
 
@@ -149,8 +142,8 @@ def test_a_hub_dataset_in_the_local_cache_is_read_without_download(forms, tmp_pa
     proc = run("export-release", "hf://datasets/someone/reasonseg", "--out", tmp_path / "back", env=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "back" / "val").is_dir()
-    one_line_error(run("score", "nobody/absent", predictions["test"], "--split", "test", env=env),
-                   "nobody/absent", "local Hugging Face cache", "hf download")
+    assert_one_line_error(run("score", "nobody/absent", predictions["test"], "--split", "test", env=env),
+                          "nobody/absent", "local Hugging Face cache", "hf download")
 
 
 def _hostile(hub: Path, tmp_path: Path, split: str, change) -> Path:
@@ -200,8 +193,8 @@ def test_a_file_that_is_not_parquet_is_one_line(forms, tmp_path):
     shutil.copytree(hub, bad)
     (bad / parquet_name("val")).write_bytes(b"PAR1 not really")
     env = {**os.environ, "REASONSEG_CACHE": str(tmp_path / "cache")}
-    one_line_error(run("score", bad, predictions["val"], "--split", "val", env=env), "not a readable Parquet file",
-                   "validation-00000-of-00001.parquet")
+    assert_one_line_error(run("score", bad, predictions["val"], "--split", "val", env=env),
+                          "not a readable Parquet file", "validation-00000-of-00001.parquet")
 
 
 def test_without_pyarrow_the_published_form_asks_for_the_hub_extra(forms, tmp_path):
@@ -213,7 +206,7 @@ def test_without_pyarrow_the_published_form_asks_for_the_hub_extra(forms, tmp_pa
     env = {**os.environ, "REASONSEG_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-c", code, "score", str(hub), str(predictions["val"]), "--split", "val"],
                           capture_output=True, text=True, env=env)
-    one_line_error(proc, "pip install 'reasonseg[hub]'", "pyarrow")
+    assert_one_line_error(proc, "pip install 'reasonseg[hub]'", "pyarrow")
     proc = subprocess.run([sys.executable, "-c", code, "score", str(release), str(predictions["val"]), "--split",
                            "val", "--bootstrap", "0"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr  # the folder form scores without pyarrow

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg.builders.publish import PublishWarning, parquet_name, publish_release
 from reasonseg.builders.release.importer import import_release
@@ -28,14 +29,6 @@ COUNTS = {"train": 4, "val": 3, "test": 3}
 
 def run(*args, env=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env)
-
-
-def one_line_error(proc, *parts):
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +288,7 @@ def test_push_token_comes_from_hf_auth_login(published, tmp_path):
                HF_HUB_DISABLE_TELEMETRY="1")
     try:
         proc = run("publish", release, "--out", tmp_path / "hub", "--repo-id", "me/rs", "--push", env=env)
-        one_line_error(proc, "hf auth login", "HF_TOKEN")
+        assert_one_line_error(proc, "hf auth login", "HF_TOKEN")
         assert not (tmp_path / "hub").exists() and not seen
         (tmp_path / "hf").mkdir()
         (tmp_path / "hf" / "token").write_text("hf_stored_by_login")  # where `hf auth login` keeps it
@@ -321,13 +314,13 @@ def test_cli_build_publish_and_errors(tmp_path):
 
     again = run("build", "reasonseg", "--openimages", oi, "--scannet", sn, "--manifest", manifest,
                 "--out", tmp_path / "rel")
-    one_line_error(again, "not empty", "--overwrite")
+    assert_one_line_error(again, "not empty", "--overwrite")
 
     bad = tmp_path / "bad.jsonl"
     lines = manifest.read_text().splitlines()
     bad.write_text("\n".join([lines[0], '{"source": "coco", "texts": ["x"]}', lines[1]]) + "\n")
     proc = run("build", "reasonseg", "--openimages", oi, "--manifest", bad, "--out", tmp_path / "bad")
-    one_line_error(proc, "line 2", "unknown source", "--keep-going")
+    assert_one_line_error(proc, "line 2", "unknown source", "--keep-going")
     assert not (tmp_path / "bad").exists()
     proc = run("build", "reasonseg", "--openimages", oi, "--manifest", bad, "--out", tmp_path / "bad",
                "--keep-going")
@@ -339,7 +332,7 @@ def test_cli_build_publish_and_errors(tmp_path):
            if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
     env["HF_HOME"] = str(tmp_path / "hf-home")  # no token stored by `hf auth login` either
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub", "--repo-id", "me/rs", "--push", env=env)
-    one_line_error(proc, "HF_TOKEN")
+    assert_one_line_error(proc, "HF_TOKEN")
     assert not (tmp_path / "hub").exists()
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub")
     assert proc.returncode == 0, proc.stderr
@@ -348,8 +341,8 @@ def test_cli_build_publish_and_errors(tmp_path):
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub-oi", "--exclude-source", "scannet")
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
     assert "left out: scannet" in proc.stdout
-    one_line_error(run("publish", tmp_path / "rel", "--out", tmp_path / "hub-x", "--exclude-source", "coco"),
-                   "--exclude-source 'coco'", "no row comes from it")
+    assert_one_line_error(run("publish", tmp_path / "rel", "--out", tmp_path / "hub-x", "--exclude-source", "coco"),
+                          "--exclude-source 'coco'", "no row comes from it")
 
     proc = run("build", "reasonseg", "--from-release", tmp_path / "rel", "--out", tmp_path / "imported")
     assert proc.returncode == 0, proc.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from measured_cli import run_measured
 from upload_helpers import header_only_png, many_predictions, nested_json, predictions_doc, zero_png
 
@@ -36,15 +37,6 @@ def run(tmp_path: Path, *args: str):
     return result, result.seconds, result.peak_rss_mb * MIB
 
 
-def user_error(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
 def score(tmp_path, release, predictions: Path, *extra: str):
     return run(tmp_path, "score", str(release), str(predictions), "--split", "val", "--bootstrap", "0", *extra)
 
@@ -58,7 +50,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 @pytest.mark.parametrize("key", ["predictions", "padding"])
 def test_deeply_nested_json(tmp_path, release, key):
     result, seconds, peak = score(tmp_path, release, write(tmp_path, "deep.json", nested_json(200_000, key)))
-    user_error(result, "deep.json", "nested too deeply")
+    assert_one_line_error(result, "deep.json", "nested too deeply")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
@@ -67,14 +59,14 @@ def test_rle_counts_over_2_63(tmp_path, release, val):
     doc = predictions_doc([{"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width],
                                                                  "counts": [0, 2**63, 1]}}])
     result, _, _ = score(tmp_path, release, write(tmp_path, "counts.json", doc))
-    user_error(result, "counts.json", repr(s.id), "oversized run")
+    assert_one_line_error(result, "counts.json", repr(s.id), "oversized run")
 
 
 def test_text_index_over_2_63(tmp_path, release, val):
     s = val[0]
     doc = predictions_doc([{"id": s.id, "text_index": 2**64, "mask": encode_rle(np.zeros((s.height, s.width)))}])
     result, _, _ = score(tmp_path, release, write(tmp_path, "ids.json", doc))
-    user_error(result, "ids.json", f"text_index {2**64}")
+    assert_one_line_error(result, "ids.json", f"text_index {2**64}")
 
 
 def test_png_header_over_179_megapixels(tmp_path, release, val):
@@ -82,7 +74,7 @@ def test_png_header_over_179_megapixels(tmp_path, release, val):
     folder.mkdir()
     (folder / png_name(val[0].id, 0)).write_bytes(header_only_png(20_000, 10_000))
     result, seconds, peak = score(tmp_path, release, folder)
-    user_error(result, "20000x10000", "pixel limit")
+    assert_one_line_error(result, "20000x10000", "pixel limit")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
@@ -93,17 +85,17 @@ def test_16_bit_rgba_8192_png_is_refused_from_its_header(tmp_path, release, val)
     (folder / png_name(val[0].id, 0)).write_bytes(zero_png(8192, 8192, bit_depth=16, colour_type=6))
     result, seconds, peak = run(tmp_path, "submit", str(folder), "--server", "http://127.0.0.1:1", "--token", "t",
                                 "--split", "val", "--method", "m")
-    user_error(result, "8192x8192", "4 channel(s) of 16 bits", "byte limit")
+    assert_one_line_error(result, "8192x8192", "4 channel(s) of 16 bits", "byte limit")
     assert seconds < SECONDS and peak < PEAK_MEMORY
     result, seconds, peak = score(tmp_path, release, folder)     # against the split: the size is wrong first
-    user_error(result, "mask size 8192x8192")
+    assert_one_line_error(result, "mask size 8192x8192")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
 def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(tmp_path, release):
     path = write(tmp_path, "flood.json", many_predictions(1_000_000))
     result, seconds, peak = score(tmp_path, release, path)
-    user_error(result, "flood.json", "JSON objects")
+    assert_one_line_error(result, "flood.json", "JSON objects")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
@@ -111,11 +103,11 @@ def test_without_split_the_named_split_bounds_the_read(tmp_path, release):
     """`score` without --split takes the split from the file's header, then reads against that split's bounds."""
     path = write(tmp_path, "flood.json", many_predictions(1_000_000))
     result, seconds, peak = run(tmp_path, "score", str(release), str(path), "--bootstrap", "0")
-    user_error(result, "flood.json", "JSON objects")
+    assert_one_line_error(result, "flood.json", "JSON objects")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
 def test_coco_list_with_huge_image_ids(tmp_path, release):
     entries = [{"image_id": 2**64 + n, "segmentation": {"size": [4, 4], "counts": "04"}} for n in range(3)]
     result, _, _ = score(tmp_path, release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
-    user_error(result, "coco.json", "not in split 'val'", str(2**64))
+    assert_one_line_error(result, "coco.json", "not in split 'val'", str(2**64))

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import write_release
+from helpers import assert_one_line_error, write_release
 from PIL import Image
 
 from reasonseg.dataset import load_split
@@ -27,14 +27,6 @@ EXE = str(Path(sys.executable).with_name("reasonseg"))
 
 def run(*args, env):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env)
-
-
-def assert_user_error(proc, *parts):
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +92,7 @@ def test_table_latex_escapes_and_spans_columns(scored, env, tmp_path):
     assert r"\multicolumn{2}{c}{val}" in text and r"\textit{reported in the paper}" in text
     body = [line for line in text.splitlines() if line.endswith(r"\\") and "&" in line and "multicolumn" not in line]
     assert len(body) == 2 + 15 + 1 and all(len(re.findall(r"(?<!\\)&", line)) == 2 for line in body)
-    assert_user_error(run("table", tmp_path / "nope.json", env=env), "nope.json")
+    assert_one_line_error(run("table", tmp_path / "nope.json", env=env), "nope.json")
 
 
 def test_compare_and_report_refuse_results_of_other_data(scored, env, tmp_path):
@@ -114,14 +106,14 @@ def test_compare_and_report_refuse_results_of_other_data(scored, env, tmp_path):
                                                                            b'"is_sentence": false'))
     theirs = json.loads(paths["good"].read_text())["dataset"]["annotations_sha256"]
     proc = run("compare", other, paths["good"], paths["poor_&_co"], "--split", "val", env=env)
-    assert_user_error(proc, "different data", theirs, "--allow-different-data")
+    assert_one_line_error(proc, "different data", theirs, "--allow-different-data")
     line = proc.stderr.strip()
     assert line.count("sha256:") == 2                     # both hashes named
     proc = run("compare", other, paths["good"], paths["poor_&_co"], "--split", "val", "--json",
                "--allow-different-data", "--bootstrap", "50", "--permutations", "50", env=env)
     assert proc.returncode == 0 and "different data" in proc.stderr
     assert json.loads(proc.stdout)["differences"][0]["delta"] < 0
-    assert_user_error(run("report", other, *paths.values(), "--out", tmp_path / "rep", env=env), theirs)
+    assert_one_line_error(run("report", other, *paths.values(), "--out", tmp_path / "rep", env=env), theirs)
     assert not (tmp_path / "rep").exists()                # nothing half-written
     proc = run("report", other, *paths.values(), "--out", tmp_path / "rep2", "--allow-different-data",
                "--resamples", "50", env=env)
@@ -152,10 +144,10 @@ def test_a_swapped_size_gets_the_right_hint(tmp_path, env, exif_rotated):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((w, h), np.uint8))      # height and width swapped
     proc = run("score", release, folder, "--split", "val", env=env)
-    assert_user_error(proc, "'a'", f"mask size {w}x{h}", "EXIF" if exif_rotated else "transposed")
+    assert_one_line_error(proc, "'a'", f"mask size {w}x{h}", "EXIF" if exif_rotated else "transposed")
     assert "resize the mask" not in proc.stderr
     cv2.imwrite(str(folder / "a.png"), np.zeros((h + 1, w), np.uint8))  # a plain size mismatch
-    assert_user_error(run("score", release, folder, "--split", "val", env=env), "resize the mask to it")
+    assert_one_line_error(run("score", release, folder, "--split", "val", env=env), "resize the mask to it")
 
 
 def test_coco_results_lists_are_read_with_image_id_as_sample_id(tmp_path, env):
@@ -170,7 +162,7 @@ def test_coco_results_lists_are_read_with_image_id_as_sample_id(tmp_path, env):
     assert json.loads(proc.stdout)["groups"]["overall"]["giou"] == pytest.approx(1.0, abs=1e-4)
     coco.write_text(json.dumps([{"image_id": "a", "segmentation": encode_rle(mask)},
                                 {"image_id": "a", "segmentation": encode_rle(mask)}]))
-    assert_user_error(run("score", release, coco, "--split", "val", env=env), "duplicate")
+    assert_one_line_error(run("score", release, coco, "--split", "val", env=env), "duplicate")
 
 
 def test_score_notes_unscored_texts_and_degenerate_predictions(tmp_path, env):
