@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import DatasetError
+from ..outputs import staged_output_dir
 from .release import Drawn, background, draw_object, polygon_of
 
 OBJECTS_PER_SCENE = 3
@@ -138,24 +137,11 @@ def write_grounding_release(out: str | os.PathLike, scenes: dict[str, int], *, s
     scenes = check_scenes(scenes)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise DatasetError(f"the seed must be a non-negative integer, got {seed!r}", field="--seed")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError("output folder already exists and is not empty", path=str(out),
-                           hint="choose a new folder, or remove this one first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
-    try:
+    with staged_output_dir(out, overwrite=False, outputs=(), error=DatasetError) as tmp:
         index = _write_tree(tmp, seed, scenes, side)
         (tmp / SCENES_FILE).write_text(json.dumps(index, indent=0) + "\n", encoding="utf-8")
         write_manifest(tmp, name=NAME, version="1", sources={"synthetic": f"reasonseg.sample.grounding, seed {seed}"})
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def read_scenes(root: str | os.PathLike, split: str) -> list[list[str]]:

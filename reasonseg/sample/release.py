@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +45,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
+from ..outputs import check_output_dir, staged_output_dir
 
 SPLITS = ("train", "val", "test")
 DEFAULT_COUNTS = {"train": 24, "val": 24, "test": 36}
@@ -432,26 +431,14 @@ def write_sample_release(out: str | os.PathLike, *, seed: int = 0, counts: dict[
     the explanatory file is written only with train). `size=(height, width)` gives every image that size; by
     default each image takes one of `SIZES`. Raises `DatasetError` if `out` exists and is not an empty folder.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError("output folder already exists and is not empty", path=str(out),
-                           hint="choose a new folder, or remove this one first")
+    out = check_output_dir(out, overwrite=False, error=DatasetError)
     if size is not None:
         if len(size) != 2 or any(not isinstance(s, int) or s < MIN_SIDE for s in size):
             raise ValueError(f"size must be (height, width) ints of at least {MIN_SIDE}, got {size!r}")
         size = (int(size[0]), int(size[1]))
     ids = sample_ids(seed, counts)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to `out` and rename at the end, so a crash never leaves a half-written release behind.
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
-    try:
+    # Built in a temporary folder and moved into place at the end: a crash never leaves a half-written release.
+    with staged_output_dir(out, overwrite=False, outputs=(), error=DatasetError) as tmp:
         _write_tree(tmp, seed, ids, size)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
