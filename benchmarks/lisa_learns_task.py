@@ -15,10 +15,17 @@ Measured on val (true queries, teacher-forced `[SEG].` as `lisa eval` predicts),
    object beats its IoU with both other objects (target: >= 70 %; chance 33 %). Also reported: the mean IoU between
    the masks predicted for different queries on one image (1.0 = the query changes nothing).
 
+Training data (`--data`): `fixed` (default) trains each arm from a fixed QA set that `prepare` builds once with
+`reasonseg build qa --mode exhaustive` (every train sample once, its texts and templates drawn once, repeated every
+epoch; the control arm's set is built from the shuffled release); `fresh` reads the release as `data.reasonseg`, so
+texts and templates are drawn anew every time a sample is seen (the reference's way; with it this tiny random model's
+prompt stays the same for every query, see docs/lisa.md).
+
 Usage (the work folder must be outside the repository; the arms run as two processes, one torch thread each):
 
-    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --minutes 30 \\
-        --png docs/img/lisa_learns_task.png --json docs/lisa_learns_task.json
+    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --train-scenes 400 --steps 1800 \\
+        --val-every 300 --minutes 14 --png docs/img/lisa_learns_task.png \\
+        --json benchmarks/results/lisa_learns_task.json
 
 Subcommands: `prepare` (data + start model), `train --arm real|control`, `report` (curves PNG + JSON); `all` runs
 them in order with both arms in parallel.
@@ -75,6 +82,14 @@ def shuffled_copy(release: Path, out: Path, seed: int) -> None:
                    sources={"control": "train texts shuffled across samples"})
 
 
+def build_fixed_qa(release: Path, out: Path, seed: int) -> None:
+    """The fixed training set of one arm, built by the product CLI: every train sample once, its texts and templates
+    drawn once (`build qa --mode exhaustive`), repeated unchanged every epoch."""
+    cli = Path(sys.executable).parent / "reasonseg"
+    subprocess.run([str(cli), "build", "qa", "--source", f"reason_seg={release}", "--mode", "exhaustive",
+                    "--out", str(out), "--seed", str(seed)], check=True)
+
+
 def prepare(args) -> None:
     from reasonseg.lisa.checkpoint import init_release
     from reasonseg.sample.grounding import write_grounding_release
@@ -84,6 +99,8 @@ def prepare(args) -> None:
     release = write_grounding_release(work / "release", {"train": args.train_scenes, "val": args.val_scenes},
                                       seed=args.seed)
     shuffled_copy(release, work / "release-shuffled", args.seed)
+    for arm in ARMS:
+        build_fixed_qa(work / ("release" if arm == "real" else "release-shuffled"), work / f"qa-{arm}", args.seed)
     init_release(work / "start-model", "tiny", "v1", seed=args.seed)
     (work / "recipe.json").write_text(json.dumps(recipe(args), indent=1) + "\n", encoding="utf-8")
     print(f"prepared {work}", flush=True)
@@ -99,8 +116,12 @@ def train_arm(args) -> None:
     torch.set_num_threads(1)
     work = Path(args.work)
     doc = json.loads((work / "recipe.json").read_text(encoding="utf-8"))
-    doc["data"] = {"reasonseg": str(work / ("release" if args.arm == "real" else "release-shuffled")),
-                   "reasonseg_split": "train", "val": str(work / "release"), "val_split": "val"}
+    if args.data == "fixed":
+        train_data = {"qa": str(work / f"qa-{args.arm}")}
+    else:  # fresh draws, the reference's way: each sample's texts and templates drawn anew every time it is seen
+        train_data = {"reasonseg": str(work / ("release" if args.arm == "real" else "release-shuffled")),
+                      "reasonseg_split": "train"}
+    doc["data"] = {**train_data, "val": str(work / "release"), "val_split": "val"}
     doc["out"] = str(work / f"run-{args.arm}")
     config_path = work / f"{args.arm}.yaml"
     import yaml
@@ -227,7 +248,7 @@ def report(args) -> dict:
         "same_image_prediction_iou": {arm: s["same_image_prediction_iou"] for arm, s in summaries.items()},
         "targets": TARGETS, "steps": {arm: s["steps"] for arm, s in summaries.items()},
         "train_wall_minutes": {arm: round(s["train_wall_s"] / 60, 1) for arm, s in summaries.items()},
-        "recipe": json.loads((work / "recipe.json").read_text()),
+        "recipe": json.loads((work / "recipe.json").read_text()), "data_path": args.data,
         "data": {"train_scenes": len(scenes["train"]), "val_scenes": len(scenes["val"]), "objects_per_scene": 3},
         "machine": args.machine, "commit": args.commit,
     }
@@ -260,7 +281,7 @@ def report(args) -> dict:
 
 def run_all(args) -> None:
     prepare(args)
-    script = [sys.executable, __file__, "train", "--work", args.work]
+    script = [sys.executable, __file__, "train", "--work", args.work, "--data", args.data]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([*script, "--arm", arm], env=env) for arm in ARMS]
     codes = [p.wait() for p in procs]
@@ -274,6 +295,9 @@ def main() -> None:
     parser.add_argument("command", choices=("prepare", "train", "report", "all"))
     parser.add_argument("--work", required=True, help="work folder (outside the repository)")
     parser.add_argument("--arm", choices=ARMS, help="train: which arm")
+    parser.add_argument("--data", choices=("fixed", "fresh"), default="fixed",
+                        help="train: a fixed QA set built once by `reasonseg build qa` (default), or fresh draws of "
+                             "texts and templates every time a sample is seen (the reference's way; see docs/lisa.md)")
     parser.add_argument("--train-scenes", type=int, default=1000)
     parser.add_argument("--val-scenes", type=int, default=200)
     parser.add_argument("--steps", type=int, default=2400, help="optimizer steps (the LR schedule spans them)")
