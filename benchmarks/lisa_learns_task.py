@@ -23,8 +23,8 @@ prompt stays the same for every query, see docs/lisa.md).
 
 Usage (the work folder must be outside the repository; the arms run as two processes, one torch thread each):
 
-    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --train-scenes 400 --steps 1800 \\
-        --val-every 300 --minutes 14 --png docs/img/lisa_learns_task.png \\
+    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --train-scenes 400 --steps 2600 \\
+        --val-every 400 --minutes 12.5 --png docs/img/lisa_learns_task.png \\
         --json benchmarks/results/lisa_learns_task.json
 
 Subcommands: `prepare` (data + start model), `train --arm real|control`, `report` (curves PNG + JSON); `all` runs
