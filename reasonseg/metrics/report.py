@@ -124,18 +124,26 @@ def format_metric(row: dict | None, metric: str, with_ci: bool = True) -> str:
 TABLE1_COLUMNS = (("val", "overall"), ("test", "short"), ("test", "long"), ("test", "overall"))
 
 
+def table1_columns(results: dict[str, dict[str, dict]]) -> list[tuple[str, str]]:
+    """The (split, group) columns of Table 1 that `results` (method → split → document) can fill: the paper's,
+    less the splits nobody scored, then any other split's overall."""
+    splits = {split for by_split in results.values() for split in by_split}
+    columns = [(split, group) for split, group in TABLE1_COLUMNS if split in splits]
+    return columns + [(split, "overall") for split in sorted(splits - {"val", "test"})]
+
+
+def column_title(split: str, group: str) -> str:
+    return split if group == "overall" and split != "test" else f"{split} {group}"
+
+
 def table1(results: dict[str, dict[str, dict]], with_ci: bool = True) -> tuple[list[str], list[list[str]]]:
     """The paper's Table 1 layout: one row per method; cells are "gIoU / cIoU" (×100) for val and test
     short / long / overall, with the two CIs on a second line when asked.
 
     `results` maps method → split → results document. Columns of splits nobody scored are left out.
     """
-    columns = [(split, group) for split, group in TABLE1_COLUMNS
-               if any(split in by_split for by_split in results.values())]
-    extra = sorted({split for by_split in results.values() for split in by_split} - {"val", "test"})
-    columns += [(split, "overall") for split in extra]
-    header = ["method"] + [split if group == "overall" and split != "test" else f"{split} {group}"
-                           for split, group in columns]
+    columns = table1_columns(results)
+    header = ["method"] + [column_title(split, group) for split, group in columns]
     rows = []
     for method, by_split in results.items():
         row = [method]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ResultsError
-from .report import TABLE1_COLUMNS, format_metric
+from .report import column_title, format_metric, table1_columns
 
 FORMATS = ("csv", "markdown", "latex")
 METRICS = (("giou", "gIoU"), ("ciou", "cIoU"))
@@ -25,8 +25,7 @@ class Table:
     reported: list[list[str]]           # the paper's rows, same shape
 
     def column_titles(self) -> list[str]:
-        return [split if group == "overall" and split != "test" else f"{split} {group}"
-                for split, group in self.columns]
+        return [column_title(split, group) for split, group in self.columns]
 
 
 def _cells(groups_by_split: dict[str, dict], columns, with_ci: bool) -> list[str]:
@@ -42,9 +41,7 @@ def table1_data(results: dict[str, dict[str, dict]], with_ci: bool = False, repo
     """`results` maps a method label to split → results document (see `comparison.load_entries`)."""
     if not results:
         raise ResultsError("no results to tabulate")
-    splits = {split for by_split in results.values() for split in by_split}
-    columns = [(split, group) for split, group in TABLE1_COLUMNS if split in splits]
-    columns += [(split, "overall") for split in sorted(splits - {"val", "test"})]
+    columns = table1_columns(results)
     measured = [[method, *_cells({s: d.get("groups", {}) for s, d in by_split.items()}, columns, with_ci)]
                 for method, by_split in results.items()]
     paper = []
