@@ -109,10 +109,11 @@ def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
     path = Path(path)
     if path.is_dir():
         return _read_png_folder(path, limits, index)
-    return parse_predictions_bytes(_file_bytes(path, limits), str(path), limits, index)
+    return parse_predictions_bytes(_checked_file(path, limits).read_bytes(), str(path), limits, index)
 
 
-def _file_bytes(path: Path, limits: Limits) -> bytes:
+def _checked_file(path: Path, limits: Limits) -> Path:
+    """`path`, once it is known to exist, to be non-empty and to be within the size limit."""
     if not path.exists():
         raise SubmissionError("predictions not found", path=str(path))
     size = path.stat().st_size
@@ -121,7 +122,7 @@ def _file_bytes(path: Path, limits: Limits) -> bytes:
     if size > limits.max_file_bytes:
         raise SubmissionError(f"predictions file is {size} bytes, over the {limits.max_file_bytes} byte limit",
                               path=str(path), hint="use JSON RLE, which is far smaller than PNGs")
-    return path.read_bytes()
+    return path
 
 
 def named_split(path: str | os.PathLike, limits: Limits = Limits()) -> str | None:
@@ -130,10 +131,23 @@ def named_split(path: str | os.PathLike, limits: Limits = Limits()) -> str | Non
     path = Path(path)
     if path.is_dir():
         return None
-    raw = _file_bytes(path, limits)
-    if zipfile.is_zipfile(io.BytesIO(raw)):
+    with open(_checked_file(path, limits), "rb") as fh:
+        head = fh.read(_HEADER_PEEK)
+    if head.startswith(b"PK"):                  # a zip of PNGs
         return None
-    doc = _JsonText(raw.decode("utf-8", errors="replace"), str(path))
+    try:    # our writer puts "split" before the predictions: the file's first bytes are enough
+        return _header_split(head.decode("utf-8", errors="replace"), str(path))
+    except SubmissionError:
+        if len(head) < _HEADER_PEEK:
+            raise
+    return _header_split(path.read_bytes().decode("utf-8", errors="replace"), str(path))
+
+
+_HEADER_PEEK = 1 << 16
+
+
+def _header_split(text: str, where: str) -> str | None:
+    doc = _JsonText(text, where)
     if not doc.take("{"):
         return None
     for key in doc.members():

@@ -626,3 +626,22 @@ def test_unknown_protocol_and_missing_policy(tmp_path, gt):
     preds = preds_file(tmp_path, full_masks(LISA_KEYS))
     expect_error(lambda: match_predictions(gt, preds, "coco"), "unknown protocol 'coco'")
     expect_error(lambda: match_predictions(gt, preds, missing="zero"), "unknown missing policy 'zero'")
+
+
+def test_named_split_reads_the_header_wherever_it_stands(tmp_path):
+    from reasonseg.submission import named_split
+
+    entry = {"id": "x", "mask": {"size": [4, 4], "counts": "04"}}
+    many = [entry] * 5000                                   # well past the first 64 KiB
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "split": "val",
+                                 "predictions": many}))
+    last = tmp_path / "last.json"
+    last.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "predictions": many,
+                                "split": "validation"}))
+    unnamed = tmp_path / "unnamed.json"
+    unnamed.write_text(json.dumps({"format": "reasonseg-predictions", "version": 1, "predictions": many}))
+    assert last.stat().st_size > 1 << 16
+    assert named_split(first) == "val" and named_split(last) == "validation" and named_split(unnamed) is None
+    with pytest.raises(SubmissionError, match="not found"):
+        named_split(tmp_path / "absent.json")
