@@ -363,16 +363,6 @@ def _unique_name(entry: Entry, taken: set[str]) -> str:
 RELEASE_OUTPUTS = ("train", "val", "test", "explanatory", MANIFEST, REPORT_JSON, REPORT_TEXT, "import_report.*")
 
 
-def _fresh_dir(out: Path, overwrite: bool) -> None:
-    check_output_dir(out, overwrite, error=BuildError)
-
-
-def _place(tmp: Path, out: Path, outputs: tuple[str, ...] = RELEASE_OUTPUTS) -> None:
-    """Move the finished build into place; `out`'s previous outputs are replaced only after the new ones are
-    complete, and nothing else in `out` is touched."""
-    place(tmp, out, outputs)
-
-
 def temp_dir_beside(out: Path, kind: str = "build") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -485,7 +475,7 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
     temporary SQLite index, and records, report lists and checksums are spooled to a work folder.
     """
     manifest, out = Path(manifest), Path(out)
-    _fresh_dir(out, overwrite)
+    check_output_dir(out, overwrite, error=BuildError)
     try:
         manifest_digest = sha256_file(manifest)
     except OSError as exc:
@@ -537,7 +527,7 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
             raise BuildError("the instruction manifest changed while the build was reading it", path=str(manifest),
                              hint="build again once it is no longer being edited")
         summary = report.write(tmp, manifest_digest, work)
-        _place(tmp, out)
+        place(tmp, out, RELEASE_OUTPUTS)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -103,12 +103,14 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
                      min_instances: int = 2, max_instances: int = 20, overwrite: bool = False) -> dict:
     import cv2
 
-    from .build import _fresh_dir, _place, temp_dir_beside
+    from ...errors import BuildError
+    from ...outputs import check_output_dir, place
+    from .build import temp_dir_beside
     from .openimages import decode_mask, fit_mask, mask_location, read_location_bytes
     from .scannet import read_label_png
 
     out = Path(out)
-    _fresh_dir(out, overwrite)
+    check_output_dir(out, overwrite, error=BuildError)
     pool = []
     if openimages is not None:
         pool += [("openimages", *p) for p in _openimages_pool(openimages, split, min_instances, max_instances)]
@@ -158,7 +160,7 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
                          f"<b>{html.escape(key)}</b><br>{legend}</figcaption></figure>")
         atomic_write_text(tmp / "worksheet.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         atomic_write_text(tmp / "index.html", _index(cards))
-        _place(tmp, out, ("worksheet.jsonl", "index.html", "sheets"))
+        place(tmp, out, ("worksheet.jsonl", "index.html", "sheets"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,8 +27,9 @@ from ...dataset import (
     write_manifest,
 )
 from ...errors import BuildError, DatasetError
+from ...outputs import check_output_dir, place
 from ...schema import SPLITS
-from .build import _fresh_dir, _place, temp_dir_beside
+from .build import RELEASE_OUTPUTS, temp_dir_beside
 
 IMPORT_REPORT = "import_report.json"
 IMPORT_TEXT = "import_report.txt"
@@ -52,7 +53,7 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
     if not src.is_dir() or not any((src / s).is_dir() for s in SPLITS):
         raise BuildError("not a ReasonSeg release: no train/, val/ or test/ folder", path=str(src),
                          hint="point --from-release at the folder that holds the split folders")
-    _fresh_dir(out, overwrite)
+    check_output_dir(out, overwrite, error=BuildError)
     defects: list[dict] = []
     counts: dict[str, dict] = {}
     sample_sources: dict[str, str] = {}
@@ -133,7 +134,7 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
         report = {"format": "reasonseg-import-report", "version": 1, "counts": counts, "defects": defects}
         atomic_write_text(tmp / IMPORT_REPORT, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
         atomic_write_text(tmp / IMPORT_TEXT, import_text(report))
-        _place(tmp, out)
+        place(tmp, out, RELEASE_OUTPUTS)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,13 +20,13 @@ import numpy as np
 
 from ...dataset import atomic_write_text, write_manifest
 from ...errors import BuildError, ReasonSegError
+from ...outputs import check_output_dir, place
 from .build import (
+    RELEASE_OUTPUTS,
     SOURCE_NOTES,
     Entry,
     Problem,
     Resolver,
-    _fresh_dir,
-    _place,
     _unique_name,
     assign_splits,
     build_report,
@@ -103,7 +103,7 @@ def naive_build(manifest: str | os.PathLike, out: str | os.PathLike, *,
                 overwrite: bool = False) -> dict:
     """Build the release at `out` the naive way; return its report (a dict, all in memory)."""
     manifest, out = Path(manifest), Path(out)
-    _fresh_dir(out, overwrite)
+    check_output_dir(out, overwrite, error=BuildError)
     entries: list[Entry] = []
     problems: list[Problem] = []
 
@@ -164,7 +164,7 @@ def naive_build(manifest: str | os.PathLike, out: str | os.PathLike, *,
                        sample_sources={f"{r['split']}/{r['name']}": r["source"] for r in records})
         report = build_report(records, sorted(problems, key=lambda p: (p.line or 0, p.message)), manifest)
         write_report(tmp, report)
-        _place(tmp, out)
+        place(tmp, out, RELEASE_OUTPUTS)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
