@@ -81,7 +81,7 @@ def _numeric_points(points) -> tuple[tuple[float, float], ...] | None:
     xy = array[:, :2].astype(np.float64)
     if not (np.abs(xy) <= 2**30).all():     # NaN fails this too
         return None
-    return tuple(map(tuple, xy.tolist()))
+    return tuple(zip(xy[:, 0].tolist(), xy[:, 1].tolist(), strict=True))     # zip makes the pairs in C
 
 
 def parse_shapes(data: dict, path: Path, sample_id: str) -> tuple[Shape, ...]:

@@ -9,6 +9,7 @@ OpenCV is imported lazily: scoring from a warm ground-truth cache never needs it
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 
@@ -40,9 +41,11 @@ def scratch(name: str, nbytes: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- rasterization
 
-def _int_points(points: Sequence[Sequence[float]]) -> np.ndarray:
+def _int_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
     # The reference casts with np.array(points, dtype=np.int32): truncation toward zero, not rounding.
-    return np.array(points, dtype=np.float64).reshape(-1, 2).astype(np.int32)
+    # (fromiter over the flattened pairs reads a tuple of pairs about twice as fast as np.array does)
+    flat = np.fromiter(itertools.chain.from_iterable(points), np.float64, 2 * len(points))
+    return flat.reshape(-1, 2).astype(np.int32)
 
 
 # OpenCV's fillPoly steps through every row from the polygon's top, even the rows above the canvas (~10 ns

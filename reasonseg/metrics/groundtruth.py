@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,18 +69,10 @@ def mask_of_sample(sample: Sample) -> GroundTruthMask:
         f"{sample.split}/{sample.image_path.name}", sample.source)
 
 
-def _masks_of_samples(samples: list[Sample]) -> list[GroundTruthMask]:
-    return [mask_of_sample(sample) for sample in samples]
-
-
 def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundTruth:
-    # OpenCV's drawing and numpy's array passes release the GIL: samples are rasterised on a few threads, in a
-    # few chunks each (a task per sample would cost more in thread hand-offs than a small mask takes to build).
-    workers = min(4, os.cpu_count() or 1)
-    step = max(1, -(-len(samples) // (4 * workers)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        chunks = pool.map(_masks_of_samples, [samples[i:i + step] for i in range(0, len(samples), step)])
-        masks = {mask.id: mask for chunk in chunks for mask in chunk}
+    # One thread: most of a mask's cost is Python-level work under the GIL, so threads added about a third more
+    # CPU time and no wall-time gain (benchmarks/bench_score.py, speckled workload).
+    masks = {mask.id: mask for mask in map(mask_of_sample, samples)}
     return GroundTruth(Path(root), split, masks, annotations_fingerprint(samples), manifest_sha256(root))
 
 
