@@ -80,6 +80,11 @@ def test_help_lists_choices_and_reflows_paragraphs():
     assert re.search(r"Weights come from .* resumes from it when rerun with the same settings\.", predict)
     # Help text is shown as written: brackets in it are not eaten as markup.
     assert "[default: {split}-annotations-object-segmentation.csv]" in run("build", "reasonseg", "--help").stdout
+    # Help texts are reflowed only when help is shown; a group run without a command shows the same help, once.
+    for group in (["build"], ["lisa"], ["leaderboard"]):
+        bare, asked = run(*group), run(*group, "--help")
+        assert bare.returncode == 2 and asked.returncode == 0, group
+        assert bare.stdout.count("Usage:") == 1 and bare.stdout.rstrip() == asked.stdout.rstrip(), group
 
 
 def test_usage_errors_are_one_line_with_exit_2(release):
