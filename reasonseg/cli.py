@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -358,6 +359,10 @@ def _suggestion(path_text, release_expected: bool = False) -> str:
 def main() -> None:
     warnings.showwarning = _show_warning
     args = sys.argv[1:]
+    if args and args[0] in _OWN_COMMANDS:
+        # Their matrix products are tiny, and each OpenBLAS worker thread spins for about 0.1 s of CPU after numpy
+        # starts it: one thread, unless the user says otherwise (set before numpy is first imported).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     command = typer.main.get_command(_app if args and args[0] in _OWN_COMMANDS else full_app())
     polish_help(command)
     # Help is shown for -h, and for a group named without its command (`reasonseg lisa`); the leaf commands of the

@@ -182,3 +182,21 @@ def test_markup_in_a_predictions_error_prints_as_written(release, tmp_path, env)
                                "predictions": [{"id": "[/x]", "text_index": 0, "mask": {"size": [1, 1],
                                                                                         "counts": "1"}}]}))
     assert_one_line_error(run("score", release, bad, env=env), "[x] bad [b].json", "[/x]")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS starts no worker thread either way")
+def test_scoring_commands_start_no_spinning_openblas_workers(release, predictions, env):
+    """Each OpenBLAS worker spins for ~0.1 s of CPU once numpy starts it, for matrix products that are tiny here:
+    `score` runs numpy with one BLAS thread, unless OPENBLAS_NUM_THREADS says otherwise."""
+    probe = ("import atexit, os, sys; atexit.register(lambda: print('THREADS', len(os.listdir('/proc/self/task')), "
+             "file=sys.stderr)); from reasonseg.cli import main; sys.argv = ['reasonseg'] + sys.argv[1:]; main()")
+    env = {k: v for k, v in env.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+
+    def threads(**extra):
+        proc = subprocess.run([sys.executable, "-c", probe, "score", str(release), str(predictions["full"]),
+                               "--json"], capture_output=True, text=True, env={**env, **extra}, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stderr.rsplit("THREADS", 1)[1].split()[0])
+
+    assert threads() == 1
+    assert threads(OPENBLAS_NUM_THREADS="2") == 2     # the user's setting wins
