@@ -96,6 +96,7 @@ class SplitIndex:
 
     split: str
     max_predictions: int
+    max_pixels: int                                     # height x width of the split's largest image
     check_key: Callable[[str, int, str], None]          # (id, text_index, where): raises if the split lacks it
     check_size: Callable[[str, int, int, str], None]    # (id, height, width, where): raises if not the image's
     check_split: Callable[[str | None, str], None]      # (the file's split, where): raises if another split
@@ -261,6 +262,7 @@ _HEADER_KEYS = ("format", "version", "split", "method")
 def parse_predictions_json(raw: bytes, where: str, index: SplitIndex | None = None) -> PredictionSet:
     if index is not None:
         _check_object_count(raw.count(b"{"), index, where)
+        _check_list_lengths(raw, index, where)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -530,6 +532,25 @@ def _check_object_count(objects: int, index: SplitIndex, where: str) -> None:
         raise SubmissionError(f"predictions file holds up to {objects} JSON objects, more than split "
                               f"{index.split!r} can use (at most {index.max_predictions} predictions)",
                               path=where, hint="one prediction per (id, text_index) of the split")
+
+
+def _check_list_lengths(raw: bytes, index: SplitIndex, where: str) -> None:
+    # The parser builds a list whole, at ~36 bytes per number. A list holds no '{' (RLE strings cannot hold one), so
+    # it lies within one stretch between two '{' bytes, and its length is at most the commas of that stretch plus one:
+    # each stretch may hold no more than the runs of an uncompressed RLE of the split's largest image.
+    limit = index.max_pixels + 64
+    if raw.count(b",") <= limit:
+        return
+    start = 0
+    while start < len(raw):
+        brace = raw.find(b"{", start + 1)
+        end = len(raw) if brace < 0 else brace
+        if raw.count(b",", start, end) > limit:
+            raise SubmissionError(f"predictions file holds a list of over {limit} values (at byte {start}), more "
+                                  f"than an RLE of split {index.split!r} can have (its largest image has "
+                                  f"{index.max_pixels} pixels)", path=where,
+                                  hint="encode masks as compressed RLE strings (reasonseg.encode_rle)")
+        start = end
 
 
 def _check_zip_directory(directory: int | None, index: SplitIndex, where: str) -> None:

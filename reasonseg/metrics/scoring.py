@@ -96,6 +96,7 @@ def split_index(gt: GroundTruth) -> SplitIndex:
     file's cost is bounded by the split)."""
     return SplitIndex(
         gt.split, sum(max(len(m.texts), 1) for m in gt.masks.values()),
+        max((m.height * m.width for m in gt.masks.values()), default=0),
         check_key=lambda sid, k, where: check_known(gt, [(sid, k)], where),
         check_size=lambda sid, h, w, where: check_size(gt, sid, h, w, where),
         check_split=lambda file_split, where: check_split(gt, file_split, where))

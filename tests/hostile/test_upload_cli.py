@@ -111,3 +111,31 @@ def test_coco_list_with_huge_image_ids(tmp_path, release):
     entries = [{"image_id": 2**64 + n, "segmentation": {"size": [4, 4], "counts": "04"}} for n in range(3)]
     result, _, _ = score(tmp_path, release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
     assert_one_line_error(result, "coco.json", "not in split 'val'", str(2**64))
+
+
+@pytest.mark.parametrize("where", ["counts", "padding"])
+def test_a_list_longer_than_any_rle_of_the_split_is_refused_before_parsing(tmp_path, release, val, where):
+    """60 million numbers in one list (120 MB of text): parsed, they would take ~0.5 GB as a Python list (or a minute,
+    one element at a time, as the value of an unused key); the split's largest image bounds every list first."""
+    s = val[0]
+    entry = {"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width],
+                                                  "counts": "HUGE" if where == "counts" else encode_rle(
+                                                      np.zeros((s.height, s.width), np.uint8))["counts"]}}
+    doc = json.loads(predictions_doc([entry]))
+    if where == "padding":
+        doc = {"padding": "HUGE", **doc}
+    text = json.dumps(doc).encode().replace(b'"HUGE"', b"[" + b"0," * 60_000_000 + b"0]")
+    result, seconds, peak = score(tmp_path, release, write(tmp_path, "long.json", text))
+    assert_one_line_error(result, "long.json", "list of over", "largest image")
+    assert seconds < SECONDS and peak < PEAK_MEMORY
+
+
+def test_an_uncompressed_rle_of_one_pixel_runs_is_not_too_long(tmp_path, release, val):
+    """The bound admits the longest honest list: an uncompressed RLE with a run for every pixel."""
+    predictions = []
+    for s in val:
+        runs = [0] + [1] * (s.height * s.width) if s is val[0] else [s.height * s.width]
+        predictions.append({"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width], "counts": runs}})
+    result, _, _ = score(tmp_path, release, write(tmp_path, "runs.json", predictions_doc(predictions)), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["groups"]["overall"]["n"] == len(val)
