@@ -177,7 +177,7 @@ def _pyarrow_parquet():
 def materialized(root: Path) -> Path:
     """The release layout of the published folder `root`, written once into the cache and reused while the
     published files are unchanged (same names, sizes and modification times)."""
-    from .metrics.groundtruth import default_cache_dir
+    from .cache import default_cache_dir
 
     digest = hashlib.sha256(f"v{EXPORT_VERSION}|{root.resolve()}".encode())
     for path in [p for files in published_files(root).values() for p in files] + [root / MANIFEST,

@@ -21,7 +21,7 @@ WIDE = {**os.environ, "COLUMNS": "400", "TERM": "dumb"}
 HELP_COMMANDS = [
     [], ["score"], ["compare"], ["validate"], ["predict"], ["report"], ["sample"], ["demo"], ["publish"],
     ["rephrase"], ["submit"], ["build", "qa"], ["build", "reasonseg"], ["qa", "stats"], ["leaderboard", "export"],
-    ["lisa", "predict"],
+    ["lisa", "predict"], ["cache", "clear"],
 ]
 
 

@@ -68,7 +68,7 @@ def choose_threshold(probabilities: Sequence[np.ndarray], targets: Sequence[np.n
 
 
 def calibration_path(weights: Path, val_fingerprint: str) -> Path:
-    from ..metrics.groundtruth import default_cache_dir
+    from ..cache import default_cache_dir
 
     config = weights / "config.json"
     weights_id = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else str(weights)

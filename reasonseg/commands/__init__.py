@@ -11,4 +11,5 @@ STAGE_MODULES = (
     "reasonseg.commands.table",
     "reasonseg.commands.lisa",
     "reasonseg.commands.leaderboard",
+    "reasonseg.commands.cache",
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import default_cache_dir
 from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, release_root, split_dirs
 from ..errors import DatasetError
 from ..masks import Intervals, crop_label_intervals, rasterize_shapes_cropped
@@ -74,14 +75,6 @@ def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundT
     # CPU time and no wall-time gain (benchmarks/bench_score.py, speckled workload).
     masks = {mask.id: mask for mask in map(mask_of_sample, samples)}
     return GroundTruth(Path(root), split, masks, annotations_fingerprint(samples), manifest_sha256(root))
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("REASONSEG_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "reasonseg"
 
 
 def _cache_key(root: Path, split: str, strict: bool) -> str:
@@ -160,14 +153,5 @@ def _read_cache(path: Path, root: Path, split: str) -> GroundTruth:
     return GroundTruth(root, split, masks, meta["fingerprint"], meta["manifest_sha256"])
 
 
-def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    removed = 0
-    for path in cache.glob("gt-*.npz"):
-        path.unlink()
-        removed += 1
-    return removed
-
-
-__all__ = ["GroundTruth", "GroundTruthMask", "load_ground_truth", "build_ground_truth", "clear_cache",
+__all__ = ["GroundTruth", "GroundTruthMask", "load_ground_truth", "build_ground_truth",
            "DatasetError"]
