@@ -5,8 +5,10 @@ The same templates and the same table model serve both: the server links to `/su
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,8 +69,16 @@ class Links:
         return f"{self.prefix}submissions/{submission_id}.html" if self.static else f"/submissions/{submission_id}"
 
     def team(self, name: str | None) -> str | None:
-        """The team's page (every submission); the live server only."""
-        return None if self.static or name is None else "/teams/" + quote(name, safe="")
+        """The team's page (every submission; in the export, every scored one)."""
+        if name is None:
+            return None
+        return f"{self.prefix}teams/{team_file(name)}" if self.static else "/teams/" + quote(name, safe="")
+
+
+def team_file(name: str) -> str:
+    """A team page's file name in the export: readable, safe whatever the name holds, and one per name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return f"{slug or 'team'}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:10]}.html"
 
 
 def pct(value: float | None) -> str:
@@ -175,13 +185,14 @@ def leaderboard_document(entries: list[Entry]) -> dict:
             "splits": {split: split_rows(entries, split) for split in SERVED_SPLITS}}
 
 
-STATIC_OUTPUTS = ("index.html", "leaderboard.json", "submissions")
+STATIC_OUTPUTS = ("index.html", "leaderboard.json", "submissions", "teams")
 
 
 def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write the leaderboard as static files: index.html, submissions/<id>.html and leaderboard.json.
+    """Write the leaderboard as static files: index.html, submissions/<id>.html, teams/<name>.html and
+    leaderboard.json.
 
-    A non-empty `out` needs `overwrite`, which replaces only those three entries (a .git or other files stay). Built
+    A non-empty `out` needs `overwrite`, which replaces only those four entries (a .git or other files stay). Built
     in a temporary folder and moved into place, so a failed export leaves the old one intact. Only scored
     submissions appear, with the same aggregates the server shows (no per-query test results).
     """
@@ -193,9 +204,15 @@ def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False)
         (tmp / "index.html").write_text(render_index(entries, Links(static=True), stamp), encoding="utf-8")
         (tmp / "leaderboard.json").write_text(json.dumps(leaderboard_document(entries), indent=1) + "\n",
                                               encoding="utf-8")
+        (tmp / "teams").mkdir()
+        one_down = Links(static=True, prefix="../")
+        by_team: dict[str, list[SubmissionRow]] = {}
         for sub in db.submissions(status="done", with_results=True):
-            page = render_submission(sub, Links(static=True, prefix="../"))
+            page = render_submission(sub, one_down)
             (tmp / "submissions" / f"{sub.id}.html").write_text(page, encoding="utf-8")
+            by_team.setdefault(sub.team, []).append(sub)
+        for team, subs in by_team.items():
+            (tmp / "teams" / team_file(team)).write_text(render_team(team, subs, one_down), encoding="utf-8")
     return Path(out) / "index.html"
 
 

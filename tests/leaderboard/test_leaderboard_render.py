@@ -75,3 +75,26 @@ def test_histogram_bins_every_query_once():
     counts = [bar["count"] for bar in hist["bars"]]
     assert counts == [2, 1, 0, 0, 0, 1, 0, 0, 0, 3] and hist["total"] == 7
     assert max(bar["h"] for bar in hist["bars"]) == hist["height"] - 20
+
+
+def test_export_has_a_page_per_team_with_safe_names_and_working_links(lb_release, lb_preds, tmp_path):
+    db = Database(str(tmp_path / "t.db"))
+    names = ["../../evil <b>x</b>", "Lab X"]
+    for name in names:
+        db.add_team(name)
+    db.create_submission(1, "val", "first", {}, "a.json", lb_preds["empty"]["val"].read_bytes())
+    db.create_submission(1, "val", "second", {}, "b.json", lb_preds["full"]["val"].read_bytes())
+    db.create_submission(2, "val", "theirs", {}, "c.json", lb_preds["full"]["val"].read_bytes())
+    _score_all(db, GroundTruthStore(lb_release, cache_dir=None))
+    site = tmp_path / "site"
+    index = export_static(db, site).read_text()
+    pages = sorted((site / "teams").iterdir())
+    assert len(pages) == 2 and all(p.parent == site / "teams" and "/" not in p.name for p in pages)
+    assert not (tmp_path / "evil").exists() and "<b>x</b>" not in "".join(p.read_text() for p in pages)
+    evil = next(p for p in pages if p.name.startswith("evil-b-x-b"))
+    html = evil.read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and html.count('href="../submissions/') == 2
+    assert "first" in html and "second" in html and "theirs" not in html
+    for sub_id in (1, 2):      # each linked submission page exists and links back to this page
+        assert f'href="../teams/{evil.name}"' in (site / "submissions" / f"{sub_id}.html").read_text()
+    assert f'href="teams/{evil.name}"' in index
