@@ -1,6 +1,7 @@
 """The `lisa` commands: init, chat, predict, train, export, eval."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +64,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
              image: Path | None = typer.Option(None, help="image file"),
              query: str | None = typer.Option(None, help="one question; interactive when left out"),
              out: Path = typer.Option(Path("lisa-chat"), help="folder for mask and overlay PNGs"),
+             overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier chat's PNGs and "
+                                            "transcript in a non-empty --out (other files there are kept)"),
              device: str | None = typer.Option(None, help=DEVICE_HELP),
              precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
              load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="8-bit weights for every Linear "
@@ -81,13 +84,15 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         Example: reasonseg lisa chat --weights tiny-lisa --image photo.jpg --query "Where can I sit?"
         """
         from ..errors import ReasonSegError
-        from ..lisa.chat_cli import run_chat
+        from ..lisa.chat_cli import CHAT_OUTPUTS, run_chat
+        from ..outputs import prepare_output_dir
 
         weights = weights or model
         if weights is None:
             raise ReasonSegError("lisa chat needs --weights DIR (a released-layout LISA folder)", field="--weights",
                                  hint="make a tiny one with `reasonseg lisa init --out DIR`")
         device, precision = resolve_device(device, precision)
+        prepare_output_dir(out, overwrite, CHAT_OUTPUTS)
 
         def ask(prompt: str) -> str | None:
             try:
@@ -167,6 +172,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                                                      "refcocog (with --refer-root and --split)"),
                  weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
                  out: Path = typer.Option(Path("lisa-eval"), help="folder for predictions and results"),
+                 overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier evaluation's files "
+                                                "in a non-empty --out (other files there are kept)"),
                  paper_row: list[str] | None = typer.Option(
                      None, "--paper-row", help="the paper's row(s) to print beside (repeatable; default: the "
                                                "checkpoint's size and LLaVA base, zero-shot and ft)"),
@@ -187,10 +194,15 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         refCOCO family (the paper's Table 2: every sentence one query, cIoU and gIoU, the paper's cIoU beside):
         reasonseg lisa eval refcoco --refer-root dataset/refer_seg --split testA --weights LISA-7B-v1
         """
-        from ..lisa.runner import REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
+        from ..lisa.runner import EVAL_OUTPUTS, REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
+        from ..outputs import check_output_dir, clear_outputs
         from .common import print_table
 
         device, precision = resolve_device(device, precision)
+        # Checked by every rank before the model opens (no rank writes before then); cleared by rank 0 only.
+        check_output_dir(out, overwrite)
+        if os.environ.get("RANK", "0") == "0":
+            clear_outputs(out, EVAL_OUTPUTS)
         if str(data) in REFER_EVAL_SPLITS and not (data / "val").is_dir():
             if refer_root is None:
                 from ..errors import ReasonSegError

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import ReasonSegError
 
 TRANSCRIPT = "chat.json"
+CHAT_OUTPUTS = (TRANSCRIPT, "turn*_mask_*.png", "turn*_overlay_*.png")   # what an earlier chat left, for --overwrite
 
 
 def overlay(image_rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:

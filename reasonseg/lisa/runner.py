@@ -123,6 +123,9 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
 
 # ---------------------------------------------------------------------------------------------- refCOCO family
 
+# Every file `lisa eval` writes into its --out: removed first when --overwrite replaces an earlier evaluation.
+EVAL_OUTPUTS = ("val.predictions.json", "val.results.json", "test.predictions.json", "test.results.json",
+                "refcoco*_*.results.json")
 # The splits the paper's Table 2 evaluates (docs/protocol.md §3, refCOCO family evaluation); refcocog is the umd split.
 REFER_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
                      "refcocog": ("val", "test")}

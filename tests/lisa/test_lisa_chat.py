@@ -43,6 +43,18 @@ def test_interactive_chat_keeps_the_conversation_and_writes_pngs_per_seg():
     again = predictor.chat(image, "And the other shape?", [("<image>\nWhere is the star?", first["reply"])], 6)
     assert again.prompt == second["prompt"] and again.text == second["reply"]
     assert np.array_equal(again.masks[0], np.array(Image.open(out / "turn1_mask_0.png")) > 0)
+    # The folder rule: the same --out again is refused; --overwrite replaces the earlier chat (its second turn's
+    # PNGs too) and keeps the user's files.
+    one = [exe, "lisa", "chat", "--weights", str(model), "--image", str(image), "--out", str(out), "--query", "Where?",
+           "--max-new-tokens", "6"]
+    refused = subprocess.run(one, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "not empty" in refused.stderr and "Traceback" not in refused.stderr
+    (out / "notes.txt").write_text("mine")
+    replaced = subprocess.run([*one, "--overwrite"], capture_output=True, text=True, timeout=300)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert [t["question"] for t in json.loads((out / "chat.json").read_text())["turns"]] == ["Where?"]
+    assert not (out / "turn1_mask_0.png").exists() and (out / "turn0_mask_0.png").is_file()
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_chat_defaults_to_the_originals_512_new_tokens():

@@ -81,8 +81,21 @@ def test_eval_without_a_v1_checkpoint_does_not_warn_and_rejects_unknown_rows():
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output and "65.0 / 72.9" in result.output
     bad = runner.invoke(app, ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1")), "--paper-row",
-                              "LISA-99B", "--out", str(out)])
+                              "LISA-99B", "--out", str(scratch("eval-bad") / "out")])
     assert isinstance(bad.exception, ReasonSegError) and "no paper row 'LISA-99B'" in str(bad.exception)
+    # The folder rule: a non-empty --out is refused before the model opens; --overwrite replaces this command's
+    # files only (a stale one from an earlier run included) and keeps the user's.
+    again = ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1.5")), "--out", str(out),
+             "--bootstrap", "0"]
+    refused = runner.invoke(app, again)
+    assert isinstance(refused.exception, ReasonSegError) and "not empty" in str(refused.exception)
+    (out / "notes.txt").write_text("mine")
+    (out / "refcoco_val.results.json").write_text("{}")
+    before = (out / "val.predictions.json").stat().st_mtime_ns
+    replaced = runner.invoke(app, [*again, "--overwrite"], terminal_width=250)
+    assert replaced.exit_code == 0, replaced.output
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "refcoco_val.results.json").exists()
+    assert (out / "val.predictions.json").stat().st_mtime_ns != before
 
 
 def test_exports_record_the_splits_their_weights_saw():
