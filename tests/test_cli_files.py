@@ -164,7 +164,7 @@ def test_leaderboard_export_into_the_current_folder_keeps_git(tmp_path):
     assert (site / "CNAME").read_text() == "board.example.org\n"
     assert (site / "index.html").is_file() and (site / "leaderboard.json").is_file()
     assert sorted(p.name for p in site.iterdir()) == [".git", "CNAME", "index.html", "leaderboard.json",
-                                                       "submissions"]
+                                                       "submissions", "teams"]
 
 
 @pytest.mark.slow

@@ -85,14 +85,14 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         """
         from ..errors import ReasonSegError
         from ..lisa.chat_cli import CHAT_OUTPUTS, run_chat
-        from ..outputs import prepare_output_dir
+        from ..outputs import check_output_dir, clear_outputs
 
         weights = weights or model
         if weights is None:
             raise ReasonSegError("lisa chat needs --weights DIR (a released-layout LISA folder)", field="--weights",
                                  hint="make a tiny one with `reasonseg lisa init --out DIR`")
         device, precision = resolve_device(device, precision)
-        prepare_output_dir(out, overwrite, CHAT_OUTPUTS)
+        clear_outputs(check_output_dir(out, overwrite), CHAT_OUTPUTS)    # the folder is made by the first reply
 
         def ask(prompt: str) -> str | None:
             try:
