@@ -359,15 +359,16 @@ def _suggestion(path_text, release_expected: bool = False) -> str:
 def main() -> None:
     warnings.showwarning = _show_warning
     args = sys.argv[1:]
-    if args and args[0] in _OWN_COMMANDS:
+    own = bool(args) and args[0] in _OWN_COMMANDS
+    if own:
         # Their matrix products are tiny, and each OpenBLAS worker thread spins for about 0.1 s of CPU after numpy
         # starts it: one thread, unless the user says otherwise (set before numpy is first imported).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    command = typer.main.get_command(_app if args and args[0] in _OWN_COMMANDS else full_app())
+    command = typer.main.get_command(_app if own else full_app())
     polish_help(command)
     # Help is shown for -h, and for a group named without its command (`reasonseg lisa`); the leaf commands of the
     # main app (score, compare, ...) skip the reflow otherwise, which is a fifth of a scoring run's start-up.
-    if not (args and args[0] in _OWN_COMMANDS) or set(HELP_OPTION_NAMES) & set(args):
+    if not own or set(HELP_OPTION_NAMES) & set(args):
         reflow_help_texts(command)
     use_plain_coercion(command)
     try:

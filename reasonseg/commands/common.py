@@ -92,11 +92,8 @@ def polish_help(command) -> None:
 
 
 def reflow_help_texts(command) -> None:
-    """Reflow the help of every command of the tree and of its parameters, once (shown as written, never parsed as
+    """Reflow the help of every command of the tree and of its parameters (shown as written, never parsed as
     markup). Done only before help is shown: it costs a scoring run a fifth of its start-up."""
-    if getattr(command, "_reasonseg_reflowed", False):
-        return
-    command._reasonseg_reflowed = True
     command.help = reflow(command.help)
     for param in [*command.params, *([command._help_option] if getattr(command, "_help_option", None) else [])]:
         if getattr(param, "help", None):
