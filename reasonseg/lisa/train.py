@@ -495,7 +495,10 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         step += 1
-        total, ids_by_rank = _gather_step(total, ids, world)
+        # Every rank must stop after the same step (a rank that stopped alone would leave the others waiting in
+        # the next step's collectives): the clock is read on each and any rank's "out of time" stops them all.
+        out_of_time = config.max_minutes is not None and time.monotonic() - started >= 60 * config.max_minutes
+        total, ids_by_rank, out_of_time = _gather_step(total, ids, world, out_of_time)
         losses.append(total)
         if on_step:
             on_step({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]})
@@ -504,7 +507,6 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
                                   "elapsed_s": round(time.monotonic() - started, 3)})
             with open(out / SAMPLES_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": step, "samples": ids_by_rank}, ensure_ascii=False) + "\n")
-        out_of_time = bool(config.max_minutes) and time.monotonic() - started >= 60 * config.max_minutes
         epoch_end = step % config.steps_per_epoch == 0 or step == last or out_of_time
         if epoch_end or (config.val_every and step % config.val_every == 0):
             scores = _validate(config, model, loaded.tokenizer, processor, device, load_dtype, step, rank, world)
@@ -532,16 +534,18 @@ def _mask_head_touch(model, device, dtype) -> torch.Tensor:
     return model.decode_masks(embedding, state, (side, side), (1, 1)).sum() * 0.0
 
 
-def _gather_step(loss: float, ids: list[str], world: int) -> tuple[float, list[list[str]]]:
+def _gather_step(loss: float, ids: list[str], world: int, out_of_time: bool
+                 ) -> tuple[float, list[list[str]], bool]:
     """The step's loss averaged over the ranks (each rank's is the mean over its micro-batches, so this is the
-    mean over the global batch's micro-batches) and the sample ids each rank trained on."""
+    mean over the global batch's micro-batches), the sample ids each rank trained on, and whether any rank is out
+    of time (in the same reduction as the loss)."""
     if world == 1:
-        return loss, [ids]
-    value = torch.tensor([loss], dtype=torch.float64)
+        return loss, [ids], out_of_time
+    value = torch.tensor([loss, float(out_of_time)], dtype=torch.float64)
     torch.distributed.all_reduce(value)
     gathered: list = [None] * world
     torch.distributed.all_gather_object(gathered, ids)
-    return float(value.item()) / world, gathered
+    return float(value[0]) / world, gathered, bool(value[1] > 0)
 
 
 def _drop_lines_after(path: Path, step: int) -> None:

@@ -1,6 +1,8 @@
 """Training settings beyond the reference recipe: `trainable:` groups, `threads:`, wall-clock time in metrics.jsonl,
 and `val_every:` (a validation cadence apart from the LR schedule)."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,3 +134,33 @@ def test_max_minutes_ends_the_run_validated_and_checkpointed():
     assert (out / "checkpoints" / "step_000001" / "trainable.pt").exists()
     lr = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines() if "lr" in x]
     assert len(lr) == 1 and lr[0] > 0      # the schedule still spans the 50 planned steps
+
+
+_GATHER_RANKS = """
+import json, socket, sys
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+from reasonseg.lisa.train import _gather_step
+
+def rank_main(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # Rank 1's clock has passed max_minutes, rank 0's not yet: both must stop after this step.
+    loss, ids, stop = _gather_step(1.0 + rank, [f"s{rank}"], 2, out_of_time=rank == 1)
+    open(f"{out}/rank{rank}.json", "w").write(json.dumps([loss, ids, stop]))
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(rank_main, args=(port, sys.argv[1]), nprocs=2)
+"""
+
+
+def test_every_rank_stops_after_the_step_any_rank_ran_out_of_time(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(_GATHER_RANKS)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [1.5, [["s0"], ["s1"]], True]
