@@ -1,7 +1,6 @@
 """The `lisa` commands: init, chat, predict, train, export, eval."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -84,15 +83,13 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         Example: reasonseg lisa chat --weights tiny-lisa --image photo.jpg --query "Where can I sit?"
         """
         from ..errors import ReasonSegError
-        from ..lisa.chat_cli import CHAT_OUTPUTS, run_chat
-        from ..outputs import check_output_dir, clear_outputs
+        from ..lisa.chat_cli import run_chat
 
         weights = weights or model
         if weights is None:
             raise ReasonSegError("lisa chat needs --weights DIR (a released-layout LISA folder)", field="--weights",
                                  hint="make a tiny one with `reasonseg lisa init --out DIR`")
         device, precision = resolve_device(device, precision)
-        clear_outputs(check_output_dir(out, overwrite), CHAT_OUTPUTS)    # the folder is made by the first reply
 
         def ask(prompt: str) -> str | None:
             try:
@@ -102,7 +99,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                 return None
 
         run_chat(weights, image, query, out, device, precision, 8 if load_in_8bit else (4 if load_in_4bit else None),
-                 max_new_tokens, echo=typer.echo, ask=ask, conv_type=conv_type, vision_tower=vision_tower)
+                 max_new_tokens, echo=typer.echo, ask=ask, conv_type=conv_type, vision_tower=vision_tower,
+                 overwrite=overwrite)
 
     @lisa.command("predict")
     def predict_cmd(data: Path = typer.Argument(..., help="release folder"),
@@ -194,27 +192,24 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         refCOCO family (the paper's Table 2: every sentence one query, cIoU and gIoU, the paper's cIoU beside):
         reasonseg lisa eval refcoco --refer-root dataset/refer_seg --split testA --weights LISA-7B-v1
         """
-        from ..lisa.runner import EVAL_OUTPUTS, REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
-        from ..outputs import check_output_dir, clear_outputs
+        from ..lisa.runner import REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
         from .common import print_table
 
         device, precision = resolve_device(device, precision)
-        # Checked by every rank before the model opens (no rank writes before then); cleared by rank 0 only.
-        check_output_dir(out, overwrite)
-        if os.environ.get("RANK", "0") == "0":
-            clear_outputs(out, EVAL_OUTPUTS)
         if str(data) in REFER_EVAL_SPLITS and not (data / "val").is_dir():
             if refer_root is None:
                 from ..errors import ReasonSegError
 
                 raise ReasonSegError(f"{data} needs --refer-root (the folder holding {data}/ and images/)",
                                      field="--refer-root")
-            refer = evaluate_refer(refer_root, str(data), split, weights, out, batch_size, device, precision)
+            refer = evaluate_refer(refer_root, str(data), split, weights, out, batch_size, device, precision,
+                                   overwrite=overwrite)
             print_table(refer.header, refer.rows, title=f"LISA on {data} {split} (x100; the paper reports cIoU)")
             typer.echo(f"results: {refer.results}")
             return
 
-        report = evaluate_release(data, weights, out, paper_row, batch_size, device, precision, bootstrap)
+        report = evaluate_release(data, weights, out, paper_row, batch_size, device, precision, bootstrap,
+                                  overwrite=overwrite)
         if not report.rows:
             return  # a non-zero rank under torchrun: rank 0 prints
         for w in report.warnings:

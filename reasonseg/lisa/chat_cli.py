@@ -43,12 +43,17 @@ def _write_transcript(out: Path, doc: dict) -> None:
 
 def run_chat(model: Path, image: Path | None, query: str | None, out: Path, device: str, precision: str,
              load_in: int | None, max_new_tokens: int, echo: Callable[[str], None],
-             ask: Callable[[str], str | None], conv_type: str = "llava_v1", vision_tower: str | None = None) -> None:
+             ask: Callable[[str], str | None], conv_type: str = "llava_v1", vision_tower: str | None = None,
+             overwrite: bool = False) -> None:
     """One question with --query, else a loop that keeps the conversation (an empty question, `exit` or end of
     input (`ask` returns None) ends it; `new` forgets it). After every reply `out/chat.json` holds the turns so far:
-    question, reply, the prompt the model saw and the PNGs written for each [SEG]."""
+    question, reply, the prompt the model saw and the PNGs written for each [SEG]. A non-empty `out` needs
+    `overwrite`, which removes an earlier chat's files only; the folder is made by the first reply."""
+    from ..outputs import check_output_dir, clear_outputs
     from .infer import LisaPredictor
     from .preprocess import read_rgb
+
+    clear_outputs(check_output_dir(out, overwrite), CHAT_OUTPUTS)
 
     predictor = LisaPredictor.from_pretrained(model, device=device, precision=precision, load_in=load_in,
                                               vision_tower=vision_tower, conv_type=conv_type)

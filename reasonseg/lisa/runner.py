@@ -72,11 +72,24 @@ class EvalReport:
     predictions: dict[str, Path] = field(default_factory=dict)   # split -> predictions JSON
 
 
+def _prepare_eval_dir(out: Path, overwrite: bool) -> None:
+    """The folder rule, after the arguments are checked and before the model opens (no rank writes before then):
+    every rank refuses a non-empty `out` without `overwrite`; rank 0 removes an earlier evaluation's files."""
+    from ..outputs import check_output_dir, clear_outputs
+    from .infer import distributed_context
+
+    check_output_dir(out, overwrite)
+    if distributed_context()[0] == 0:
+        clear_outputs(out, EVAL_OUTPUTS)
+
+
 def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str] | None = None, batch_size: int = 4,
-                     device: str = "cpu", precision: str = "fp32", bootstrap: int = 1000) -> EvalReport:
+                     device: str = "cpu", precision: str = "fp32", bootstrap: int = 1000,
+                     overwrite: bool = False) -> EvalReport:
     """Predict + score val and test with one loaded model; the measured row beside the paper's rows (Table 1
     layout, the measured cells with their bootstrap CIs), and warnings (a checkpoint that saw val, a missing split).
-    Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one)."""
+    Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one).
+    A non-empty `out` needs `overwrite`, which replaces an earlier evaluation's files only."""
     from ..metrics.comparison import reported_rows
     from ..metrics.report import table1, write_results
     from ..metrics.scoring import evaluate
@@ -100,6 +113,7 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     if not splits:
         raise ReasonSegError("neither val/ nor test/ is in the release", path=str(data),
                              hint="pass the release root (the folder holding train/, val/, test/)")
+    _prepare_eval_dir(out, overwrite)
     predictor, rank, world = _open(weights, device, precision)
     method = f"lisa:{weights.name}"
     measured = {}
@@ -150,7 +164,8 @@ class ReferReport:
 
 
 def evaluate_refer(root: Path, dataset: str, split: str, weights: Path, out: Path, batch_size: int = 4,
-                   device: str = "cpu", precision: str = "fp32", image_root: Path | None = None) -> ReferReport:
+                   device: str = "cpu", precision: str = "fp32", image_root: Path | None = None,
+                   overwrite: bool = False) -> ReferReport:
     """Referring segmentation as the paper evaluates it: every sentence of every ref in the split is one query
     (teacher-forced `[SEG].` after the short validation question), cIoU = summed intersection over summed union and
     gIoU = mean per-query IoU (LISA's conventions), with the paper's Table 2 rows beside the measured one.
@@ -178,6 +193,7 @@ def evaluate_refer(root: Path, dataset: str, split: str, weights: Path, out: Pat
         raise ReasonSegError(f"no ref of {dataset} is in split {split!r} (the refs hold {', '.join(present)})",
                              path=str(refs_path))
     source = open_source(root, image_root, name=dataset, splits=wanted)
+    _prepare_eval_dir(out, overwrite)
     predictor = LisaPredictor.from_pretrained(weights, device=device, precision=precision)
     metric = ReasonSegMetric(bootstrap=0)
     queries = []

@@ -129,6 +129,13 @@ def test_refer_eval_needs_the_refer_root():
     _, model = _fixtures()
     done = _run("lisa", "eval", "refcoco", "--weights", str(model))
     assert done.returncode == 2 and "--refer-root" in done.stderr
+    # A refused run deletes nothing, --overwrite or not: the arguments are checked before earlier files go.
+    out = scratch("refer-kept")
+    (out / "refcoco_val.results.json").write_text("{}")
+    for split in ("val", "testB"):      # testB: the refs hold none
+        done = _run("lisa", "eval", "refcoco", "--weights", str(model), "--out", str(out), "--overwrite",
+                    *(["--refer-root", str(_fixtures()[0]), "--split", split] if split == "testB" else []))
+        assert done.returncode == 2 and (out / "refcoco_val.results.json").read_text() == "{}"
 
 
 def test_refer_eval_hostile_refs_pickle_is_refused(tmp_path):
