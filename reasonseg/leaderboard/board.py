@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..metrics.iou import QueryScore
-from ..metrics.report import group_scores, scores_from_results
+from ..metrics.report import TABLE1_COLUMNS, group_scores, scores_from_results
 from ..metrics.stats import Difference, image_sums, paired_comparison
 from ..paper import PAPER_TABLE1, SOURCE
 from .db import SubmissionRow
 from .worker import public_aggregates, rounded
 
-COLUMNS = (("val", "overall"), ("test", "short"), ("test", "long"), ("test", "overall"))
 METRICS = ("giou", "ciou")
 SIGNIFICANCE_RESAMPLES = 1000
 SIGNIFICANCE_CONFIDENCE = 0.95
@@ -192,7 +191,7 @@ def sort_entries(entries: list[Entry], keys: list[tuple[str, str, str]]) -> list
 
 def mark_entries(entries: list[Entry], significance: Significance) -> None:
     """Mark each measured cell that cannot be told apart from the next better measured entry in its column."""
-    for split, group in COLUMNS:
+    for split, group in TABLE1_COLUMNS:
         for metric in METRICS:
             column = [e for e in entries if not e.reported and split in e.submissions
                       and e.value(split, group, metric) is not None]

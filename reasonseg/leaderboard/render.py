@@ -15,15 +15,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..metrics.figures import histogram_model, histogram_svg
+from ..metrics.report import TABLE1_COLUMNS, column_title
 from ..outputs import staged_output_dir
 from ..paper import SOURCE
-from .board import BADGES, COLUMNS, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
+from .board import BADGES, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
 from .db import Database, SubmissionRow
 from .intake import CHECKPOINT_CHOICES
 from .worker import SERVED_SPLITS, public_aggregates
 
-COLUMN_TITLES = {("val", "overall"): "val", ("test", "short"): "test short", ("test", "long"): "test long",
-                 ("test", "overall"): "test overall"}
 METRIC_TITLES = {"giou": "gIoU", "ciou": "cIoU"}
 META_LABELS = (("model_size", "model size"), ("base_model", "base model"), ("training_data", "training data"),
                ("trained_on_val", "trained on val"), ("checkpoint_selected_on", "checkpoint chosen on"),
@@ -102,7 +101,7 @@ def _index_rows(entries: list[Entry], links: Links) -> list[dict]:
             rank += 1
         headline = entry.submissions.get("test") or entry.submissions.get("val")
         cells = []
-        for split, group in COLUMNS:
+        for split, group in TABLE1_COLUMNS:
             cell = entry.cells.get((split, group))
             for metric in METRICS:
                 value = entry.value(split, group, metric)
@@ -128,8 +127,8 @@ def _index_rows(entries: list[Entry], links: Links) -> list[dict]:
 
 def render_index(entries: list[Entry], links: Links, generated_at: str | None = None) -> str:
     return _template("index.html").render(
-        rows=_index_rows(entries, links), columns=COLUMNS, metrics=METRICS,
-        column_titles=[COLUMN_TITLES[c] for c in COLUMNS], metric_titles=METRIC_TITLES, links=links,
+        rows=_index_rows(entries, links), columns=TABLE1_COLUMNS, metrics=METRICS,
+        column_titles=[column_title(*c) for c in TABLE1_COLUMNS], metric_titles=METRIC_TITLES, links=links,
         static=links.static, refresh=None, generated_at=generated_at, source=SOURCE, ranking=RANKING_RULE)
 
 
