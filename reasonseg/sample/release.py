@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
-from ..outputs import check_output_dir, staged_output_dir
+from ..outputs import staged_output_dir
 
 SPLITS = ("train", "val", "test")
 DEFAULT_COUNTS = {"train": 24, "val": 24, "test": 36}
@@ -431,7 +431,6 @@ def write_sample_release(out: str | os.PathLike, *, seed: int = 0, counts: dict[
     the explanatory file is written only with train). `size=(height, width)` gives every image that size; by
     default each image takes one of `SIZES`. Raises `DatasetError` if `out` exists and is not an empty folder.
     """
-    out = check_output_dir(out, overwrite=False, error=DatasetError)
     if size is not None:
         if len(size) != 2 or any(not isinstance(s, int) or s < MIN_SIDE for s in size):
             raise ValueError(f"size must be (height, width) ints of at least {MIN_SIDE}, got {size!r}")
@@ -441,4 +440,4 @@ def write_sample_release(out: str | os.PathLike, *, seed: int = 0, counts: dict[
     # Built in a temporary folder and moved into place at the end: a crash never leaves a half-written release.
     with staged_output_dir(out, overwrite=False, outputs=(), error=DatasetError) as tmp:
         _write_tree(tmp, seed, ids, size)
-    return out
+    return Path(out)
