@@ -27,6 +27,12 @@ EXE = str(Path(sys.executable).with_name("reasonseg"))
 COUNTS = {"train": 4, "val": 3, "test": 3}
 
 
+def _env_without_hub_token() -> dict[str, str]:
+    """This environment without a Hub token, and not offline (a push goes to the test's local Hub)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
+
+
 def run(*args, env=None):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env)
 
@@ -281,9 +287,7 @@ def test_push_token_comes_from_hf_auth_login(published, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     release, _ = published
-    # HF_HUB_OFFLINE too: loading a baseline's weights in this process sets it (the baselines' tests run first)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
+    env = _env_without_hub_token()
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
                HF_HUB_DISABLE_TELEMETRY="1")
     try:
@@ -327,9 +331,7 @@ def test_cli_build_publish_and_errors(tmp_path):
     assert proc.returncode == 1 and "line 2" in proc.stdout
     assert validate_release(tmp_path / "bad").ok
 
-    # HF_HUB_OFFLINE too: loading a baseline's weights in this process sets it (the baselines' tests run first)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE")}
+    env = _env_without_hub_token()
     env["HF_HOME"] = str(tmp_path / "hf-home")  # no token stored by `hf auth login` either
     proc = run("publish", tmp_path / "rel", "--out", tmp_path / "hub", "--repo-id", "me/rs", "--push", env=env)
     assert_one_line_error(proc, "HF_TOKEN")
