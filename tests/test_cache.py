@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 from reasonseg.builders.publish import publish_release
 from reasonseg.sample import write_sample_release
@@ -65,4 +66,4 @@ def test_info_and_clear_by_kind_leave_foreign_files_and_scoring_rebuilds(tmp_pat
 
 def test_clear_names_the_kinds_it_knows(tmp_path):
     proc = run(tmp_path / "cache", "cache", "clear", "--kind", "everything")
-    assert proc.returncode == 2 and "ground-truth" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert_one_line_error(proc, "ground-truth")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from helpers import assert_one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,6 +132,4 @@ def test_score_receives_the_typed_values_and_imports_no_pydantic(release, predic
 def test_bad_values_get_typers_messages(release, predictions, args, expected):
     proc = subprocess.run([EXE, "score", str(release), str(predictions), *args], capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert_one_line_error(proc, expected)

@@ -233,11 +233,11 @@ def test_a_predictions_file_naming_the_hub_split_scores_as_val(forms, tmp_path):
     doc = json.loads(Path(predictions["val"]).read_text())
     renamed = tmp_path / "validation.json"
     renamed.write_text(json.dumps({**doc, "split": "validation"}))
+    expected = _numbers(run("score", release, predictions["val"], "--split", "val", "--bootstrap", "0", "--json"))
     for data, split in ((release, "val"), (hub, "validation"), (release, None)):
         args = ("--split", split) if split else ()
         proc = run("score", data, renamed, *args, "--bootstrap", "0", "--json")
         assert proc.returncode == 0, proc.stderr
-        assert _numbers(proc) == _numbers(run("score", release, predictions["val"], "--split", "val",
-                                                 "--bootstrap", "0", "--json"))
+        assert _numbers(proc) == expected
     wrong = run("score", release, renamed, "--split", "test", "--bootstrap", "0")
     assert wrong.returncode == 2 and "'validation'" in wrong.stderr and "'test'" in wrong.stderr
