@@ -36,7 +36,7 @@ import numpy as np
 
 from ...dataset import MANIFEST, atomic_text_file, sha256_file
 from ...errors import BuildError, ReasonSegError
-from ...outputs import check_output_dir, place
+from ...outputs import check_output_dir, place, temp_dir_for
 from ...schema import EXPECTED_COUNTS, SPLITS
 from .openimages import OpenImagesLayout
 from .pair import Job, run_job
@@ -363,9 +363,10 @@ def _unique_name(entry: Entry, taken: set[str]) -> str:
 RELEASE_OUTPUTS = ("train", "val", "test", "explanatory", MANIFEST, REPORT_JSON, REPORT_TEXT, "import_report.*")
 
 
-def temp_dir_beside(out: Path, kind: str = "build") -> Path:
+def temp_dir_beside(out: Path) -> Path:
+    """A scratch folder beside `out` (never inside it, where placing the release would clear it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = out.parent / f".{out.name}.work-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     return tmp
 
@@ -480,7 +481,7 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
         manifest_digest = sha256_file(manifest)
     except OSError as exc:
         raise BuildError(f"cannot read the instruction manifest: {exc.strerror}", path=str(manifest)) from None
-    work = temp_dir_beside(out, "work")
+    work = temp_dir_beside(out)
     tmp = None
     report = ReportStream(work)
     collected = ReleaseFiles(work)
@@ -496,7 +497,7 @@ def build_release(manifest: str | os.PathLike, out: str | os.PathLike, *,
             raise BuildError("the instruction manifest has no lines", path=str(manifest))
         resolver.prepare(plan.oi_ids, plan.uses_scannet, work)
         plan.oi_ids = {}  # indexed now
-        tmp = temp_dir_beside(out)
+        tmp = temp_dir_for(out)
 
         def items() -> Iterator:
             for entry in _planned_entries(manifest, plan):

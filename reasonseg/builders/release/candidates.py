@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +103,7 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
     import cv2
 
     from ...errors import BuildError
-    from ...outputs import check_output_dir, place
-    from .build import temp_dir_beside
+    from ...outputs import check_output_dir, staged_output_dir
     from .openimages import decode_mask, fit_mask, mask_location, read_location_bytes
     from .scannet import read_label_png
 
@@ -117,8 +115,7 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
     if scannet is not None:
         pool += [("scannet", *p) for p in _scannet_pool(scannet, min_instances, max_instances)]
     picks = _pick([(p[1], p[2]) for p in pool], n, seed)
-    tmp = temp_dir_beside(out)
-    try:
+    with staged_output_dir(out, overwrite, ("worksheet.jsonl", "index.html", "sheets"), error=BuildError) as tmp:
         (tmp / "sheets").mkdir()
         rows, cards = [], []
         for i in picks:
@@ -160,10 +157,6 @@ def write_candidates(out: str | os.PathLike, n: int = 500, *, openimages: OpenIm
                          f"<b>{html.escape(key)}</b><br>{legend}</figcaption></figure>")
         atomic_write_text(tmp / "worksheet.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         atomic_write_text(tmp / "index.html", _index(cards))
-        place(tmp, out, ("worksheet.jsonl", "index.html", "sheets"))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"rows": len(rows), "classes": len({c for i in picks for c in pool[i][2]})}
 
 

@@ -27,9 +27,9 @@ from ...dataset import (
     write_manifest,
 )
 from ...errors import BuildError, DatasetError
-from ...outputs import check_output_dir, place
+from ...outputs import check_output_dir, staged_output_dir
 from ...schema import SPLITS
-from .build import RELEASE_OUTPUTS, temp_dir_beside
+from .build import RELEASE_OUTPUTS
 
 IMPORT_REPORT = "import_report.json"
 IMPORT_TEXT = "import_report.txt"
@@ -61,8 +61,7 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
     def defect(kind: str, path: Path, message: str, sample_id: str | None = None) -> None:
         defects.append({"kind": kind, "file": path.relative_to(src).as_posix(), "id": sample_id, "message": message})
 
-    tmp = temp_dir_beside(out)
-    try:
+    with staged_output_dir(out, overwrite, RELEASE_OUTPUTS, error=BuildError) as tmp:
         for split in SPLITS:
             folder = src / split
             if not folder.is_dir():
@@ -134,10 +133,6 @@ def import_release(src: str | os.PathLike, out: str | os.PathLike, *, name: str 
         report = {"format": "reasonseg-import-report", "version": 1, "counts": counts, "defects": defects}
         atomic_write_text(tmp / IMPORT_REPORT, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
         atomic_write_text(tmp / IMPORT_TEXT, import_text(report))
-        place(tmp, out, RELEASE_OUTPUTS)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ImportResult(out, report)
 
 

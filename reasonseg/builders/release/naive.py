@@ -20,7 +20,7 @@ import numpy as np
 
 from ...dataset import atomic_write_text, write_manifest
 from ...errors import BuildError, ReasonSegError
-from ...outputs import check_output_dir, place
+from ...outputs import check_output_dir, staged_output_dir
 from .build import (
     RELEASE_OUTPUTS,
     SOURCE_NOTES,
@@ -32,7 +32,6 @@ from .build import (
     build_report,
     problem_error,
     read_instruction_manifest,
-    temp_dir_beside,
     write_report,
 )
 from .openimages import OpenImagesLayout
@@ -129,45 +128,41 @@ def naive_build(manifest: str | os.PathLike, out: str | os.PathLike, *,
             oi_ids.setdefault(e.doc["split"], set()).add(e.doc["image_id"])
     resolver = Resolver(openimages, scannet)
     resolver.prepare(oi_ids, any(e.source == "scannet" for e in entries), None)
-    tmp = temp_dir_beside(out)
     try:
-        jobs = []
-        for e in entries:
-            resolver.zip_names = {}  # no shard index kept from one pair to the next
-            try:
-                jobs.append(resolver.job(e, tmp))
-            except ReasonSegError as exc:
-                problem(Problem.of(exc, e.line, e.source_id))
-        records = []
-        for job in jobs:
-            try:
-                records.append(naive_pair(job))
-            except ReasonSegError as exc:
-                for suffix in (".jpg", ".json"):
-                    (tmp / job.split / f"{job.name}{suffix}").unlink(missing_ok=True)
-                problem(Problem.of(exc, job.line, job.source_id))
-        if not records:
-            raise BuildError("no pair could be built", path=str(manifest),
-                             hint=problems[0].render() if problems else None)
-        for split in {j.split for j in jobs} - {r["split"] for r in records}:
-            shutil.rmtree(tmp / split, ignore_errors=True)
-        explanations = {e.name: e.doc.get("explanation") for e in entries}
-        texts = {e.name: e.doc["texts"][0] for e in entries}
-        explanatory = [{"image": f"{r['name']}.jpg", "query": texts[r["name"]], "outputs": explanations[r["name"]]}
-                       for r in sorted(records, key=lambda r: r["name"])
-                       if r["split"] == "train" and explanations[r["name"]]]
-        if any(r["split"] == "train" for r in records):
-            atomic_write_text(tmp / "explanatory" / "train.json",
-                              json.dumps(explanatory, ensure_ascii=False, indent=1) + "\n")
-        write_manifest(tmp, name=name, version=version,
-                       sources={s: SOURCE_NOTES[s] for s in sorted({r["source"] for r in records})},
-                       sample_sources={f"{r['split']}/{r['name']}": r["source"] for r in records})
-        report = build_report(records, sorted(problems, key=lambda p: (p.line or 0, p.message)), manifest)
-        write_report(tmp, report)
-        place(tmp, out, RELEASE_OUTPUTS)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_output_dir(out, overwrite, RELEASE_OUTPUTS, error=BuildError) as tmp:
+            jobs = []
+            for e in entries:
+                resolver.zip_names = {}  # no shard index kept from one pair to the next
+                try:
+                    jobs.append(resolver.job(e, tmp))
+                except ReasonSegError as exc:
+                    problem(Problem.of(exc, e.line, e.source_id))
+            records = []
+            for job in jobs:
+                try:
+                    records.append(naive_pair(job))
+                except ReasonSegError as exc:
+                    for suffix in (".jpg", ".json"):
+                        (tmp / job.split / f"{job.name}{suffix}").unlink(missing_ok=True)
+                    problem(Problem.of(exc, job.line, job.source_id))
+            if not records:
+                raise BuildError("no pair could be built", path=str(manifest),
+                                 hint=problems[0].render() if problems else None)
+            for split in {j.split for j in jobs} - {r["split"] for r in records}:
+                shutil.rmtree(tmp / split, ignore_errors=True)
+            explanations = {e.name: e.doc.get("explanation") for e in entries}
+            texts = {e.name: e.doc["texts"][0] for e in entries}
+            explanatory = [{"image": f"{r['name']}.jpg", "query": texts[r["name"]], "outputs": explanations[r["name"]]}
+                           for r in sorted(records, key=lambda r: r["name"])
+                           if r["split"] == "train" and explanations[r["name"]]]
+            if any(r["split"] == "train" for r in records):
+                atomic_write_text(tmp / "explanatory" / "train.json",
+                                  json.dumps(explanatory, ensure_ascii=False, indent=1) + "\n")
+            write_manifest(tmp, name=name, version=version,
+                           sources={s: SOURCE_NOTES[s] for s in sorted({r["source"] for r in records})},
+                           sample_sources={f"{r['split']}/{r['name']}": r["source"] for r in records})
+            report = build_report(records, sorted(problems, key=lambda p: (p.line or 0, p.message)), manifest)
+            write_report(tmp, report)
     finally:
         resolver.close()
     return report
