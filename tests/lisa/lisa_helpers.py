@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 _ROOT = Path(tempfile.mkdtemp(prefix="lisa-tests-"))
+TINY = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs" / "tiny.yaml"   # the shipped tiny recipe
 
 
 @functools.cache
@@ -78,3 +79,11 @@ def seg_answering_model() -> Path:
 
     processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
     return save_lisa(loaded.model, loaded.tokenizer, _ROOT / "seg-answering", image_processor=processor)
+
+
+def train_config(out: Path, **overrides):
+    """The tiny recipe on the tiny v1 model and the test release (no val unless `data` names one)."""
+    from reasonseg.lisa.train import load_config
+
+    data = {"reasonseg": str(release()), "val": None, **overrides.pop("data", {})}
+    return load_config(TINY, {"model": str(tiny_model("v1")), "out": str(out), "data": data, **overrides})

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lisa_helpers import release, scratch, tiny_model  # noqa: E402
+from lisa_helpers import TINY, release, scratch, tiny_model  # noqa: E402
 
 from reasonseg.builders.qa import QADataset  # noqa: E402
 from reasonseg.errors import DatasetError  # noqa: E402
 from reasonseg.lisa.data import QARecipes, make_example, qa_recipe  # noqa: E402
-
-TINY = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs" / "tiny.yaml"
 
 
 def _demo_qa(samples: int = 40) -> Path:

@@ -11,11 +11,10 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lisa_helpers import release, scratch, tiny_model  # noqa: E402
+from lisa_helpers import TINY, release, scratch, tiny_model  # noqa: E402
 
 from reasonseg.lisa.train import SAMPLES_FILE, export_run  # noqa: E402
 
-TINY = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs" / "tiny.yaml"
 # Same samples, same global batch: only the order of floating-point sums differs (a 2-rank all-reduce against
 # one rank's accumulation), so the losses agree to far better than this.
 LOSS_RTOL = 1e-4

@@ -7,18 +7,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lisa_helpers import overfit_qa, release, scratch, tiny_model  # noqa: E402
+from lisa_helpers import TINY, overfit_qa, release, scratch, tiny_model, train_config  # noqa: E402
 
 from reasonseg.dataset import load_split  # noqa: E402
 from reasonseg.lisa.infer import LisaPredictor, predict_split  # noqa: E402
 from reasonseg.lisa.train import TrainError, export_run, load_config, lr_lambda, train  # noqa: E402
-
-TINY = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs" / "tiny.yaml"
-
-
-def _config(out: Path, **overrides):
-    data = {"reasonseg": str(release()), "val": None, **overrides.pop("data", {})}
-    return load_config(TINY, {"model": str(tiny_model("v1")), "out": str(out), "data": data, **overrides})
 
 
 def test_shipped_reference_config_holds_the_paper_defaults():
@@ -39,9 +32,9 @@ def test_shipped_reference_config_holds_the_paper_defaults():
 @pytest.mark.slow  # about 1-3 minutes on 2 CPU cores: 160 optimizer steps of batch 4
 def test_tiny_model_overfits_four_samples():
     out = scratch("overfit") / "run"
-    config = _config(out, data={"qa": str(overfit_qa()), "reasonseg": None, "val": str(release())},
-                     batch_size=4, epochs=1, steps_per_epoch=160, warmup_steps=5, lr=0.003,
-                     lora={"dropout": 0.0})
+    config = train_config(out, data={"qa": str(overfit_qa()), "reasonseg": None, "val": str(release())},
+                          batch_size=4, epochs=1, steps_per_epoch=160, warmup_steps=5, lr=0.003,
+                          lora={"dropout": 0.0})
     result = train(config)
     assert result.losses[-1] < result.losses[0] / 10
     assert result.val[-1]["giou"] >= 0.9, result.val
@@ -49,11 +42,11 @@ def test_tiny_model_overfits_four_samples():
 
 def test_resume_matches_an_uninterrupted_run():
     whole = scratch("whole") / "run"
-    train(_config(whole, epochs=2, steps_per_epoch=2))
+    train(train_config(whole, epochs=2, steps_per_epoch=2))
     split = scratch("split") / "run"
-    first = train(_config(split, epochs=2, steps_per_epoch=2, max_steps=2))
+    first = train(train_config(split, epochs=2, steps_per_epoch=2, max_steps=2))
     assert first.step == 2
-    second = train(_config(split, epochs=2, steps_per_epoch=2))
+    second = train(train_config(split, epochs=2, steps_per_epoch=2))
     assert second.step == 4 and len(second.losses) == 2
     a = torch.load(whole / "checkpoints" / "step_000004" / "trainable.pt", weights_only=True)
     b = torch.load(split / "checkpoints" / "step_000004" / "trainable.pt", weights_only=True)
@@ -64,7 +57,7 @@ def test_resume_matches_an_uninterrupted_run():
 
 def test_export_reload_predicts_identically_and_fine_tunes():
     run = scratch("exp") / "run"
-    train(_config(run, epochs=1, steps_per_epoch=2))
+    train(train_config(run, epochs=1, steps_per_epoch=2))
     exported = export_run(run, run.parent / "exported")
     keys = json.loads((exported / "config.json").read_text())
     assert keys["model_type"] == "llava" and (exported / "clip-vision").is_dir()
@@ -79,7 +72,7 @@ def test_export_reload_predicts_identically_and_fine_tunes():
     from reasonseg.masks import decode_rle
 
     loaded = load_lisa(tiny_model("v1"))
-    add_lora(loaded.model, _config(run).lora)
+    add_lora(loaded.model, train_config(run).lora)
     loaded.model.load_state_dict(torch.load(run / "checkpoints" / "step_000002" / "trainable.pt",
                                             weights_only=True), strict=False)
     loaded.model.eval()
@@ -101,12 +94,12 @@ def test_export_reload_predicts_identically_and_fine_tunes():
 def test_deepspeed_zero2_steps_and_resume_on_cpu():
     pytest.importorskip("deepspeed")
     run = scratch("ds") / "run"
-    config = _config(run, engine="deepspeed", epochs=3, steps_per_epoch=1, max_steps=2)
+    config = train_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1, max_steps=2)
     result = train(config)
     assert result.step == 2 and all(np.isfinite(result.losses))
     tag = run / "checkpoints" / "step_000002"
     assert (tag / "trainable.pt").exists() and any(tag.glob("*optim_states.pt"))
-    resumed = train(_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1))
+    resumed = train(train_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1))
     assert resumed.step == 3 and len(resumed.losses) == 1
     assert export_run(run, run.parent / "exported").exists()
 

@@ -1,5 +1,6 @@
 """Training settings beyond the reference recipe: `trainable:` groups, `threads:`, wall-clock time in metrics.jsonl,
 and `val_every:` (a validation cadence apart from the LR schedule)."""
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lisa_helpers import release, scratch, tiny_model  # noqa: E402
+from lisa_helpers import TINY, release, scratch, tiny_model, train_config  # noqa: E402
 
 from reasonseg.lisa.checkpoint import load_lisa  # noqa: E402
 from reasonseg.lisa.train import (  # noqa: E402
@@ -19,19 +20,15 @@ from reasonseg.lisa.train import (  # noqa: E402
     add_lora,
     export_run,
     load_config,
+    lr_lambda,
     set_trainable,
     train,
 )
 
-TINY = Path(__file__).parents[2] / "reasonseg" / "lisa" / "configs" / "tiny.yaml"
 
-
-def _config(out: Path, **overrides):
-    data = {"reasonseg": str(release()), "val": None, **overrides.pop("data", {})}
-    return load_config(TINY, {"model": str(tiny_model("v1")), "out": str(out), "data": data, **overrides})
-
-
+@functools.cache
 def _lora_model():
+    """One LoRA-wrapped tiny model for the trainable-set tests (set_trainable sets every parameter's flag)."""
     loaded = load_lisa(tiny_model("v1"))
     add_lora(loaded.model, load_config(TINY, {"model": "x"}, check_data=False).lora)
     return loaded.model
@@ -77,8 +74,8 @@ def test_bad_settings_are_refused_by_name(overrides, message):
 
 def test_trained_groups_change_checkpoint_and_export_while_frozen_parts_stay():
     out = scratch("trainable") / "run"
-    config = _config(out, epochs=1, steps_per_epoch=3, warmup_steps=1, lr=0.01,
-                     trainable=["sam_encoder", "projector"])
+    config = train_config(out, epochs=1, steps_per_epoch=3, warmup_steps=1, lr=0.01,
+                          trainable=["sam_encoder", "projector"])
     train(config)
     state = torch.load(out / "checkpoints" / "step_000003" / "trainable.pt", weights_only=True)
     start = load_lisa(tiny_model("v1")).model.state_dict()
@@ -98,18 +95,17 @@ def test_threads_setting_sets_torch_threads():
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
     try:
-        train(_config(scratch("threads") / "run", epochs=1, steps_per_epoch=1, warmup_steps=0, threads=wanted))
+        train(train_config(scratch("threads") / "run", epochs=1, steps_per_epoch=1, warmup_steps=0, threads=wanted))
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
 
 
 def test_metrics_have_wall_clock_time_and_val_every_is_apart_from_the_schedule():
-    plain = scratch("cadence-plain") / "run"
-    train(_config(plain, epochs=1, steps_per_epoch=4, warmup_steps=1))
     cadence = scratch("cadence") / "run"
-    result = train(_config(cadence, epochs=1, steps_per_epoch=4, warmup_steps=1, val_every=2,
-                           data={"val": str(release())}))
+    config = train_config(cadence, epochs=1, steps_per_epoch=4, warmup_steps=1, val_every=2,
+                          data={"val": str(release())})
+    result = train(config)
     lines = [json.loads(x) for x in (cadence / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "loss" in x]
     vals = [x for x in lines if x.get("split") == "val"]
@@ -121,14 +117,14 @@ def test_metrics_have_wall_clock_time_and_val_every_is_apart_from_the_schedule()
     times = [x["elapsed_s"] for x in steps]
     assert all(t > 0 for t in times) and times == sorted(times)
     assert vals[0]["elapsed_s"] >= steps[1]["elapsed_s"]
-    # The LR schedule is the same with or without the extra validations.
-    plain_lr = [json.loads(x)["lr"] for x in (plain / "metrics.jsonl").read_text().splitlines()]
-    assert [x["lr"] for x in steps] == plain_lr
+    # The LR schedule is the same with or without the extra validations: the schedule's own value at each step.
+    schedule = lr_lambda(1, 4)
+    assert [x["lr"] for x in steps] == [config.lr * schedule(step) for step in range(1, 5)]
 
 
 def test_max_minutes_ends_the_run_validated_and_checkpointed():
     out = scratch("max-minutes") / "run"
-    result = train(_config(out, epochs=1, steps_per_epoch=50, warmup_steps=1, max_minutes=1e-6,
+    result = train(train_config(out, epochs=1, steps_per_epoch=50, warmup_steps=1, max_minutes=1e-6,
                            data={"val": str(release())}))
     assert result.step == 1 and [v["step"] for v in result.val] == [1]
     assert (out / "checkpoints" / "step_000001" / "trainable.pt").exists()
