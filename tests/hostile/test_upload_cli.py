@@ -27,18 +27,24 @@ def release(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def flood(tmp_path_factory) -> Path:
+    """10^6 predictions in 53 MB, the review's upload."""
+    return write(tmp_path_factory.mktemp("flood"), "flood.json", many_predictions(1_000_000))
+
+
+@pytest.fixture(scope="module")
 def val(release):
     return load_split(release, "val")
 
 
-def run(tmp_path: Path, *args: str):
+def run(*args: str):
     """The CLI as a subprocess: (result, seconds, its own peak RSS in bytes)."""
     result = run_measured(*args, timeout=300)
     return result, result.seconds, result.peak_rss_mb * MIB
 
 
-def score(tmp_path, release, predictions: Path, *extra: str):
-    return run(tmp_path, "score", str(release), str(predictions), "--split", "val", "--bootstrap", "0", *extra)
+def score(release, predictions: Path, *extra: str):
+    return run("score", str(release), str(predictions), "--split", "val", "--bootstrap", "0", *extra)
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -49,7 +55,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 @pytest.mark.parametrize("key", ["predictions", "padding"])
 def test_deeply_nested_json(tmp_path, release, key):
-    result, seconds, peak = score(tmp_path, release, write(tmp_path, "deep.json", nested_json(200_000, key)))
+    result, seconds, peak = score(release, write(tmp_path, "deep.json", nested_json(200_000, key)))
     assert_one_line_error(result, "deep.json", "nested too deeply")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
@@ -58,14 +64,14 @@ def test_rle_counts_over_2_63(tmp_path, release, val):
     s = val[0]
     doc = predictions_doc([{"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width],
                                                                  "counts": [0, 2**63, 1]}}])
-    result, _, _ = score(tmp_path, release, write(tmp_path, "counts.json", doc))
+    result, _, _ = score(release, write(tmp_path, "counts.json", doc))
     assert_one_line_error(result, "counts.json", repr(s.id), "oversized run")
 
 
 def test_text_index_over_2_63(tmp_path, release, val):
     s = val[0]
     doc = predictions_doc([{"id": s.id, "text_index": 2**64, "mask": encode_rle(np.zeros((s.height, s.width)))}])
-    result, _, _ = score(tmp_path, release, write(tmp_path, "ids.json", doc))
+    result, _, _ = score(release, write(tmp_path, "ids.json", doc))
     assert_one_line_error(result, "ids.json", f"text_index {2**64}")
 
 
@@ -73,7 +79,7 @@ def test_png_header_over_179_megapixels(tmp_path, release, val):
     folder = tmp_path / "pngs"
     folder.mkdir()
     (folder / png_name(val[0].id, 0)).write_bytes(header_only_png(20_000, 10_000))
-    result, seconds, peak = score(tmp_path, release, folder)
+    result, seconds, peak = score(release, folder)
     assert_one_line_error(result, "20000x10000", "pixel limit")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
@@ -83,33 +89,31 @@ def test_16_bit_rgba_8192_png_is_refused_from_its_header(tmp_path, release, val)
     folder = tmp_path / "bomb"
     folder.mkdir()
     (folder / png_name(val[0].id, 0)).write_bytes(zero_png(8192, 8192, bit_depth=16, colour_type=6))
-    result, seconds, peak = run(tmp_path, "submit", str(folder), "--server", "http://127.0.0.1:1", "--token", "t",
+    result, seconds, peak = run("submit", str(folder), "--server", "http://127.0.0.1:1", "--token", "t",
                                 "--split", "val", "--method", "m")
     assert_one_line_error(result, "8192x8192", "4 channel(s) of 16 bits", "byte limit")
     assert seconds < SECONDS and peak < PEAK_MEMORY
-    result, seconds, peak = score(tmp_path, release, folder)     # against the split: the size is wrong first
+    result, seconds, peak = score(release, folder)     # against the split: the size is wrong first
     assert_one_line_error(result, "mask size 8192x8192")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
-def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(tmp_path, release):
-    path = write(tmp_path, "flood.json", many_predictions(1_000_000))
-    result, seconds, peak = score(tmp_path, release, path)
+def test_a_million_predictions_are_refused_by_the_scorer_before_parsing(release, flood):
+    result, seconds, peak = score(release, flood)
     assert_one_line_error(result, "flood.json", "JSON objects")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
-def test_without_split_the_named_split_bounds_the_read(tmp_path, release):
+def test_without_split_the_named_split_bounds_the_read(release, flood):
     """`score` without --split takes the split from the file's header, then reads against that split's bounds."""
-    path = write(tmp_path, "flood.json", many_predictions(1_000_000))
-    result, seconds, peak = run(tmp_path, "score", str(release), str(path), "--bootstrap", "0")
+    result, seconds, peak = run("score", str(release), str(flood), "--bootstrap", "0")
     assert_one_line_error(result, "flood.json", "JSON objects")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
 
 def test_coco_list_with_huge_image_ids(tmp_path, release):
     entries = [{"image_id": 2**64 + n, "segmentation": {"size": [4, 4], "counts": "04"}} for n in range(3)]
-    result, _, _ = score(tmp_path, release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
+    result, _, _ = score(release, write(tmp_path, "coco.json", json.dumps(entries).encode()))
     assert_one_line_error(result, "coco.json", "not in split 'val'", str(2**64))
 
 
@@ -125,7 +129,7 @@ def test_a_list_longer_than_any_rle_of_the_split_is_refused_before_parsing(tmp_p
     if where == "padding":
         doc = {"padding": "HUGE", **doc}
     text = json.dumps(doc).encode().replace(b'"HUGE"', b"[" + b"0," * 60_000_000 + b"0]")
-    result, seconds, peak = score(tmp_path, release, write(tmp_path, "long.json", text))
+    result, seconds, peak = score(release, write(tmp_path, "long.json", text))
     assert_one_line_error(result, "long.json", "list of over", "largest image")
     assert seconds < SECONDS and peak < PEAK_MEMORY
 
@@ -136,6 +140,6 @@ def test_an_uncompressed_rle_of_one_pixel_runs_is_not_too_long(tmp_path, release
     for s in val:
         runs = [0] + [1] * (s.height * s.width) if s is val[0] else [s.height * s.width]
         predictions.append({"id": s.id, "text_index": 0, "mask": {"size": [s.height, s.width], "counts": runs}})
-    result, _, _ = score(tmp_path, release, write(tmp_path, "runs.json", predictions_doc(predictions)), "--json")
+    result, _, _ = score(release, write(tmp_path, "runs.json", predictions_doc(predictions)), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["groups"]["overall"]["n"] == len(val)
