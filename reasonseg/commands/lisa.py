@@ -170,8 +170,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                                                      "refcocog (with --refer-root and --split)"),
                  weights: Path = typer.Option(..., "--weights", help="released-layout LISA folder"),
                  out: Path = typer.Option(Path("lisa-eval"), help="folder for predictions and results"),
-                 overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier evaluation's files "
-                                                "in a non-empty --out (other files there are kept)"),
+                 overwrite: bool = typer.Option(False, "--overwrite", help="replace the files of the split(s) "
+                                                "being evaluated (other splits' files are kept; without it they are "
+                                                "added beside them)"),
                  paper_row: list[str] | None = typer.Option(
                      None, "--paper-row", help="the paper's row(s) to print beside (repeatable; default: the "
                                                "checkpoint's size and LLaVA base, zero-shot and ft)"),

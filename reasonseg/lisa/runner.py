@@ -1,6 +1,7 @@
 """Whole-release jobs behind the CLI: predict a split (one or several processes) and evaluate val + test."""
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,15 +73,33 @@ class EvalReport:
     predictions: dict[str, Path] = field(default_factory=dict)   # split -> predictions JSON
 
 
-def _prepare_eval_dir(out: Path, overwrite: bool) -> None:
-    """The folder rule, after the arguments are checked and before the model opens (no rank writes before then):
-    every rank refuses a non-empty `out` without `overwrite`; rank 0 removes an earlier evaluation's files."""
+def _prepare_eval_dir(out: Path, overwrite: bool, outputs: list[str]) -> None:
+    """The folder rule, after the arguments are checked and before the model opens (no rank writes before then).
+    `outputs` are the files this evaluation writes. A folder holding only other evaluations' files (other splits,
+    the other benchmark) takes this one's beside them; every rank refuses, without `overwrite`, a folder holding any of
+    `outputs` (it would replace them) or anything `lisa eval` does not write. With `overwrite` rank 0 removes
+    `outputs` only: the other splits' predictions and results cost GPU hours and stay."""
+    from ..errors import OutputError
     from ..outputs import check_output_dir, clear_outputs
     from .infer import distributed_context
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite=True)  # a file in the way is refused whatever the flag
+    if not overwrite and out.is_dir():
+        names = sorted(entry.name for entry in out.iterdir())
+        replaced = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in outputs)]
+        if replaced:
+            raise OutputError(f"holds this evaluation's {', '.join(replaced)} already", path=str(out),
+                              hint="pass --overwrite to replace them (the other files there are kept), or choose "
+                                   "another --out")
+        if any(not any(fnmatch.fnmatchcase(name, p) for p in EVAL_OUTPUTS) for name in names):
+            check_output_dir(out, overwrite)  # not only evaluations: the usual non-empty refusal
     if distributed_context()[0] == 0:
-        clear_outputs(out, EVAL_OUTPUTS)
+        clear_outputs(out, outputs)
+
+
+def release_eval_outputs(splits: list[str]) -> list[str]:
+    """The files `lisa eval` writes for a ReasonSeg release: each split's predictions and results."""
+    return [f"{split}.{kind}.json" for split in splits for kind in ("predictions", "results")]
 
 
 def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str] | None = None, batch_size: int = 4,
@@ -89,7 +108,7 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     """Predict + score val and test with one loaded model; the measured row beside the paper's rows (Table 1
     layout, the measured cells with their bootstrap CIs), and warnings (a checkpoint that saw val, a missing split).
     Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one).
-    A non-empty `out` needs `overwrite`, which replaces an earlier evaluation's files only."""
+    Other evaluations' files in `out` stay; this one's are replaced only with `overwrite` (see _prepare_eval_dir)."""
     from ..metrics.comparison import reported_rows
     from ..metrics.report import table1, write_results
     from ..metrics.scoring import evaluate
@@ -113,7 +132,7 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
     if not splits:
         raise ReasonSegError("neither val/ nor test/ is in the release", path=str(data),
                              hint="pass the release root (the folder holding train/, val/, test/)")
-    _prepare_eval_dir(out, overwrite)
+    _prepare_eval_dir(out, overwrite, release_eval_outputs(splits))
     predictor, rank, world = _open(weights, device, precision)
     method = f"lisa:{weights.name}"
     measured = {}
@@ -137,12 +156,16 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
 
 # ---------------------------------------------------------------------------------------------- refCOCO family
 
-# Every file `lisa eval` writes into its --out: removed first when --overwrite replaces an earlier evaluation.
+# Every file `lisa eval` writes into its --out (any split): a folder holding only these takes another split's files.
 EVAL_OUTPUTS = ("val.predictions.json", "val.results.json", "test.predictions.json", "test.results.json",
                 "refcoco*_*.results.json")
 # The splits the paper's Table 2 evaluates (docs/protocol.md §3, refCOCO family evaluation); refcocog is the umd split.
 REFER_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
                      "refcocog": ("val", "test")}
+
+
+def refer_results_name(dataset: str, split: str) -> str:
+    return f"{dataset}_{split}.results.json"
 
 
 def refer_split_matches(split: str, ref_split: str) -> bool:
@@ -193,7 +216,7 @@ def evaluate_refer(root: Path, dataset: str, split: str, weights: Path, out: Pat
         raise ReasonSegError(f"no ref of {dataset} is in split {split!r} (the refs hold {', '.join(present)})",
                              path=str(refs_path))
     source = open_source(root, image_root, name=dataset, splits=wanted)
-    _prepare_eval_dir(out, overwrite)
+    _prepare_eval_dir(out, overwrite, [refer_results_name(dataset, split)])
     predictor = LisaPredictor.from_pretrained(weights, device=device, precision=precision)
     metric = ReasonSegMetric(bootstrap=0)
     queries = []
@@ -219,7 +242,7 @@ def evaluate_refer(root: Path, dataset: str, split: str, weights: Path, out: Pat
     for query, row in zip(queries, doc["queries"], strict=True):
         query["iou"] = row["iou"]
     out.mkdir(parents=True, exist_ok=True)
-    results = out / f"{dataset}_{split}.results.json"
+    results = out / refer_results_name(dataset, split)
     results.write_text(json.dumps({"dataset": dataset, "split": split, "split_by": SPLIT_BY[dataset],
                                    "weights": str(weights), **scores, "queries": queries}, indent=1) + "\n",
                        encoding="utf-8")

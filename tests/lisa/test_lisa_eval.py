@@ -83,19 +83,35 @@ def test_eval_without_a_v1_checkpoint_does_not_warn_and_rejects_unknown_rows():
     bad = runner.invoke(app, ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1")), "--paper-row",
                               "LISA-99B", "--out", str(scratch("eval-bad") / "out")])
     assert isinstance(bad.exception, ReasonSegError) and "no paper row 'LISA-99B'" in str(bad.exception)
-    # The folder rule: a non-empty --out is refused before the model opens; --overwrite replaces this command's
-    # files only (a stale one from an earlier run included) and keeps the user's.
+    # The folder rule: a folder holding this evaluation's files is refused before the model opens; --overwrite
+    # replaces this evaluation's files only: another benchmark's results and the user's files stay.
     again = ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1.5")), "--out", str(out),
              "--bootstrap", "0"]
     refused = runner.invoke(app, again)
-    assert isinstance(refused.exception, ReasonSegError) and "not empty" in str(refused.exception)
+    assert isinstance(refused.exception, ReasonSegError)
+    assert "val.predictions.json" in str(refused.exception) and "--overwrite" in str(refused.exception)
     (out / "notes.txt").write_text("mine")
     (out / "refcoco_val.results.json").write_text("{}")
     before = (out / "val.predictions.json").stat().st_mtime_ns
     replaced = runner.invoke(app, [*again, "--overwrite"], terminal_width=250)
     assert replaced.exit_code == 0, replaced.output
-    assert (out / "notes.txt").read_text() == "mine" and not (out / "refcoco_val.results.json").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "refcoco_val.results.json").read_text() == "{}"
     assert (out / "val.predictions.json").stat().st_mtime_ns != before
+    # A folder holding only another benchmark's results takes this evaluation beside them without --overwrite;
+    # a folder holding files lisa eval does not write is still refused.
+    beside = scratch("eval-beside") / "out"
+    beside.mkdir()
+    (beside / "refcoco_testA.results.json").write_text("{}")
+    done = runner.invoke(app, ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1.5")), "--out",
+                               str(beside), "--bootstrap", "0"], terminal_width=250)
+    assert done.exit_code == 0, done.output
+    assert (beside / "test.results.json").is_file() and (beside / "refcoco_testA.results.json").read_text() == "{}"
+    mixed = scratch("eval-mixed")
+    (mixed / "refcoco_testA.results.json").write_text("{}")
+    (mixed / "notes.txt").write_text("mine")
+    refused = runner.invoke(app, ["lisa", "eval", str(release()), "--weights", str(tiny_model("v1.5")), "--out",
+                                  str(mixed), "--bootstrap", "0"])
+    assert isinstance(refused.exception, ReasonSegError) and "not empty" in str(refused.exception)
 
 
 def test_exports_record_the_splits_their_weights_saw():

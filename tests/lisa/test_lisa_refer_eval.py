@@ -154,3 +154,31 @@ def test_refer_eval_hostile_refs_pickle_is_refused(tmp_path):
                 "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and "refs pickle" in done.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+def test_refer_splits_share_one_folder_and_overwrite_replaces_only_its_own():
+    # docs/lisa.md's recipe: every split into the default lisa-eval, one after the other, no --overwrite.
+    refer, model = _fixtures()
+    cwd = scratch("refer-recipe")
+    (cwd / "lisa-eval").mkdir()
+    (cwd / "lisa-eval" / "val.results.json").write_text("{}")        # a ReasonSeg evaluation made earlier
+    for dataset, split in (("refcoco", "val"), ("refcoco", "testA"), ("refcocog", "test")):
+        done = subprocess.run([*CLI, "lisa", "eval", dataset, "--refer-root", str(refer), "--split", split,
+                               "--weights", str(model)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+        assert done.returncode == 0, done.stderr
+    out = cwd / "lisa-eval"
+    kept = {name: (out / name).read_bytes() for name in ("val.results.json", "refcoco_testA.results.json",
+                                                         "refcocog_test.results.json")}
+    # The same split again is refused (it would replace its results) and leaves every file as it was.
+    again = ["lisa", "eval", "refcoco", "--refer-root", str(refer), "--split", "val", "--weights", str(model),
+             "--out", str(out)]
+    before = (out / "refcoco_val.results.json").read_bytes()
+    refused = _run(*again)
+    assert refused.returncode == 2 and "refcoco_val.results.json" in refused.stderr and "--overwrite" in refused.stderr
+    assert (out / "refcoco_val.results.json").read_bytes() == before
+    # --overwrite replaces that split's results only: the other splits' and ReasonSeg's files stay byte for byte.
+    (out / "refcoco_val.results.json").write_text("{}")
+    done = _run(*again, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "refcoco_val.results.json").read_text())["split"] == "val"
+    assert {name: (out / name).read_bytes() for name in kept} == kept
