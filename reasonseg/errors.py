@@ -1,6 +1,8 @@
 """Typed errors. The library raises these; the CLI turns them into one line and exit code 2."""
 from __future__ import annotations
 
+from .text import display_line, quoted
+
 
 class ReasonSegError(Exception):
     """A user-facing error: the message names the file, the sample and the field, and says what to do."""
@@ -17,14 +19,14 @@ class ReasonSegError(Exception):
     def render(self) -> str:
         where = [part for part in (
             self.path,
-            f"sample {self.sample_id!r}" if self.sample_id is not None else None,
-            f"field {self.field!r}" if self.field is not None else None,
+            f"sample {quoted(self.sample_id)}" if self.sample_id is not None else None,
+            f"field {quoted(self.field)}" if self.field is not None else None,
         ) if part]
         text = (": ".join(where) + ": " if where else "") + self.message
         if self.hint:
             text += f" ({self.hint})"
-        # One line, whatever the inputs held.
-        return " ".join(text.split())
+        # One line, whatever the inputs held: escaped (no terminal escapes, no bidi overrides) and capped.
+        return display_line(text)
 
 
 class DatasetError(ReasonSegError):
@@ -33,6 +35,10 @@ class DatasetError(ReasonSegError):
 
 class SubmissionError(ReasonSegError):
     """A predictions file (JSON RLE, PNG folder or zip) is invalid."""
+
+
+class ReadLimitError(SubmissionError):
+    """Reading an untrusted predictions file needed more memory or time than its limits allow (reasonseg.sandbox)."""
 
 
 class MaskError(ReasonSegError):
