@@ -24,6 +24,7 @@ from .commands.common import (
     reflow_help_texts,
 )
 from .errors import DatasetError, ReasonSegError
+from .text import display_line
 
 try:  # typer >= 0.17 ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -150,6 +151,7 @@ def score(data: Path = typer.Argument(..., help="release folder (or its publishe
     from .metrics.scoring import evaluate
     from .outputs import check_output_dir, staged_output_dir
 
+    _check_release_arg(data)
     if report:
         check_output_dir(report, overwrite, "--report")  # before the work, not after it
     evaluation = evaluate(data, predictions, split, protocol, cache_dir=None if no_cache else "default",
@@ -172,6 +174,12 @@ def score(data: Path = typer.Argument(..., help="release folder (or its publishe
     for path, what in ((out, "results"), (report and report / "index.html", "report")):
         if path:
             typer.echo(f"{what}: {path}")
+
+
+def _check_release_arg(data: Path) -> None:
+    from .inputs import check_input
+
+    check_input(data, "release folder", DatasetError)
 
 
 # ------------------------------------------------------------------------------------------------------ compare
@@ -239,6 +247,7 @@ def compare(data: Path = typer.Argument(..., help="release folder (or its publis
     scores_a, name_a, split = _scores_for(data, pred_a, split, protocol, empty_union, not no_cache,
                                           allow_different_data)
     scores_b, name_b, _ = _scores_for(data, pred_b, split, protocol, empty_union, not no_cache, allow_different_data)
+    _check_release_arg(data)
     groups_a, groups_b = group_scores(scores_a), group_scores(scores_b)
     if group not in groups_a:
         raise ResultsError(f"unknown group {group!r}; choose one of {', '.join(groups_a)}")
@@ -310,7 +319,7 @@ def __getattr__(name: str):
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # Library warnings (e.g. a lenient reader accepting a .png image) reach the user as one plain line.
-    typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"warning: {display_line(message)}", err=True)
 
 
 def _holds_release(folder: Path) -> bool:
@@ -336,7 +345,7 @@ def _suggestion(path_text, release_expected: bool = False) -> str:
     import difflib
 
     path = Path(path_text)
-    if path not in _typed_input_paths(sys.argv[1:]):
+    if os.path.lexists(path) or path not in _typed_input_paths(sys.argv[1:]):  # present (a loop): no typo
         return ""  # only a path the user typed as an input: a file missing inside a dataset is no typo
     try:
         base = path
@@ -385,14 +394,14 @@ def main() -> None:
     except ClickException as exc:
         # A usage error (missing argument, bad choice) is one line like every other error, with where to look.
         where = f" (see '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) else ""
-        typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        typer.echo(f"error: {display_line(exc.format_message())}{where}", err=True)
         sys.exit(exc.exit_code)
     except ReasonSegError as exc:
         typer.echo(f"error: {exc.render()}{_suggestion(exc.path, isinstance(exc, DatasetError))}", err=True)
         sys.exit(2)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}{_suggestion(exc.filename)}", err=True)
+        typer.echo(f"error: {display_line(f'{where}{exc.strerror or exc}')}{_suggestion(exc.filename)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

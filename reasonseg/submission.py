@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +24,10 @@ import numpy as np
 
 from .dataset import atomic_write_text
 from .errors import MaskError, SubmissionError
+from .inputs import check_input
 from .masks import Intervals, encode_rle, mask_to_intervals, rle_to_intervals
 from .schema import Prediction
+from .text import check_plain_text
 
 FORMAT, VERSION = "reasonseg-predictions", 1
 MAX_FILE_BYTES = 512 * 1024 * 1024          # a JSON file, a zip, or one PNG
@@ -114,7 +117,8 @@ def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
 
 
 def _checked_file(path: Path, limits: Limits) -> Path:
-    """`path`, once it is known to exist, to be non-empty and to be within the size limit."""
+    """`path`, once it is known to exist, to be a non-empty regular file and to be within the size limit."""
+    check_input(path, "predictions", SubmissionError)
     if not path.exists():
         raise SubmissionError("predictions not found", path=str(path))
     size = path.stat().st_size
@@ -209,6 +213,10 @@ class _JsonText:
             value, self.pos = self._DECODER.raw_decode(self.text, self.pos)
         except json.JSONDecodeError as exc:
             raise self.fail(exc.msg, exc.pos) from None
+        except ValueError:   # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+            raise SubmissionError(f"a number at line {self.text.count(chr(10), 0, self.pos) + 1} has over "
+                                  f"{sys.get_int_max_str_digits()} digits; no field of a predictions file needs "
+                                  "one", path=self.where) from None
         except RecursionError:
             raise SubmissionError(f"JSON nested too deeply at line {self.text.count(chr(10), 0, self.pos) + 1}; "
                                   "a predictions file nests at most a few levels", path=self.where) from None
@@ -303,6 +311,8 @@ def parse_predictions_json(raw: bytes, where: str, index: SplitIndex | None = No
             raise SubmissionError("'predictions' must be a list", path=where, field="predictions")
         doc.pos = deferred
         _read_entries(doc, preds, index)
+    if isinstance(header.get("method"), str):
+        check_plain_text(header["method"], "method name", path=where, field="method")
     for key in ("split", "method"):      # either may come after the predictions
         if isinstance(header.get(key), str):
             setattr(preds, key, header[key])
@@ -383,6 +393,7 @@ def _entry_fields(entry, n: int, where: str) -> tuple[str, int, dict]:
     if not isinstance(sample_id, str) or not sample_id:
         raise SubmissionError("'id' must be a non-empty string (the image file stem)", path=where,
                               field=f"predictions[{n}].id")
+    check_plain_text(sample_id, "id", path=where, field=f"predictions[{n}].id")
     text_index = entry.get("text_index", 0)
     if not isinstance(text_index, int) or isinstance(text_index, bool) or text_index < 0:
         raise SubmissionError("'text_index' must be a non-negative integer", path=where, sample_id=sample_id,
@@ -398,7 +409,7 @@ def _png_key(name: str, where: str) -> tuple[str, int]:
     match = _PNG_NAME.match(name)
     if not match:
         raise SubmissionError(f"unexpected file {name[:120]!r}: name masks <id>.png or <id>__<k>.png", path=where)
-    return match["id"], int(match["k"] or 0)
+    return check_plain_text(match["id"], "id", path=where, field=name), int(match["k"] or 0)
 
 
 def png_header(data: bytes) -> tuple[int, int, int, int] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..dataset import atomic_write_text
 from ..errors import ResultsError
+from ..inputs import check_input
 from .iou import EMPTY_UNION_POLICIES, SIZE_CLASSES, QueryScore, ciou, giou
 from .stats import bootstrap_ci, image_sums
 
@@ -69,10 +70,10 @@ def write_results(path: str | os.PathLike, document: dict) -> Path:
 
 
 def read_results(path: str | os.PathLike) -> dict:
-    path = Path(path)
+    path = check_input(path, "results file", ResultsError)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:   # ValueError: not UTF-8, not JSON, or an integer of over 4300 digits
         raise ResultsError(f"results file does not read as JSON: {exc}", path=str(path)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise ResultsError(f"not a {FORMAT} version {VERSION} file", path=str(path), field="format")

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from ...errors import BuildError
+from ...inputs import check_input
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def load_prices(override: Path | None = None) -> PriceTable:
     as_of, origin = str(shipped.get("as_of", "")), "reasonseg/builders/rephrase/prices.json"
     if override is not None:
         try:
-            data = json.loads(Path(override).read_text(encoding="utf-8"))
+            data = json.loads(check_input(override, "price table", BuildError, "--prices").read_text(encoding="utf-8"))
         except OSError as exc:
             raise BuildError(f"cannot read the price table: {exc.strerror}", path=str(override)) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

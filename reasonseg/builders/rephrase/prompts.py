@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ...errors import BuildError
+from ...inputs import check_input
 
 DEFAULT_PROMPTS = {"rephrase": "rephrase-v1.txt", "explain": "explain-v1.txt"}
 _VERSION_LINE = re.compile(r"^#\s*version:\s*(\S+)\s*$", re.MULTILINE)
@@ -67,7 +68,7 @@ def load_template(task: str, path: Path | None = None) -> PromptTemplate:
         text = resources.files(__package__).joinpath("prompts", name).read_text(encoding="utf-8")
         return parse_template(text, f"reasonseg/builders/rephrase/prompts/{name}")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = check_input(path, "prompt template", BuildError, "--prompt").read_text(encoding="utf-8")
     except OSError as exc:
         raise BuildError(f"cannot read the prompt template: {exc.strerror}", path=str(path)) from None
     except UnicodeDecodeError:
