@@ -48,6 +48,41 @@ def size_class(target_area: int, height: int, width: int) -> str | None:
     return "medium" if scaled < 96 * 96 * height * width else "large"
 
 
+# How the ratios are taken. `lisa` is the reference's: 1e-5 on each union and on the query count, 1e-10 on the
+# summed union. `none` is the exact ratio of the other scorers (an empty denominator gives 0.0).
+EPSILONS = {
+    "lisa": "iou = I / (U + 1e-5), gIoU = sum / (N + 1e-5), cIoU = sum I / (sum U + 1e-10) (LISA)",
+    "none": "iou = I / U, gIoU = the mean, cIoU = sum I / sum U, exact (every other scorer)",
+}
+
+
+def query_iou(inter: int, union: int, empty_union: str = "one", epsilon: str = "lisa",
+              penalty: bool = False) -> float | None:
+    """One query's IoU; None when the query is left out of gIoU (`empty_union="skip"` on an empty union).
+
+    A penalty row (a missing prediction scored I = 0, U = |GT|) always counts, as 0.0, whatever its union.
+    """
+    if penalty:
+        return 0.0
+    if union == 0:
+        if empty_union == "skip":
+            return None
+        return 1.0 if empty_union == "one" else 0.0
+    return inter / (union + IOU_EPS) if epsilon == "lisa" else inter / union
+
+
+def mean_iou(ious: Sequence[float], epsilon: str = "lisa") -> float:
+    if epsilon == "lisa":
+        return sum(ious) / (len(ious) + COUNT_EPS)
+    return sum(ious) / len(ious) if ious else 0.0
+
+
+def ratio_of_sums(inter: int, union: int, epsilon: str = "lisa") -> float:
+    if epsilon == "lisa":
+        return inter / (union + CIOU_EPS)
+    return inter / union if union else 0.0
+
+
 @dataclass(frozen=True)
 class QueryScore:
     id: str
@@ -57,33 +92,32 @@ class QueryScore:
     union: int
     source: str | None = None
     size: str | None = None         # size_class of the target
+    penalty: bool = False           # a missing prediction scored I = 0, U = |GT| and counted as 0 (rules.MISSING)
 
-    def iou(self, empty_union: str = "one") -> float | None:
-        value = self.intersection / (self.union + IOU_EPS)
-        if self.union == 0:
-            if empty_union == "skip":
-                return None
-            if empty_union == "one":
-                value += 1.0
-        return value
+    def iou(self, empty_union: str = "one", epsilon: str = "lisa") -> float | None:
+        return query_iou(self.intersection, self.union, empty_union, epsilon, self.penalty)
+
+
+def measure(target: Intervals, ignore: Intervals, prediction: Intervals) -> tuple[int, int, int]:
+    """|P ∧ T|, |P ∧ ignore| and |P| of one prediction: with |T| and |ignore| they give I and U under every
+    ground-truth derivation of `rules.IGNORE` (one pass serves every scorer's rules)."""
+    covered = Coverage(prediction)
+    return covered(target), covered(ignore), covered.total
 
 
 def intersection_union(target: Intervals, ignore: Intervals, prediction: Intervals) -> tuple[int, int]:
-    """I and U of one query, with ignore pixels removed from the prediction.
+    """I and U of one query, with ignore pixels removed from the prediction (LISA).
 
     The reference computes I = |P' ∧ T| and U = |P' ∨ T| with P' = P minus ignore. Because target and ignore are
     disjoint, that equals I = |P ∧ T| and U = |P| + |T| - |P ∧ T| - |P ∧ ignore|, which needs no full-size array.
     """
-    covered = Coverage(prediction)
-    inter = covered(target)
-    union = covered.total + intervals_area(target) - inter - covered(ignore)
-    return inter, union
+    on_target, on_ignore, area = measure(target, ignore, prediction)
+    return on_target, area + intervals_area(target) - on_target - on_ignore
 
 
-def giou(scores: Sequence[QueryScore], empty_union: str = "one") -> float:
-    ious = [v for v in (s.iou(empty_union) for s in scores) if v is not None]
-    return sum(ious) / (len(ious) + COUNT_EPS)
+def giou(scores: Sequence[QueryScore], empty_union: str = "one", epsilon: str = "lisa") -> float:
+    return mean_iou([v for v in (s.iou(empty_union, epsilon) for s in scores) if v is not None], epsilon)
 
 
-def ciou(scores: Sequence[QueryScore]) -> float:
-    return sum(s.intersection for s in scores) / (sum(s.union for s in scores) + CIOU_EPS)
+def ciou(scores: Sequence[QueryScore], epsilon: str = "lisa") -> float:
+    return ratio_of_sums(sum(s.intersection for s in scores), sum(s.union for s in scores), epsilon)

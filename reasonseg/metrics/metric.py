@@ -15,16 +15,14 @@ import numpy as np
 from ..errors import MaskError, ReasonSegError, SubmissionError
 from ..masks import as_array, binary_mask, intervals_area, mask_to_intervals
 from ..schema import canonical_split
-from ..submission import PredictedMask
 from .groundtruth import GroundTruth, load_ground_truth
-from .iou import EMPTY_UNION_POLICIES, QueryScore, intersection_union, size_class
+from .iou import measure
 from .report import results_document
+from .rules import Rules, Tally, resolve_rules, score_one, score_tallies, wanted_keys
 from .scoring import (
     check_known,
-    check_options,
     check_size,
     evaluation_document,
-    score_query,
     wanted_queries,
     warn_if_degenerate,
 )
@@ -49,13 +47,11 @@ class ReasonSegMetric:
     """
 
     def __init__(self, data: str | os.PathLike | GroundTruth | None = None, split: str | None = None,
-                 protocol: str = "lisa", *, missing: str = "error", empty_union: str = "one", bootstrap: int = 1000,
-                 seed: int = 0, confidence: float = 0.95, method: str | None = None, threshold: float | None = None,
+                 protocol: str | None = None, *, rules: str | Rules | None = None, missing: str | None = None,
+                 empty_union: str | None = None, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+                 method: str | None = None, threshold: float | None = None,
                  cache_dir: str | os.PathLike | None = "default", strict: bool = False, process_group=None):
-        check_options(protocol, missing)
-        if empty_union not in EMPTY_UNION_POLICIES:
-            raise ReasonSegError(f"unknown empty-union policy {empty_union!r}; choose one of "
-                                 f"{', '.join(EMPTY_UNION_POLICIES)}")
+        resolve_rules(rules, protocol=protocol, missing=missing, empty_union=empty_union)  # refused before loading
         if isinstance(data, GroundTruth):
             if split is not None and canonical_split(split) != data.split:
                 raise ReasonSegError(f"the ground truth is of split {data.split!r}, not {split!r}")
@@ -66,7 +62,10 @@ class ReasonSegMetric:
             self.ground_truth = load_ground_truth(data, split, cache_dir=cache_dir, strict=strict)
         else:
             self.ground_truth = None
-        self.protocol, self.missing, self.empty_union = protocol, missing, empty_union
+        # Hub-mirror ground truth has its own default rules.
+        self.rules = resolve_rules(rules, protocol=protocol, missing=missing, empty_union=empty_union,
+                                   gt=self.ground_truth)
+        self.protocol, self.missing, self.empty_union = self.rules.protocol, self.rules.missing, self.rules.empty_union
         self.bootstrap, self.seed, self.confidence = bootstrap, seed, confidence
         self.method, self.threshold, self.process_group = method, threshold, process_group
         self.reset()
@@ -75,42 +74,43 @@ class ReasonSegMetric:
 
     def reset(self) -> None:
         """Forget every update."""
-        self._queries: dict[tuple[str, int], tuple[QueryScore, int]] = {}   # key -> (score, predicted area)
-        self._pairs: list[tuple[int, int, str | None, int, int]] = []        # bare pairs: I, U, size, area, pixels
+        # The state is what one pass measures (rules.Tally), so any rules derive I and U from it at compute().
+        self._queries: dict[tuple[str, int], Tally] = {}
+        self._pairs: list[tuple[Tally, int, int, int, int]] = []   # bare pairs: tally, |T|, |ignore|, height, width
 
     def state(self) -> dict:
         """The picklable state: what `merge` adds and what is gathered across processes."""
         return {"fingerprint": self.ground_truth.fingerprint if self.ground_truth else None,
-                "protocol": self.protocol, "queries": dict(self._queries), "pairs": list(self._pairs)}
+                "rules": self.rules.label, "queries": dict(self._queries), "pairs": list(self._pairs)}
 
     def merge(self, other: ReasonSegMetric | dict) -> ReasonSegMetric:
         """Add another metric's state (or a `state()` dict) to this one; returns self."""
         state = other.state() if isinstance(other, ReasonSegMetric) else other
         mine = self.ground_truth.fingerprint if self.ground_truth else None
-        if state["fingerprint"] != mine or state["protocol"] != self.protocol:
-            raise ReasonSegError(f"cannot merge metrics of different data or protocol (annotations "
-                                 f"{state['fingerprint']} / {state['protocol']} into {mine} / {self.protocol})")
-        for key, (score, area) in state["queries"].items():
-            self._add(key, score, area)
+        if state["fingerprint"] != mine or state.get("rules") != self.rules.label:
+            raise ReasonSegError(f"cannot merge metrics of different data or rules (annotations "
+                                 f"{state['fingerprint']} / {state.get('rules')} into {mine} / {self.rules.label})")
+        for key, tally in state["queries"].items():
+            self._add(key, tally)
         self._pairs.extend(state["pairs"])
         return self
 
-    def _add(self, key: tuple[str, int], score: QueryScore, area: int) -> None:
+    def _add(self, key: tuple[str, int], tally: Tally) -> None:
         known = self._queries.get(key)
-        if known is not None and known != (score, area):
+        if known is not None and known != tally:
             sid, k = key
             raise SubmissionError(f"text_index {k} was updated twice with different masks", sample_id=sid,
                                   hint="give each query one mask (call reset() between evaluation runs)")
-        self._queries[key] = (score, area)
+        self._queries[key] = tally
 
     def __len__(self) -> int:
         return len(self._queries) + len(self._pairs)
 
     def __repr__(self) -> str:
         if self.ground_truth is None:
-            return f"ReasonSegMetric(masks, {len(self._pairs)} pairs, empty_union={self.empty_union!r})"
-        n = len(self.ground_truth.queries(self.protocol))
-        return (f"ReasonSegMetric(split={self.ground_truth.split!r}, protocol={self.protocol!r}, "
+            return f"ReasonSegMetric(masks, {len(self._pairs)} pairs, rules={self.rules.label!r})"
+        n = len(wanted_keys(self.rules, self.ground_truth))
+        return (f"ReasonSegMetric(split={self.ground_truth.split!r}, rules={self.rules.label!r}, "
                 f"{len(self._queries)} of {n} queries updated)")
 
     # ---------------------------------------------------------------------------------------------- update
@@ -152,9 +152,8 @@ class ReasonSegMetric:
         check_known(gt, [key], None)
         array = _binary(mask, threshold, key[0])
         check_size(gt, key[0], array.shape[0], array.shape[1], None)
-        intervals = mask_to_intervals(array)
-        score = score_query(gt.masks[key[0]], key[1], PredictedMask(array.shape[0], array.shape[1], intervals))
-        self._add(key, score, intervals_area(intervals))
+        mask = gt.masks[key[0]]
+        self._add(key, Tally(*measure(mask.target, mask.ignore, mask_to_intervals(array))))
 
     def _update_pair(self, pred, target, threshold: float | None) -> None:
         array = _binary(pred, threshold, None)
@@ -168,10 +167,9 @@ class ReasonSegMetric:
             raise MaskError("a ground-truth mask holds 0, 1 (target) and 255 (ignore); got other float values")
         ignore = truth == IGNORE_VALUE
         target = (truth != 0) & ~ignore
-        target_iv = mask_to_intervals(target)
-        inter, union = intersection_union(target_iv, mask_to_intervals(ignore), mask_to_intervals(array))
-        self._pairs.append((inter, union, size_class(intervals_area(target_iv), *truth.shape),
-                            int(np.count_nonzero(array)), array.size))
+        target_iv, ignore_iv = mask_to_intervals(target), mask_to_intervals(ignore)
+        tally = Tally(*measure(target_iv, ignore_iv, mask_to_intervals(array)))
+        self._pairs.append((tally, intervals_area(target_iv), intervals_area(ignore_iv), *truth.shape))
 
     # --------------------------------------------------------------------------------------------- compute
 
@@ -198,28 +196,28 @@ class ReasonSegMetric:
         return total._document()
 
     def _document(self) -> dict:
-        options = {"empty_union": self.empty_union, "bootstrap": self.bootstrap, "seed": self.seed,
-                   "confidence": self.confidence}
-        gt = self.ground_truth
+        options = {"bootstrap": self.bootstrap, "seed": self.seed, "confidence": self.confidence}
+        gt, rules = self.ground_truth, self.rules
         if gt is None:
-            scores = [QueryScore(str(i), 0, None, inter, union, None, size)
-                      for i, (inter, union, size, _, _) in enumerate(self._pairs)]
+            # Bare pairs are one query each (no texts, no missing ones); the rules' other axes apply.
+            scores = [score_one(rules, str(i), 0, tally, target, ignore, h, w, None, None)
+                      for i, (tally, target, ignore, h, w) in enumerate(self._pairs)
+                      if rules.empty_targets == "kept" or rules.target_area(target, ignore) > 0]
             _warn_pairs(self._pairs)
             return results_document(scores, split=None, protocol="masks", method=self.method, dataset={},
-                                    predictions_sha256=None, **options)
-        wanted = wanted_queries(gt, self._queries, self.protocol, self.missing, None)
-        scores = [self._queries[key][0] if key in self._queries else score_query(gt.masks[key[0]], key[1], None)
-                  for key in wanted]
-        warn_if_degenerate(gt, ((sid, self._queries[sid, k][1] if (sid, k) in self._queries else 0)
+                                    predictions_sha256=None, rules=rules, **options)
+        wanted = wanted_queries(gt, self._queries, where=None, rules=rules)
+        scores = score_tallies(rules, gt, self._queries)
+        warn_if_degenerate(gt, ((sid, self._queries[sid, k].area if (sid, k) in self._queries else 0)
                                 for sid, k in wanted))
-        return evaluation_document(gt, scores, self.protocol, None, self.method, **options)
+        return evaluation_document(gt, scores, rules, None, self.method, **options)
 
 
 def _warn_pairs(pairs: list) -> None:
     import warnings
 
-    for count, what in ((sum(area == pixels for *_, area, pixels in pairs), "the whole image"),
-                        (sum(area == 0 for *_, area, _ in pairs), "nothing (an empty mask)")):
+    for count, what in ((sum(t.area == h * w for t, _, _, h, w in pairs), "the whole image"),
+                        (sum(t.area == 0 for t, *_ in pairs), "nothing (an empty mask)")):
         if pairs and count > 0.5 * len(pairs):
             warnings.warn(f"{count} of {len(pairs)} masks are predicted as {what}", stacklevel=3)
 
@@ -265,13 +263,15 @@ def _pairs_of(preds, targets) -> tuple[list, list]:
     return [p], [t]
 
 
-def score_masks(pred_masks, gt_masks, *, threshold: float | None = None, empty_union: str = "one") -> dict:
-    """gIoU, cIoU and per-pair IoU of predicted masks against ground-truth masks (255 = ignore), LISA's rules.
+def score_masks(pred_masks, gt_masks, *, threshold: float | None = None, empty_union: str | None = None,
+                rules: str | Rules | None = None) -> dict:
+    """gIoU, cIoU and per-pair IoU of predicted masks against ground-truth masks (255 = ignore), LISA's rules
+    unless `rules` names other ones.
 
     `pred_masks` and `gt_masks` are sequences of 2-D masks or N x H x W batches (numpy or tensors).
     Returns {"n", "giou", "ciou", "iou": [one per pair]}.
     """
-    metric = ReasonSegMetric(empty_union=empty_union, threshold=threshold, bootstrap=0)
+    metric = ReasonSegMetric(empty_union=empty_union, rules=rules, threshold=threshold, bootstrap=0)
     metric.update(pred_masks, gt_masks)
     doc = metric.compute()
     overall = doc["groups"]["overall"]

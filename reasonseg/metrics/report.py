@@ -9,7 +9,8 @@ from pathlib import Path
 from ..dataset import atomic_write_text
 from ..errors import ResultsError
 from ..inputs import check_input
-from .iou import EMPTY_UNION_POLICIES, SIZE_CLASSES, QueryScore, ciou, giou
+from .iou import EMPTY_UNION_POLICIES, SIZE_CLASSES, QueryScore
+from .rules import Rules, resolve_rules
 from .stats import bootstrap_ci, image_sums
 
 FORMAT, VERSION = "reasonseg-results", 1
@@ -31,32 +32,43 @@ def group_scores(scores: Sequence[QueryScore]) -> dict[str, list[QueryScore]]:
 
 
 def summarize(scores: Sequence[QueryScore], empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
-              confidence: float = 0.95) -> dict[str, dict]:
+              confidence: float = 0.95, rules: Rules | None = None) -> dict[str, dict]:
+    """Each group's n, gIoU, cIoU (None where the rules compute none) and, with `bootstrap`, their intervals.
+    `rules` default to `lisa` with `empty_union`."""
     if empty_union not in EMPTY_UNION_POLICIES:
         raise ResultsError(f"unknown empty-union policy {empty_union!r}; choose one of "
                            f"{', '.join(EMPTY_UNION_POLICIES)}")
+    rules = rules or resolve_rules(empty_union=empty_union)
     out = {}
     for name, members in group_scores(scores).items():
-        row = {"n": len(members), "giou": giou(members, empty_union), "ciou": ciou(members)}
+        row = {"n": len(members), "giou": rules.giou(members), "ciou": rules.ciou_of(members)}
         if bootstrap > 0 and members:
-            row["giou_ci"], row["ciou_ci"] = bootstrap_ci(image_sums(members, empty_union), bootstrap, seed,
+            # The intervals resample images with the LISA epsilons (stats.ImageSums): below 1e-7 from exact ratios.
+            row["giou_ci"], row["ciou_ci"] = bootstrap_ci(image_sums(members, rules.empty_union), bootstrap, seed,
                                                           confidence)
+            if row["ciou"] is None:
+                del row["ciou_ci"]
         out[name] = row
     return out
 
 
-def results_document(scores: Sequence[QueryScore], *, split: str, protocol: str, method: str | None,
+def results_document(scores: Sequence[QueryScore], *, split: str, protocol: str | None, method: str | None,
                      dataset: dict, predictions_sha256: str, empty_union: str = "one", bootstrap: int = 1000,
-                     seed: int = 0, confidence: float = 0.95) -> dict:
+                     seed: int = 0, confidence: float = 0.95, rules: Rules | None = None) -> dict:
+    """The results contract. `rules` default to `lisa` with `protocol` (lisa / all-texts) and `empty_union`;
+    `protocol` is recorded as given (e.g. "masks" for bare mask pairs), else as the rules' texts axis."""
     from .. import __version__
+    from .iou import PROTOCOLS
 
+    rules = rules or resolve_rules(protocol=protocol if protocol in PROTOCOLS else None, empty_union=empty_union)
     return {
-        "format": FORMAT, "version": VERSION, "split": split, "protocol": protocol,
-        "empty_union": empty_union, "method": method,
-        "groups": summarize(scores, empty_union, bootstrap, seed, confidence),
+        "format": FORMAT, "version": VERSION, "split": split, "protocol": protocol or rules.protocol,
+        "rules": rules.name, "rule_axes": rules.axes(), "empty_union": rules.empty_union, "method": method,
+        "groups": summarize(scores, rules.empty_union, bootstrap, seed, confidence, rules),
         "bootstrap": {"resamples": bootstrap, "seed": seed, "confidence": confidence, "unit": "image"},
         "queries": [{"id": s.id, "text_index": s.text_index, "is_sentence": s.is_sentence,
-                     "intersection": s.intersection, "union": s.union, "iou": s.iou(empty_union),
+                     "intersection": s.intersection, "union": s.union, "iou": rules.iou(s),
+                     **({"missing": True} if s.penalty else {}),
                      **({"size": s.size} if s.size else {}), **({"source": s.source} if s.source else {})}
                     for s in scores],
         "dataset": dataset, "predictions_sha256": predictions_sha256, "reasonseg_version": __version__,
@@ -103,7 +115,8 @@ def check_same_data(document: dict, fingerprint: str, where: str, allow: bool = 
 def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
     try:
         return [QueryScore(q["id"], int(q["text_index"]), None if q["is_sentence"] is None else bool(q["is_sentence"]),
-                           int(q["intersection"]), int(q["union"]), q.get("source"), q.get("size"))
+                           int(q["intersection"]), int(q["union"]), q.get("source"), q.get("size"),
+                           bool(q.get("missing", False)))
                 for q in doc["queries"]]
     except (KeyError, TypeError, ValueError):
         raise ResultsError("results 'queries' are malformed", path=where, field="queries") from None
@@ -113,7 +126,7 @@ def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
 
 def format_metric(row: dict | None, metric: str, with_ci: bool = True) -> str:
     """×100 with one decimal, as the paper; the CI in brackets when present."""
-    if not row or row.get("n", 0) == 0:
+    if not row or row.get("n", 0) == 0 or row.get(metric) is None:
         return "-"
     text = f"{100 * row[metric]:.1f}"
     ci = row.get(f"{metric}_ci")

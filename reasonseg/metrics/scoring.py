@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import ReasonSegError, SubmissionError
-from ..masks import EMPTY_INTERVALS, intervals_area, rle_to_intervals
+from ..masks import intervals_area, rle_to_intervals
 from ..schema import Prediction, canonical_split
 from ..submission import (
     Limits,
@@ -25,23 +25,29 @@ from ..submission import (
     read_predictions,
 )
 from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
-from .iou import PROTOCOLS, QueryScore, intersection_union, size_class
+from .iou import QueryScore, measure
 from .report import results_document
+from .rules import (
+    HUB_MIRROR,
+    HUB_MIRROR_LOSSES,
+    MISSING,
+    Rules,
+    Tally,
+    first_items,
+    ground_truth_form,
+    refuse_missing,
+    resolve_rules,
+    score_tallies,
+    wanted_keys,
+)
 
-MISSING_POLICIES = ("error", "empty")
+MISSING_POLICIES = tuple(MISSING)
 DEGENERATE_SHARE = 0.5   # warn when more than this share of queries is predicted as the whole image or nothing
 
 
-def _first(items: list, n: int = 5) -> str:
-    shown = ", ".join(str(i) for i in items[:n])
-    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
-
-
 def check_options(protocol: str, missing: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise SubmissionError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if missing not in MISSING_POLICIES:
-        raise SubmissionError(f"unknown missing policy {missing!r}; choose one of {', '.join(MISSING_POLICIES)}")
+    """Refuse an unknown protocol or missing policy (one line), as every scoring entry point does."""
+    resolve_rules(protocol=protocol, missing=missing)
 
 
 def check_text_index(gt: GroundTruth, sample_id: str, text_index: int, where: str | None) -> None:
@@ -106,63 +112,70 @@ def check_known(gt: GroundTruth, keys: Iterable[tuple[str, int]], where: str | N
     keys = list(keys)
     unknown = sorted({sid for sid, _ in keys if sid not in gt.masks})
     if unknown:
-        raise SubmissionError(f"{len(unknown)} prediction id(s) are not in split {gt.split!r}: {_first(unknown)}",
+        raise SubmissionError(f"{len(unknown)} prediction id(s) are not in split {gt.split!r}: {first_items(unknown)}",
                               path=where, field="id", hint="ids are image file stems of that split")
     for sid, k in sorted(keys):
         check_text_index(gt, sid, k, where)
 
 
-def wanted_queries(gt: GroundTruth, given: Iterable[tuple[str, int]], protocol: str, missing: str,
-                   where: str | None) -> list[tuple[str, int]]:
-    """The scored queries in the split's order; raises when some have no prediction and `missing` is error.
-
-    Under `lisa`, predictions for other texts of a known image are accepted and left unscored, with a warning.
-    """
-    given = set(given)
-    wanted = [q.key for q in gt.queries(protocol)]
-    absent = [key for key in wanted if key not in given]
-    if absent and missing == "error":
-        shown = [sid if k == 0 else f"{sid}#{k}" for sid, k in absent]
-        raise SubmissionError(f"{len(absent)} of {len(wanted)} queries have no prediction: {_first(shown)}",
-                              path=where, field="predictions",
-                              hint="predict every query, or pass --missing empty to score them as empty masks")
-    unscored = len(given - set(wanted))
+def warn_unscored(rules: Rules, given: Iterable[tuple[str, int]], wanted: Iterable[tuple[str, int]]) -> None:
+    """Under text-0 rules, predictions for other texts of a known image are accepted and left unscored: say so."""
+    if rules.texts != "first":
+        return
+    unscored = len(set(given) - set(wanted))
     if unscored:
-        warnings.warn(f"{unscored} prediction(s) for text_index > 0 are not scored: protocol {protocol!r} scores "
+        warnings.warn(f"{unscored} prediction(s) for text_index > 0 are not scored: rules {rules.label!r} score "
                       "text 0 of each image (pass --protocol all-texts to score every text)", stacklevel=3)
+
+
+def wanted_queries(gt: GroundTruth, given: Iterable[tuple[str, int]], protocol: str | None = None,
+                   missing: str | None = None, where: str | None = None, *, rules: Rules | str | None = None
+                   ) -> list[tuple[str, int]]:
+    """The scored queries in the split's order; raises when some have no prediction and the rules refuse that."""
+    rules = resolve_rules(rules, protocol=protocol, missing=missing, gt=gt)
+    given = set(given)
+    wanted = wanted_keys(rules, gt)
+    if rules.missing == "error":
+        refuse_missing(rules, [key for key in wanted if key not in given], len(wanted), where)
+    warn_unscored(rules, given, wanted)
     return wanted
 
 
-def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa",
-                      missing: str = "error") -> dict[tuple[str, int], PredictedMask | None]:
-    """The prediction of every scored query; raises one `SubmissionError` per kind of mismatch.
-
-    With `missing="empty"`, a query without a prediction is scored as an empty mask instead of failing.
-    """
-    check_options(protocol, missing)
+def match_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str | None = None,
+                      missing: str | None = None, *, rules: Rules | str | None = None
+                      ) -> dict[tuple[str, int], PredictedMask | None]:
+    """The prediction of every scored query (None: scored as the rules score a missing one); raises one
+    `SubmissionError` per kind of mismatch."""
+    rules = resolve_rules(rules, protocol=protocol, missing=missing, gt=gt)
     check_split(gt, preds.split, preds.path)
     check_known(gt, preds.masks, preds.path)
     matched = {}
-    for key in wanted_queries(gt, preds.masks, protocol, missing, preds.path):
+    for key in wanted_queries(gt, preds.masks, where=preds.path, rules=rules):
         pred = preds.masks.get(key)
         if pred is not None:
             check_size(gt, key[0], pred.height, pred.width, preds.path)
-        matched[key] = pred
+        if pred is not None or rules.missing != "skip":
+            matched[key] = pred
     return matched
 
 
-def score_query(gt: GroundTruthMask, text_index: int, pred: PredictedMask | None) -> QueryScore:
-    intervals = pred.intervals if pred is not None else EMPTY_INTERVALS
-    inter, union = intersection_union(gt.target, gt.ignore, intervals)
-    return QueryScore(gt.id, text_index, gt.is_sentence, inter, union, gt.source,
-                      size_class(intervals_area(gt.target), gt.height, gt.width))
+def measure_predictions(gt: GroundTruth, matched: dict[tuple[str, int], PredictedMask | None]
+                        ) -> dict[tuple[str, int], Tally]:
+    """The one pass over the masks: each given prediction's tally against its image (enough for every rules)."""
+    tallies = {}
+    for (sid, k), pred in matched.items():
+        if pred is not None:
+            mask = gt.masks[sid]
+            tallies[sid, k] = Tally(*measure(mask.target, mask.ignore, pred.intervals))
+    return tallies
 
 
-def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str = "lisa",
-                      missing: str = "error") -> list[QueryScore]:
+def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str | None = None,
+                      missing: str | None = None, *, rules: Rules | str | None = None) -> list[QueryScore]:
     """Per-query intersection and union, each query counted exactly once, in the split's order."""
-    matched = match_predictions(gt, preds, protocol, missing)
-    return [score_query(gt.masks[sid], k, pred) for (sid, k), pred in matched.items()]
+    rules = resolve_rules(rules, protocol=protocol, missing=missing, gt=gt)
+    matched = match_predictions(gt, preds, rules=rules)
+    return score_tallies(rules, gt, measure_predictions(gt, matched), preds.path)
 
 
 def warn_if_degenerate(gt: GroundTruth, areas: Iterable[tuple[str, int]]) -> None:
@@ -206,47 +219,69 @@ class Evaluation:
 
     def __repr__(self) -> str:
         overall = self.document["groups"]["overall"]
+        ciou = "None" if overall["ciou"] is None else f"{overall['ciou']:.4f}"
         return (f"Evaluation(method={self.document.get('method')!r}, split={self.document['split']!r}, "
-                f"protocol={self.document['protocol']!r}, n={overall['n']}, giou={overall['giou']:.4f}, "
-                f"ciou={overall['ciou']:.4f})")
+                f"rules={self.document.get('rules', 'lisa')!r}, protocol={self.document['protocol']!r}, "
+                f"n={overall['n']}, giou={overall['giou']:.4f}, ciou={ciou})")
 
 
-def evaluation_document(gt: GroundTruth, scores: list[QueryScore], protocol: str, predictions_sha256: str | None,
-                        method: str | None, *, empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
-                        confidence: float = 0.95) -> dict:
+def evaluation_document(gt: GroundTruth, scores: list[QueryScore], rules: Rules, predictions_sha256: str | None,
+                        method: str | None, *, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+                        ) -> dict:
     """The results document of scores against a split's ground truth (one builder for files and the metric)."""
+    return results_document(scores, split=gt.split, protocol=rules.protocol, method=method, dataset=dataset_of(gt),
+                            predictions_sha256=predictions_sha256, rules=rules, bootstrap=bootstrap, seed=seed,
+                            confidence=confidence)
+
+
+def dataset_of(gt: GroundTruth) -> dict:
+    """What a results document records of the ground truth it was scored on."""
     dataset = {"root": str(gt.root), "manifest_sha256": gt.manifest_sha256, "annotations_sha256": gt.fingerprint}
-    return results_document(scores, split=gt.split, protocol=protocol, method=method, dataset=dataset,
-                            predictions_sha256=predictions_sha256, empty_union=empty_union, bootstrap=bootstrap,
-                            seed=seed, confidence=confidence)
+    if ground_truth_form(gt) != "release":
+        dataset["form"] = ground_truth_form(gt)
+    return dataset
 
 
-def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Prediction], protocol: str = "lisa", *,
-                         missing: str = "error", empty_union: str = "one", bootstrap: int = 1000, seed: int = 0,
+def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Prediction], protocol: str | None = None,
+                         *, rules: Rules | str | None = None, missing: str | None = None,
+                         empty_union: str | None = None, bootstrap: int = 1000, seed: int = 0,
                          confidence: float = 0.95, method: str | None = None) -> Evaluation:
     """Score predictions against ready ground truth (what the leaderboard keeps warm).
 
     `preds` is a read `PredictionSet` or any iterable of `Prediction` (e.g. from `prediction_from_mask`).
+    `rules` names a profile of `rules.PROFILES` (default `lisa`); `protocol`, `missing` and `empty_union`, where
+    given, override its axes.
     """
+    rules = resolve_rules(rules, protocol=protocol, missing=missing, empty_union=empty_union, gt=gt)
     if not isinstance(preds, PredictionSet):
         preds = prediction_set(preds, gt.split, method)
-    scores = score_predictions(gt, preds, protocol, missing)
+    scores = score_predictions(gt, preds, rules=rules)
     warn_if_degenerate(gt, ((s.id, intervals_area(preds.masks[s.id, s.text_index].intervals)
                              if (s.id, s.text_index) in preds.masks else 0) for s in scores))
-    document = evaluation_document(gt, scores, protocol, preds.sha256, method or preds.method,
-                                   empty_union=empty_union, bootstrap=bootstrap, seed=seed, confidence=confidence)
+    document = evaluation_document(gt, scores, rules, preds.sha256, method or preds.method, bootstrap=bootstrap,
+                                   seed=seed, confidence=confidence)
     return Evaluation(gt, preds, scores, document)
 
 
-def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None,
-             protocol: str = "lisa", *, cache_dir: str | os.PathLike | None = "default", strict: bool = False,
-             limits: Limits = Limits(), **options) -> Evaluation:
-    """Read a release split and a predictions file, and score them (`reasonseg score`). `split=None` takes the
-    split the predictions file names."""
+def read_inputs(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None, *,
+                cache_dir: str | os.PathLike | None = "default", strict: bool = False, limits: Limits = Limits()
+                ) -> tuple[GroundTruth, PredictionSet]:
+    """A split's ground truth and a predictions file checked against it; `split=None` takes the file's split.
+    Ground truth in a lossy form (the Hub mirrors') says once what it lost."""
     split = split or named_split(predictions, limits)
     if not split:
         raise SubmissionError("the predictions do not name their split", path=str(predictions),
                               hint="pass --split, e.g. --split val")
     gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
-    preds = read_predictions(predictions, limits, split_index(gt))
+    if ground_truth_form(gt) == HUB_MIRROR:
+        warnings.warn(HUB_MIRROR_LOSSES, stacklevel=2)
+    return gt, read_predictions(predictions, limits, split_index(gt))
+
+
+def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None,
+             protocol: str | None = None, *, cache_dir: str | os.PathLike | None = "default", strict: bool = False,
+             limits: Limits = Limits(), **options) -> Evaluation:
+    """Read a release split and a predictions file, and score them (`reasonseg score`). `split=None` takes the
+    split the predictions file names; `options` are those of `evaluate_predictions` (`rules=` among them)."""
+    gt, preds = read_inputs(data_root, predictions, split, cache_dir=cache_dir, strict=strict, limits=limits)
     return evaluate_predictions(gt, preds, protocol, **options)
