@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_split": "reasonseg.dataset",
-    "validate_release": "reasonseg.dataset",
+    "load_split": "reasonseg.sources",
+    "validate_release": "reasonseg.sources",
     "write_manifest": "reasonseg.dataset",
     "read_manifest": "reasonseg.dataset",
     "rasterize_shapes": "reasonseg.masks",

@@ -94,7 +94,7 @@ def sample(out: Path = typer.Option(..., "--out", help="folder to create"),
 # ----------------------------------------------------------------------------------------------------- validate
 
 @_app.command()
-def validate(data: Path = typer.Argument(..., help="release folder holding train/ val/ test/, a published folder, "
+def validate(data: str = typer.Argument(..., help="release folder holding train/ val/ test/, a published folder, "
                                                  "or a Hub dataset id in the local HF cache"),
              strict: bool = typer.Option(False, help="treat non-.jpg images as errors, as the reference loader"),
              as_json: bool = typer.Option(False, "--json", help="print the report as JSON")):
@@ -102,7 +102,7 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
 
     Exits 1 when the report holds errors. Example: reasonseg validate ReasonSeg/
     """
-    from .dataset import validate_release
+    from .sources import validate_release
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -126,7 +126,7 @@ def validate(data: Path = typer.Argument(..., help="release folder holding train
 # -------------------------------------------------------------------------------------------------------- score
 
 @_app.command()
-def score(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
+def score(data: str = typer.Argument(..., help="release folder (or its published Parquet form)"),
           predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
           split: str | None = SplitOpt,
           protocol: Protocol = ProtocolOpt,
@@ -222,7 +222,7 @@ def _p_value(p: float, permutations: int) -> str:
 
 
 @_app.command()
-def compare(data: Path = typer.Argument(..., help="release folder (or its published Parquet form)"),
+def compare(data: str = typer.Argument(..., help="release folder (or its published Parquet form)"),
             pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
             pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
             split: str | None = SplitOpt,

@@ -182,20 +182,10 @@ def image_size(path: Path) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------------ splits
 
-def release_root(root: str | os.PathLike) -> Path:
-    """The release folder behind `root`: the folder itself, or, for a published (Parquet) folder or a Hub dataset
-    in the local Hugging Face cache, its release layout written once into the cache (`reasonseg.published`)."""
-    root = Path(root)
-    if any((root / split).is_dir() for split in SPLITS):
-        return root
-    from .published import published_release  # pyarrow is imported only when a published form is read
-
-    return published_release(root) or root
-
-
 def split_dirs(root: Path, split: str) -> list[tuple[str, Path]]:
-    """The folders of a split name; `train_val` joins several, as the reference allows; `validation` is `val`."""
-    root = release_root(root)
+    """The folders of a split name; `train_val` joins several, as the reference allows; `validation` is `val`.
+    (`reasonseg.sources.split_dirs` takes any data source.)"""
+    root = Path(root)
     names = canonical_split(split).split("_")
     out = []
     for name in names:
@@ -221,8 +211,9 @@ def list_images(folder: Path, strict: bool = False) -> list[Path]:
 
 
 def load_split(root: str | os.PathLike, split: str, strict: bool = False) -> list[Sample]:
-    """Every sample of a split (or joined splits such as `train_val`), with image sizes from headers."""
-    root = release_root(root)
+    """Every sample of a split (or joined splits such as `train_val`) of a release folder, with image sizes from
+    headers. `reasonseg.load_split` (`reasonseg.sources`) takes a published folder or a Hub id too."""
+    root = Path(root)
     samples: list[Sample] = []
     seen: dict[str, Path] = {}
     manifest = read_manifest(root) or {}
@@ -391,7 +382,6 @@ def validate_release(root: str | os.PathLike, strict: bool = False) -> Validatio
     """An integrity report of a release folder: it never stops at the first problem."""
     root = Path(root)
     report = ValidationReport(str(root))
-    root = release_root(root)
     if not root.is_dir():
         raise DatasetError("release folder not found", path=str(root))
     present = [s for s in SPLITS if (root / s).is_dir()]

@@ -3,9 +3,10 @@
 A published folder holds `data/<split>-NNNNN-of-NNNNN.parquet` (split `train`, `validation` or `test`; `val` is
 accepted too), and beside it the release's `manifest.json` and `explanatory/train.json`. Each row keeps the image's
 file bytes and name and the annotation file's bytes, so `export_release` writes the release layout back byte for
-byte. Every command that reads a release reads this form too: `dataset.release_root` asks `published_release`,
-which writes the release layout once into the cache and returns that folder, so scoring the published form runs
-the very code, on the very bytes, that scoring the folder runs.
+byte. Every command that reads a release reads this form too: `reasonseg.sources.release_root` asks
+`materialized`, which writes the release layout once into the cache and returns that folder, so scoring the
+published form runs the very code, on the very bytes, that scoring the folder runs. This module is an adapter
+below `sources`: the release reader (`reasonseg.dataset`) knows nothing of it.
 
 A Hub dataset id (`owner/name`, or `hf://datasets/owner/name`) is read from the local Hugging Face cache only;
 nothing is downloaded. pyarrow (the `hub` extra) is imported only here, and only when a published form is read.
@@ -19,10 +20,10 @@ from pathlib import Path
 
 from .dataset import IMAGE_SUFFIXES, MANIFEST
 from .errors import DatasetError, OutputError
+from .locations import hub_id, missing_path_error
 from .schema import canonical_split
 
 PARQUET_FILE = re.compile(r"^(train|validation|val|test)-\d{5}-of-\d{5}\.parquet$")
-HUB_ID = re.compile(r"^(?:hf:/+datasets/)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)$")  # Path() folds "//"
 EXPLANATORY = "explanatory/train.json"
 EXPORT_VERSION = 1
 
@@ -47,14 +48,14 @@ def published_release(path: str | os.PathLike) -> Path | None:
 
 
 def published_root(path: str | os.PathLike) -> Path | None:
-    """`path` itself when it is a published folder; the snapshot folder of a Hub dataset id; None otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        return path if published_files(path) else None
-    match = HUB_ID.match(path.as_posix())
-    if path.exists() or match is None:
-        return None
-    snapshot = hub_snapshot(match.group(1))
+    """`path` itself when it is a published folder; the snapshot folder of a Hub dataset id; None for another
+    folder or file. A path that does not exist is an error (with a "did you mean"), never a Hub id."""
+    if Path(path).exists():
+        return Path(path) if Path(path).is_dir() and published_files(Path(path)) else None
+    repo = hub_id(path)
+    if repo is None:
+        raise missing_path_error(path, "published folder")
+    snapshot = hub_snapshot(repo)
     if not published_files(snapshot):
         raise DatasetError("the cached Hub dataset holds no data/<split>-NNNNN-of-NNNNN.parquet: not a published "
                            "ReasonSeg release", path=str(snapshot))

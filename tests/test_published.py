@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_one_line_error
 
 from reasonseg.builders.publish import parquet_name, publish_release
-from reasonseg.dataset import load_split, release_root
+from reasonseg.sources import load_split, release_root
 from reasonseg.errors import DatasetError
 from reasonseg.masks import encode_rle, rasterize_shapes
 from reasonseg.metrics.scoring import evaluate

@@ -26,7 +26,7 @@ def _open(weights: Path, device: str, precision: str):
 def _predict_file(predictor, rank: int, world: int, data: Path, split: str, out: Path, method: str,
                   protocol: str = "lisa", prompt_mode: str = "teacher-forced", batch_size: int = 4,
                   limit: int | None = None, progress_total=None) -> int | None:
-    from ..dataset import load_split
+    from ..sources import load_split
     from ..submission import write_predictions
     from .infer import predict_split
 

@@ -611,7 +611,7 @@ def _validate(config: TrainConfig, model, tokenizer, processor, device, dtype, s
     """gIoU/cIoU on the val split with our scorer (teacher-forced `[SEG].`, as the reference validates)."""
     if not config.data.val:
         return None
-    from ..dataset import load_split
+    from ..sources import load_split
     from ..metrics.groundtruth import load_ground_truth
     from ..metrics.scoring import evaluate_predictions
     from ..submission import predictions_document

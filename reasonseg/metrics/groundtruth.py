@@ -5,6 +5,10 @@ The cache is keyed by the split folder's file names, sizes, modification and cha
 changed annotation is never scored against stale ground truth (an edit that restores size and mtime still
 changes the ctime), while a warm start reads no annotation; `cache_dir=None` disables it. Cache files are
 written 0600 in a 0700 folder.
+
+`form` says what the ground truth was made from: "release" (the polygons: a release folder or its published
+form) or "hub-mirror" (the Seg-Zero/VisionReasoner Hub mirror's bool masks, `reasonseg.hub_mirror`: the first
+text only, no `is_sentence`, ignore regions already folded into the target, so `ignore` is empty).
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import default_cache_dir
-from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, release_root, split_dirs
+from ..dataset import MANIFEST, annotations_fingerprint, load_split, manifest_sha256, split_dirs
 from ..errors import DatasetError
-from ..masks import Intervals, crop_label_intervals, rasterize_shapes_cropped
+from ..masks import EMPTY_INTERVALS, Intervals, crop_label_intervals, rasterize_shapes_cropped
 from ..schema import IGNORE, TARGET, Query, Sample, canonical_split
 
 CACHE_VERSION = 1
@@ -31,7 +35,7 @@ class GroundTruthMask:
     split: str
     height: int
     width: int
-    is_sentence: bool
+    is_sentence: bool | None        # None: the form does not record it (a Hub mirror)
     texts: tuple[str, ...]
     target: Intervals
     ignore: Intervals
@@ -40,7 +44,11 @@ class GroundTruthMask:
 
     def __repr__(self) -> str:
         return (f"GroundTruthMask({self.id!r}, {self.height}x{self.width}, "
-                f"{'long' if self.is_sentence else 'short'}, {len(self.texts)} text(s))")
+                f"{_kind(self.is_sentence)}, {len(self.texts)} text(s))")
+
+
+def _kind(is_sentence: bool | None) -> str:
+    return "kind unknown" if is_sentence is None else "long" if is_sentence else "short"
 
 
 @dataclass(repr=False)
@@ -50,9 +58,11 @@ class GroundTruth:
     masks: dict[str, GroundTruthMask]
     fingerprint: str
     manifest_sha256: str | None
+    form: str = "release"           # "release" | "hub-mirror" (module docstring)
 
     def __repr__(self) -> str:
-        return f"GroundTruth({str(self.root)!r}, split={self.split!r}, {len(self.masks)} samples)"
+        form = "" if self.form == "release" else f", form={self.form!r}"
+        return f"GroundTruth({str(self.root)!r}, split={self.split!r}, {len(self.masks)} samples{form})"
 
     def queries(self, protocol: str = "lisa") -> list[Query]:
         out = []
@@ -78,8 +88,13 @@ def build_ground_truth(root: Path, split: str, samples: list[Sample]) -> GroundT
 
 
 def _cache_key(root: Path, split: str, strict: bool) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}|{split}|{strict}".encode())
     entries = [(root, MANIFEST)] + [(folder, None) for _, folder in split_dirs(root, split)]
+    return _stat_digest(f"v{CACHE_VERSION}|{root.resolve()}|{split}|{strict}", entries)
+
+
+def _stat_digest(head: str, entries: list[tuple[Path, str | None]]) -> str:
+    """A digest of `head` and of the stat of every file of each (folder, only this name or every name) entry."""
+    digest = hashlib.sha256(head.encode())
     for folder, only in entries:
         names = [only] if only else sorted(os.listdir(folder))
         where, label = os.fspath(folder), folder.name     # plain strings: a Path per file costs more than its stat
@@ -95,24 +110,50 @@ def _cache_key(root: Path, split: str, strict: bool) -> str:
 
 def load_ground_truth(root: str | os.PathLike, split: str, cache_dir: str | os.PathLike | None = "default",
                       strict: bool = False) -> GroundTruth:
-    """The ground truth of a split, from the cache when the split's files are unchanged."""
+    """The ground truth of a split of any data source (`reasonseg.sources`), from the cache when the split's files
+    are unchanged."""
+    from ..sources import MIRROR, resolve
+
+    source, split = resolve(root), canonical_split(split)
+    if source.kind == MIRROR:
+        files = source.mirror_files(split)
+        entries: list[tuple[Path, str | None]] = [(path.parent, path.name) for path in files]
+        key = lambda: _stat_digest(f"v{CACHE_VERSION}|mirror|{split}", entries)  # noqa: E731
+        return _cached(cache_dir, key, source.root, split, lambda: mirror_ground_truth(source.root, split, files))
     # A published form is read as the release layout it restores, so images resolve against `root` too.
-    root, split = release_root(root), canonical_split(split)
+    root = source.release()
+    return _cached(cache_dir, lambda: _cache_key(root, split, strict), root, split,
+                   lambda: build_ground_truth(root, split, load_split(root, split, strict)))
+
+
+def _cached(cache_dir, key, root: Path, split: str, build) -> GroundTruth:
+    """`build()`, or its copy in the cache under the name `key()` gives."""
     if cache_dir is None:
-        return build_ground_truth(root, split, load_split(root, split, strict))
+        return build()
     cache = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
-    path = cache / f"gt-{_cache_key(root, split, strict)}.npz"
+    path = cache / f"gt-{key()}.npz"
     if path.is_file():
         try:
             return _read_cache(path, root, split)
         except (OSError, ValueError, KeyError):
             pass  # a corrupt cache file is rebuilt below
-    gt = build_ground_truth(root, split, load_split(root, split, strict))
+    gt = build()
     try:
         _write_cache(path, gt)
     except OSError:
         pass  # an unwritable cache only costs speed
     return gt
+
+
+def mirror_ground_truth(root: Path, split: str, files: list[Path]) -> GroundTruth:
+    """Ground truth from a Hub mirror's rows: the bool mask is the target, nothing is ignored, the one text kept
+    is the only text, and whether it is a sentence is unknown."""
+    from ..hub_mirror import MIRROR_FORM, read_mirror
+
+    rows, fingerprint = read_mirror(files)
+    masks = {row.id: GroundTruthMask(row.id, split, row.height, row.width, None, (row.text,), row.target,
+                                     EMPTY_INTERVALS, "", None) for row in rows}
+    return GroundTruth(Path(root), split, masks, fingerprint, None, form=MIRROR_FORM)
 
 
 def _write_cache(path: Path, gt: GroundTruth) -> None:
@@ -125,6 +166,7 @@ def _write_cache(path: Path, gt: GroundTruth) -> None:
         arrays[f"{kind}_ends"] = np.concatenate([iv[1] for iv in ivs] + [np.zeros(0, np.int64)])
     arrays["sizes"] = np.array([[m.height, m.width] for m in masks], np.int64).reshape(-1, 2)
     meta = {"version": CACHE_VERSION, "fingerprint": gt.fingerprint, "manifest_sha256": gt.manifest_sha256,
+            "form": gt.form,
             "samples": [[m.id, m.split, m.is_sentence, list(m.texts), m.image, m.source] for m in masks]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     # Owner-only: the cache holds ground truth that a leaderboard keeps hidden.
@@ -150,7 +192,8 @@ def _read_cache(path: Path, root: Path, split: str) -> GroundTruth:
         h, w = (int(v) for v in arrays["sizes"][i])
         masks[sid] = GroundTruthMask(sid, sample_split, h, w, is_sentence, tuple(texts), ivs["target"],
                                      ivs["ignore"], image, source)
-    return GroundTruth(root, split, masks, meta["fingerprint"], meta["manifest_sha256"])
+    return GroundTruth(Path(root), split, masks, meta["fingerprint"], meta["manifest_sha256"],
+                       form=meta.get("form", "release"))
 
 
 __all__ = ["GroundTruth", "GroundTruthMask", "load_ground_truth", "build_ground_truth",
