@@ -487,9 +487,38 @@ def decode_png_mask(data: bytes, where: str, sample_id: str, limits: Limits) -> 
     return array
 
 
+def png_bytes_needed(height: int, width: int, channels: int, depth: int) -> int:
+    """The most bytes an honest PNG of this header takes: every row (and Adam7's extra filter bytes) stored
+    uncompressed, deflate's and the chunks' framing (IDAT chunks down to ~1 KiB), and 64 KiB for ancillary chunks
+    (palette, text)."""
+    rows = height * (1 + (width * channels * depth + 7) // 8) + 7 * height
+    return len(_PNG_SIGNATURE) + 25 + 12 + rows + rows // 64 + 65536
+
+
+def check_png_layout(data: bytes, where: str, sample_id: str) -> None:
+    """Refuse a PNG larger than its header needs, or with bytes after its IEND chunk (padding a decoder skips,
+    for free on the wire once zipped). Walks chunk headers only; nothing is inflated."""
+    header = png_header(data)
+    if header is None:
+        return                  # not a PNG: the decoder's own checks name what it is
+    if len(data) > png_bytes_needed(*header):
+        raise SubmissionError(f"PNG is {len(data)} bytes, more than a {header[1]}x{header[0]} PNG needs "
+                              f"({png_bytes_needed(*header)})", path=where, sample_id=sample_id)
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        pos += 12 + length
+        if kind == b"IEND":
+            if pos < len(data):
+                raise SubmissionError(f"PNG has {len(data) - pos} bytes after its IEND chunk", path=where,
+                                      sample_id=sample_id, hint="write masks with cv2.imwrite or PIL")
+            return
+
+
 def _png_mask(data: bytes, where: str, sample_id: str, limits: Limits, index: SplitIndex | None = None
               ) -> PredictedMask:
     check_png_header(data, where, sample_id, limits, index)
+    check_png_layout(data, where, sample_id)
     array = decode_png_mask(data, where, sample_id, limits)
     if index is not None:
         index.check_size(sample_id, array.shape[0], array.shape[1], where)
@@ -564,42 +593,83 @@ def _check_list_lengths(raw: bytes, index: SplitIndex, where: str) -> None:
         start = end
 
 
-def _check_zip_directory(directory: int | None, index: SplitIndex, where: str) -> None:
-    # Opening a zip reads every directory record into memory: bound them by the split first.
-    if directory is not None and directory > (2 * index.max_predictions + 64) * _MAX_ZIP_RECORD:
-        raise SubmissionError(f"zip directory is {directory} bytes, more than split {index.split!r} "
-                              f"can use (at most {index.max_predictions} PNGs)", path=where,
-                              hint="one PNG per (id, text_index) of the split")
-
-
 def precheck_stream(fh: BinaryIO, where: str, index: SplitIndex, chunk: int = 1 << 20) -> None:
-    """The split's bounds that need no parsing (how many JSON objects, how large a zip directory), checked on a
-    file read in chunks: an upload that breaks them is refused without ever being held in memory whole."""
+    """The split's bounds that need no parsing (how many JSON objects; a zip's entries and directory size), checked
+    on a file read in chunks: an upload that breaks them is refused without ever being held in memory whole."""
     fh.seek(0)
-    braces, tail = 0, b""
+    braces = 0
     while block := fh.read(chunk):
         braces += block.count(b"{")
-        tail = (tail + block)[-_ZIP_END_SEARCH:]
+    end = _zip_end(fh, where)
     fh.seek(0)
-    directory = _central_directory_bytes(tail)
-    if directory is not None:
-        _check_zip_directory(directory, index, where)
+    if end is not None:
+        _check_zip_end(end, index, where)
     else:
         _check_object_count(braces, index, where)
 
 
-def _central_directory_bytes(raw: bytes) -> int | None:
-    """The size of a zip's central directory, from its end record (None when there is none to read)."""
-    at = raw.rfind(b"PK\x05\x06", max(0, len(raw) - _ZIP_END_SEARCH))
-    if at < 0 or len(raw) < at + 22:
+@dataclass(frozen=True)
+class ZipEnd:
+    """What a zip's end records say about its central directory (classic, and ZIP64 where there is one)."""
+
+    entries: int
+    directory_bytes: int
+
+
+_EOCD, _EOCD64, _EOCD64_LOCATOR = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
+
+
+def _zip_end(fh: BinaryIO, where: str) -> ZipEnd | None:
+    """The entry count and directory size from a zip's end records, read without reading any name; None when the
+    file has no end record. A ZIP64 record must agree with the classic one (where that one is not a 0xFFFF...
+    placeholder): a reader uses one or the other, so a disagreement is a trap for the bounds, and refused."""
+    size = fh.seek(0, io.SEEK_END)
+    fh.seek(max(0, size - _ZIP_END_SEARCH))
+    tail = fh.read(_ZIP_END_SEARCH)
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) < at + 22:
         return None
-    return struct.unpack("<I", raw[at + 12:at + 16])[0]
+    entries, directory = struct.unpack("<HI", tail[at + 10:at + 16])
+    locator_at = size - len(tail) + at - 20
+    if locator_at < 0:
+        return ZipEnd(entries, directory)
+    fh.seek(locator_at)
+    locator = fh.read(20)
+    if locator[:4] != _EOCD64_LOCATOR:
+        return ZipEnd(entries, directory)
+    record_at = struct.unpack("<Q", locator[8:16])[0]
+    fh.seek(min(record_at, size))
+    record = fh.read(56)
+    if len(record) < 56 or record[:4] != _EOCD64:
+        raise SubmissionError("zip has a ZIP64 locator but no ZIP64 end record where it points", path=where,
+                              hint="write the zip again with a standard tool (zip, Python's zipfile)")
+    entries64, directory64 = struct.unpack("<QQ", record[32:48])
+    if entries not in (0xFFFF, entries64) or directory not in (0xFFFFFFFF, directory64):
+        raise SubmissionError(f"zip end records disagree: the classic one lists {entries} entries in {directory} "
+                              f"bytes, the ZIP64 one {entries64} entries in {directory64} bytes", path=where,
+                              hint="write the zip again with a standard tool (zip, Python's zipfile)")
+    return ZipEnd(entries64, directory64)
+
+
+def _check_zip_end(end: ZipEnd, index: SplitIndex, where: str) -> None:
+    # Opening a zip reads every directory record into memory: bound their count and size by the split first.
+    # Room is left for one folder or resource-fork entry (__MACOSX) per PNG.
+    most = 2 * index.max_predictions + 64
+    if end.entries > most:
+        raise SubmissionError(f"zip lists {end.entries} entries, more than split {index.split!r} can use (at "
+                              f"most {index.max_predictions} PNGs)", path=where,
+                              hint="one PNG per (id, text_index) of the split")
+    if end.directory_bytes > most * _MAX_ZIP_RECORD:
+        raise SubmissionError(f"zip directory is {end.directory_bytes} bytes, more than split {index.split!r} "
+                              f"can use (at most {index.max_predictions} PNGs)", path=where,
+                              hint="one PNG per (id, text_index) of the split")
 
 
 def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | None = None) -> PredictionSet:
     preds = PredictionSet(where, "png-zip", sha256="sha256:" + hashlib.sha256(raw).hexdigest())
-    if index is not None:
-        _check_zip_directory(_central_directory_bytes(raw), index, where)
+    end = _zip_end(io.BytesIO(raw), where)
+    if index is not None and end is not None:
+        _check_zip_end(end, index, where)
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
@@ -629,13 +699,19 @@ def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | No
             budget = min(limits.max_file_bytes, limits.max_uncompressed_bytes - total)
             try:
                 with archive.open(info) as fh:
-                    data = fh.read(budget + 1)  # the declared size can lie: cap what is actually read
+                    # The declared size can lie: cap what is inflated, at what the PNG's own header needs.
+                    data = fh.read(len(_PNG_SIGNATURE) + 25)
+                    header = png_header(data)
+                    if header is not None:
+                        budget = min(budget, png_bytes_needed(*header))
+                    data += fh.read(budget + 1 - len(data))
             except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
                 raise SubmissionError(f"zip entry {info.filename[:120]!r} does not extract: {exc}", path=where,
                                       sample_id=sample_id) from None
             if len(data) > budget:
-                raise SubmissionError(f"zip entry {info.filename[:120]!r} decompresses past the size limit "
-                                      "(zip bomb?)", path=where, sample_id=sample_id)
+                what = f"what a {header[1]}x{header[0]} PNG needs ({budget} bytes)" if header else "the size limit"
+                raise SubmissionError(f"zip entry {info.filename[:120]!r} decompresses past {what} (zip bomb?)",
+                                      path=where, sample_id=sample_id)
             total += len(data)
             preds.add(sample_id, k, _png_mask(data, f"{where}:{info.filename}", sample_id, limits, index))
     return preds
