@@ -7,7 +7,6 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import typer
 
@@ -16,9 +15,13 @@ from .commands.coercion import use_plain_coercion
 from .commands.common import (
     HELP_OPTION_NAMES,
     PROTOCOL_HELP,
+    RULES_HELP,
     SPLIT_HELP,
     EmptyUnion,
+    Missing,
     Protocol,
+    RulesChoice,
+    RulesName,
     polish_help,
     print_table,
     reflow_help_texts,
@@ -53,7 +56,9 @@ build_app = typer.Typer(no_args_is_help=True, help="Build datasets: the ReasonSe
 _app.add_typer(build_app, name="build")
 
 SplitOpt = typer.Option(None, "--split", help=f"{SPLIT_HELP} [default: the split the predictions file names]")
-ProtocolOpt = typer.Option("lisa", "--protocol", help=PROTOCOL_HELP)
+ProtocolOpt = typer.Option(None, "--protocol", help=f"{PROTOCOL_HELP} [default: the rules']")
+EmptyUnionOpt = typer.Option(None, "--empty-union", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero) "
+                                                        "[default: the rules']")
 SCORE_REPORT_OUTPUTS = ("index.html", "overlays")
 
 
@@ -129,14 +134,18 @@ def validate(data: str = typer.Argument(..., help="release folder holding train/
 def score(data: str = typer.Argument(..., help="release folder (or its published Parquet form)"),
           predictions: Path = typer.Argument(..., help="predictions JSON, PNG folder or PNG zip"),
           split: str | None = SplitOpt,
-          protocol: Protocol = ProtocolOpt,
-          out: Path | None = typer.Option(None, "--out", help="write the results JSON here"),
+          rules: RulesChoice | None = typer.Option(
+              None, "--rules", help=f"{RULES_HELP}; all: every profile side by side (the drift table)"),
+          protocol: Protocol | None = ProtocolOpt,
+          out: Path | None = typer.Option(None, "--out", help="write the results JSON here (the drift JSON with "
+                                                               "--rules all)"),
           bootstrap: int = typer.Option(1000, min=0, help="bootstrap resamples for the CIs (0 = none)"),
           seed: int = typer.Option(0, help="bootstrap seed"),
           confidence: float = typer.Option(0.95, min=0.0, max=1.0, help="confidence level of the intervals"),
-          missing: Literal["error", "empty"] = typer.Option(
-              "error", help="error, or empty: score absent queries as empty masks"),
-          empty_union: EmptyUnion = typer.Option("one", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero)"),
+          missing: Missing | None = typer.Option(
+              None, help="error, or empty: score absent queries as empty masks; skip, penalty (I = 0, U = |GT|) "
+                         "[default: the rules']"),
+          empty_union: EmptyUnion | None = EmptyUnionOpt,
           method: str | None = typer.Option(None, help="method name for the results (default: from file)"),
           report: Path | None = typer.Option(None, "--report", help="write an HTML report into this folder"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace the report in a non-empty --report"),
@@ -144,6 +153,9 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
           strict: bool = typer.Option(False, help="read .jpg images only, as the reference loader"),
           as_json: bool = typer.Option(False, "--json", help="print the results JSON instead of the table")):
     """Score predictions: gIoU and cIoU (×100) overall, short and long, with bootstrap CIs.
+
+    --rules all scores the file under every scorer's rules and prints the drift table (gIoU, cIoU, queries
+    counted, difference from lisa); with --json, the reasonseg-drift document.
 
     Example: reasonseg score ReasonSeg/ preds.json --split val --out results.json --report report/
     """
@@ -154,9 +166,18 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
     _check_release_arg(data)
     if report:
         check_output_dir(report, overwrite, "--report")  # before the work, not after it
-    evaluation = evaluate(data, predictions, split, protocol, cache_dir=None if no_cache else "default",
-                          strict=strict, missing=missing, empty_union=empty_union, bootstrap=bootstrap,
-                          seed=seed, confidence=confidence, method=method)
+    read = {"cache_dir": None if no_cache else "default", "strict": strict}
+    if rules == "all":
+        given = [name for name, value in (("--protocol", protocol), ("--empty-union", empty_union),
+                                          ("--missing", missing)) if value is not None]
+        if given:
+            raise ReasonSegError(f"--rules all scores under each profile's own rules; {', '.join(given)} cannot "
+                                 "apply", field="--rules", hint="drop them, or name one profile with --rules")
+        _score_drift(data, predictions, split, read, out, report, overwrite, method, as_json,
+                     {"bootstrap": bootstrap, "seed": seed, "confidence": confidence})
+        return
+    evaluation = evaluate(data, predictions, split, protocol, rules=rules, missing=missing, empty_union=empty_union,
+                          bootstrap=bootstrap, seed=seed, confidence=confidence, method=method, **read)
     doc = evaluation.document
     if out:
         write_results(out, doc)
@@ -169,8 +190,8 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
         typer.echo(json.dumps(doc, indent=1))
         return
     header, rows = split_table(doc)
-    print_table(header, rows,
-                title=f"{doc['method'] or predictions.name} · {doc['split']} · protocol {protocol} (×100)")
+    print_table(header, rows, title=f"{doc['method'] or predictions.name} · {doc['split']} · "
+                                    f"{_rules_title(doc)} (×100)")
     for path, what in ((out, "results"), (report and report / "index.html", "report")):
         if path:
             typer.echo(f"{what}: {path}")
@@ -182,14 +203,52 @@ def _check_release_arg(data: Path) -> None:
     check_input(data, "release folder", DatasetError)
 
 
+def _rules_title(doc: dict) -> str:
+    from .metrics.rules import rules_of_document
+
+    return f"rules {rules_of_document(doc).label} · protocol {doc['protocol']}"
+
+
+def _score_drift(data: Path, predictions: Path, split: str | None, read: dict, out: Path | None,
+                 report: Path | None, overwrite: bool, method: str | None, as_json: bool, report_options: dict) -> None:
+    """`score --rules all`: the drift table (one row per profile), its JSON, and the report with it."""
+    from .metrics.drift import drift_document, drift_table, refusals
+    from .metrics.report import write_results
+    from .metrics.scoring import read_inputs
+
+    gt, preds = read_inputs(data, predictions, split, **read)
+    doc = drift_document(gt, preds, method)
+    if out:
+        write_results(out, doc)
+    if report:
+        from .metrics.html import write_drift_report
+        from .outputs import staged_output_dir
+
+        with staged_output_dir(report, overwrite, SCORE_REPORT_OUTPUTS, "--report") as folder:
+            write_drift_report(folder, gt, preds, doc, method=method, **report_options)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    header, rows = drift_table(doc)
+    print_table(header, rows, title=f"{doc['method'] or predictions.name} · {doc['split']} · every scorer's rules "
+                                    "(×100; Δ in points)")
+    for line in refusals(doc):
+        typer.echo(f"refused: {line}")
+    for path, what in ((out, "drift"), (report and report / "index.html", "report")):
+        if path:
+            typer.echo(f"{what}: {path}")
+
+
 # ------------------------------------------------------------------------------------------------------ compare
 
-def _scores_for(data: Path, path: Path, split: str | None, protocol: str, empty_union: str, cache: bool,
+def _scores_for(data: Path, path: Path, split: str | None, options: dict, cache: bool,
                 allow_different_data: bool = False):
-    """Per-query scores, method name and split from a results file (as is, if scored on DATA) or from a predictions
-    file (scored now); `split=None` takes the file's own split."""
+    """Per-query scores, method name, split and rules from a results file (as is, if scored on DATA and under the
+    rules asked for) or from a predictions file (scored now); `split=None` takes the file's own split. `options`:
+    rules, protocol and empty_union as given (None: the results' own, or the default rules)."""
     from .metrics.groundtruth import load_ground_truth
     from .metrics.report import check_same_data, read_results, scores_from_results
+    from .metrics.rules import compared_label, resolve_rules, rules_of_document
     from .metrics.scoring import evaluate
 
     if path.is_file():
@@ -200,24 +259,28 @@ def _scores_for(data: Path, path: Path, split: str | None, protocol: str, empty_
             from .schema import canonical_split
 
             split = canonical_split(split or doc["split"])
-            if doc["split"] != split or doc["protocol"] != protocol:
-                raise ReasonSegError(f"results are for split {doc['split']!r}, protocol {doc['protocol']!r}; "
-                                     f"comparing split {split!r}, protocol {protocol!r}", path=str(path))
+            rules = rules_of_document(doc)
+            asked = resolve_rules(**options) if any(v is not None for v in options.values()) else rules
+            if doc["split"] != split or compared_label(asked) != compared_label(rules):
+                raise ReasonSegError(f"results are for split {doc['split']!r} under rules {compared_label(rules)!r}; "
+                                     f"comparing split {split!r} under rules {compared_label(asked)!r}",
+                                     path=str(path))
             fingerprint = load_ground_truth(data, split, cache_dir="default" if cache else None).fingerprint
             check_same_data(doc, fingerprint, str(path), allow_different_data)
-            return scores_from_results(doc, str(path)), doc.get("method") or path.stem, split
-    evaluation = evaluate(data, path, split, protocol, cache_dir="default" if cache else None, bootstrap=0,
-                          empty_union=empty_union)
-    return evaluation.scores, evaluation.document.get("method") or path.stem, evaluation.document["split"]
+            return scores_from_results(doc, str(path)), doc.get("method") or path.stem, split, rules
+    evaluation = evaluate(data, path, split, options["protocol"], rules=options["rules"],
+                          empty_union=options["empty_union"], cache_dir="default" if cache else None, bootstrap=0)
+    doc = evaluation.document
+    return evaluation.scores, doc.get("method") or path.stem, doc["split"], rules_of_document(doc)
 
 
 METRIC_NAMES = {"giou": "gIoU", "ciou": "cIoU"}
 
 
-def _p_value(p: float, permutations: int) -> str:
-    # With the +1 correction the smallest possible value is 1/(permutations+1): no permutation was as extreme.
-    if permutations and p <= 1.0 / (permutations + 1) * (1 + 1e-9):
-        return f"< {1.0 / permutations:.2g}"
+def _p_value(p: float, resamples: int) -> str:
+    # With the +1 correction the smallest possible value is 2/(resamples+1): no resample crossed 0.
+    if resamples and p <= 2.0 / (resamples + 1) * (1 + 1e-9):
+        return f"< {2.0 / resamples:.2g}"
     return f"{p:.4f}"
 
 
@@ -226,29 +289,42 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
             pred_a: Path = typer.Argument(..., help="predictions or results file of method A"),
             pred_b: Path = typer.Argument(..., help="predictions or results file of method B"),
             split: str | None = SplitOpt,
-            protocol: Protocol = ProtocolOpt,
+            rules: RulesName | None = typer.Option(None, "--rules", help=RULES_HELP),
+            protocol: Protocol | None = ProtocolOpt,
             group: str = typer.Option("overall", help="overall, short, long or source:NAME"),
-            empty_union: EmptyUnion = typer.Option("one", help="one (LISA), zero or skip"),
-            bootstrap: int = typer.Option(2000, help="paired bootstrap resamples for the CI of B - A"),
-            permutations: int = typer.Option(10000, help="paired permutations for the p-value"),
+            empty_union: EmptyUnion | None = EmptyUnionOpt,
+            bootstrap: int = typer.Option(2000, help="paired bootstrap resamples for the CI and p-value of B - A"),
+            permutations: int | None = typer.Option(None, hidden=True, help="no longer used (see --bootstrap)"),
             seed: int = typer.Option(0, help="random seed"),
             no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
             allow_different_data: bool = typer.Option(
                 False, "--allow-different-data", help="accept results scored on other annotations than DATA's"),
             as_json: bool = typer.Option(False, "--json", help="print JSON")):
-    """Paired comparison of two methods on the same queries: B - A with a CI and a permutation p-value.
+    """Paired comparison of two methods on the same queries: B - A with a CI and a p-value.
+
+    Both come from one paired bootstrap over images (the same test `report` runs, same resamples and seed), so the
+    p-value is small exactly when the CI excludes 0.
 
     Example: reasonseg compare ReasonSeg/ base.json mine.json --split val
     """
     from .errors import ResultsError
     from .metrics.report import group_scores
-    from .metrics.stats import image_sums, paired_comparison
+    from .metrics.stats import P_VALUE_NOTE, image_sums, paired_comparison
 
-    scores_a, name_a, split = _scores_for(data, pred_a, split, protocol, empty_union, not no_cache,
-                                          allow_different_data)
-    scores_b, name_b, _ = _scores_for(data, pred_b, split, protocol, empty_union, not no_cache, allow_different_data)
     _check_release_arg(data)
+    from .metrics.rules import compared_label
+
+    options = {"rules": rules, "protocol": protocol, "empty_union": empty_union}
+    scores_a, name_a, split, rules_a = _scores_for(data, pred_a, split, options, not no_cache, allow_different_data)
+    scores_b, name_b, _, rules_b = _scores_for(data, pred_b, split, options, not no_cache, allow_different_data)
+    if compared_label(rules_a) != compared_label(rules_b):
+        raise ResultsError(f"A is scored under rules {compared_label(rules_a)!r}, B under {compared_label(rules_b)!r}"
+                           ": numbers under different rules are not comparable", hint="score both under one --rules")
+    empty_union = rules_a.empty_union
     groups_a, groups_b = group_scores(scores_a), group_scores(scores_b)
+    if group in ("short", "long") and group not in groups_a:
+        raise ResultsError(f"no {group} group: the queries' kind (is_sentence) is unknown in this ground truth (the "
+                           "Hub mirror form drops it)", hint="compare --group overall, or score on the release")
     if group not in groups_a:
         raise ResultsError(f"unknown group {group!r}; choose one of {', '.join(groups_a)}")
     keys_a = {(s.id, s.text_index) for s in groups_a[group]}
@@ -256,16 +332,22 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
     if keys_a != keys_b:
         raise ResultsError(f"A and B score different queries ({len(keys_a ^ keys_b)} differ)",
                            hint="score both on the same split and protocol")
+    if permutations is not None:
+        typer.echo("note: --permutations is no longer used: the p-value comes from the --bootstrap resamples",
+                   err=True)
     diffs = paired_comparison(image_sums(groups_a[group], empty_union), image_sums(groups_b[group], empty_union),
-                              bootstrap, permutations, seed)
+                              bootstrap, seed=seed)
     if as_json:
-        typer.echo(json.dumps({"a": name_a, "b": name_b, "split": split, "protocol": protocol, "group": group,
-                               "differences": [d.__dict__ for d in diffs]}, indent=1))
+        typer.echo(json.dumps({"a": name_a, "b": name_b, "split": split, "rules": rules_a.name,
+                               "protocol": rules_a.protocol, "group": group,
+                               "resamples": bootstrap, "seed": seed, "differences": [d.__dict__ for d in diffs]},
+                              indent=1))
         return
     rows = [[METRIC_NAMES.get(d.metric, d.metric), f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
-             f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", _p_value(d.p_value, permutations)] for d in diffs]
+             f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", _p_value(d.p_value, bootstrap)] for d in diffs]
     print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
                  title=f"{split} · {group} · {len(keys_a)} queries (×100)")
+    typer.echo(P_VALUE_NOTE)
 
 
 # --------------------------------------------------------------------------------------------------------- demo

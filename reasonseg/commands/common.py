@@ -1,7 +1,8 @@
 """Shared helpers of the command-line modules: console output and tables.
 
 Everything printed here is text, never rich markup: method names, folder names, sample ids and error messages come
-from users and files, and a `[/x]` in one of them must print as written (not crash, not vanish).
+from users and files, and a `[/x]` in one of them must print as written (not crash, not vanish); control and
+format characters in them are shown as escapes (`reasonseg.text`).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typer.core import TyperArgument, TyperOption
 
 from .progress import progress
 
-__all__ = ["HELP_OPTION_NAMES", "EmptyUnion", "Precision", "Protocol", "console", "polish_help", "print_table",
-           "progress", "reflow_help_texts"]
+__all__ = ["HELP_OPTION_NAMES", "EmptyUnion", "Missing", "Precision", "Protocol", "RulesChoice", "RulesName",
+           "console", "polish_help", "print_table", "progress", "reflow_help_texts"]
 
 HELP_OPTION_NAMES = ["-h", "--help"]
 
@@ -22,7 +23,12 @@ HELP_OPTION_NAMES = ["-h", "--help"]
 Protocol = Literal["lisa", "all-texts"]
 EmptyUnion = Literal["one", "zero", "skip"]
 Precision = Literal["bf16", "fp16", "fp32"]
+RulesName = Literal["lisa", "x-sam", "visionreasoner", "seg-zero", "mmdet-refseg"]   # metrics.rules.PROFILES
+RulesChoice = Literal["lisa", "x-sam", "visionreasoner", "seg-zero", "mmdet-refseg", "all"]
+Missing = Literal["error", "empty", "skip", "penalty"]
 PROTOCOL_HELP = "lisa (text[0] per image, the paper) or all-texts"
+RULES_HELP = ("whose scoring rules: lisa (the reference, default), x-sam, visionreasoner, seg-zero, mmdet-refseg "
+              "(docs/protocol.md); --protocol, --empty-union and --missing override their axes")
 SPLIT_HELP = "val, test, train, or joined such as train_val"
 
 
@@ -39,12 +45,15 @@ def print_table(header: list[str], rows: list[list[str]], title: str | None = No
     from rich.table import Table
     from rich.text import Text
 
-    # Text objects: the console's markup=False does not reach a table's title, headers and cells.
-    table = Table(title=Text(title) if title is not None else None, show_lines=False)
+    from ..text import display_line, display_text
+
+    # Text objects: the console's markup=False does not reach a table's title, headers and cells. Each is shown
+    # escaped and capped (display_text): method and team names come from uploads and files.
+    table = Table(title=Text(display_line(title)) if title is not None else None, show_lines=False)
     for i, name in enumerate(header):
-        table.add_column(Text(name), justify="left" if i == 0 else "right", no_wrap=True)
+        table.add_column(Text(display_text(name)), justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(*(Text(display_text(cell)) for cell in row))
     console().print(table)
 
 

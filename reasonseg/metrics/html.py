@@ -12,6 +12,7 @@ from ..masks import intervals_to_mask
 from .figures import histogram_model, histogram_svg
 from .iou import SIZE_CLASSES
 from .report import split_table
+from .rules import rules_of_document
 from .scoring import Evaluation
 
 SIZE_NOTE = "; ".join(f"{name}: {rule}" for name, rule in SIZE_CLASSES.items())
@@ -59,17 +60,45 @@ def render_overlay(image: np.ndarray, target: np.ndarray, ignore: np.ndarray, pr
     return out
 
 
+def drift_table_html(document: dict) -> str:
+    """The drift table (every scorer's rules on one predictions file) as an HTML section."""
+    from .drift import REFERENCE, drift_table, refusals
+
+    header, rows = drift_table(document)
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in refusals(document))
+    return (f"<h2>Under every scorer's rules</h2><p>The same predictions scored as each scorer's own code scores "
+            f"them (docs/protocol.md); ×100, Δ in points from <code>{REFERENCE}</code>; - where a scorer computes "
+            "no cIoU.</p><table id=\"drift\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                                               for row in rows)
+            + "</tbody></table>" + (f"<ul class=\"refused\">{notes}</ul>" if notes else ""))
+
+
+def write_drift_report(out_dir: str | os.PathLike, gt, preds, drift: dict, *, method: str | None = None,
+                       **options) -> Path:
+    """The report of `score --rules all`: the report of the first profile that scores the file (lisa unless it
+    refuses), with the drift table."""
+    from .rules import PROFILES
+    from .scoring import evaluate_predictions
+
+    name = next(row["rules"] for row in drift["rows"] if "error" not in row) if any(
+        "error" not in row for row in drift["rows"]) else "lisa"
+    evaluation = evaluate_predictions(gt, preds, rules=PROFILES[name], method=method, **options)
+    return write_report(out_dir, evaluation, drift=drift)
+
+
 def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples: int = 6,
-                 title: str | None = None) -> Path:
-    """Write `index.html` and `overlays/*.png` into out_dir; returns the page's path."""
+                 title: str | None = None, drift: dict | None = None) -> Path:
+    """Write `index.html` and `overlays/*.png` into out_dir; returns the page's path. With a drift document
+    (`metrics.drift`), the page shows the drift table too."""
     import cv2
 
     out_dir = Path(out_dir)
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     doc, gt, preds = evaluation.document, evaluation.ground_truth, evaluation.predictions
-    policy = doc["empty_union"]
-    ranked = sorted(evaluation.scores, key=lambda s: (s.iou(policy) is None, s.iou(policy) or 0.0, s.id))
-    ranked = [s for s in ranked if s.iou(policy) is not None]
+    policy, rules = doc["empty_union"], rules_of_document(doc)
+    ranked = sorted(evaluation.scores, key=lambda s: (rules.iou(s) is None, rules.iou(s) or 0.0, s.id))
+    ranked = [s for s in ranked if rules.iou(s) is not None]
     worst = ranked[:n_examples]
     best = ranked[::-1][:n_examples] if len(ranked) > n_examples else []
     sections = []
@@ -91,7 +120,7 @@ def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples:
             kind = "long" if s.is_sentence else "short"
             figures.append(
                 f'<figure><img src="overlays/{html.escape(name)}" alt="overlay of {html.escape(s.id)}">'
-                f"<figcaption><b>{html.escape(s.id)}</b> ({kind}) IoU {s.iou(policy):.3f}<br>"
+                f"<figcaption><b>{html.escape(s.id)}</b> ({kind}) IoU {rules.iou(s):.3f}<br>"
                 f"{html.escape(text)}</figcaption></figure>")
         if figures:
             sections.append(f"<h2>{heading}</h2><div class='gallery'>{''.join(figures)}</div>")
@@ -99,7 +128,7 @@ def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples:
     table = ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
              + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
              + "</tbody></table>")
-    ious = [s.iou(policy) for s in evaluation.scores if s.iou(policy) is not None]
+    ious = [rules.iou(s) for s in evaluation.scores if rules.iou(s) is not None]
     name = title or f"{doc.get('method') or 'predictions'} on {doc['split']}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} · reasonseg</title>
@@ -110,11 +139,13 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 figcaption {{ font-size: 0.85em; }} {LEGEND_CSS}
 </style></head><body>
 <h1>{html.escape(name)}</h1>
-<p>Protocol <code>{html.escape(doc['protocol'])}</code>, empty union scores <code>{html.escape(policy)}</code>,
+<p>Rules <code>{html.escape(rules_of_document(doc).label)}</code>, protocol
+<code>{html.escape(doc['protocol'])}</code>, empty union scores <code>{html.escape(policy)}</code>,
 {doc['bootstrap']['resamples']} bootstrap resamples of images ({doc['bootstrap']['confidence']:.0%} intervals).
 Values ×100.</p>
 {table}
 <p><small>small / medium / large: {html.escape(SIZE_NOTE)}.</small></p>
+{drift_table_html(drift) if drift else ""}
 <h2>Per-query IoU</h2>{histogram_svg(histogram_model(ious, bins=20))}
 {overlay_legend()}
 {''.join(sections)}
