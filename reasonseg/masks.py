@@ -5,7 +5,8 @@ Three representations of a binary mask live here:
 - COCO compressed RLE `{"size": [h, w], "counts": str}` (column-major runs, pycocotools' string encoding);
 - intervals: sorted, disjoint `[start, end)` ranges of foreground in the column-major flattening. Scoring works on
   intervals, so it never materialises a full-size array for a prediction given as RLE.
-OpenCV is imported lazily: scoring from a warm ground-truth cache never needs it.
+Ground truth is drawn by `polygon_fill` (OpenCV 4.8's drawing, restated in numpy), so it is the same whatever
+OpenCV is installed. OpenCV is imported lazily, by the helpers at the end only.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import MaskError
+from .polygon_fill import draw_polygon
 from .schema import IGNORE, TARGET, Shape
 
 # A value of pycocotools' string encoding is at most 7 chars of 5 bits: enough for any uint32 count.
@@ -48,122 +50,6 @@ def _int_points(points: Sequence[tuple[float, float]]) -> np.ndarray:
     return flat.reshape(-1, 2).astype(np.int32)
 
 
-# OpenCV's fillPoly steps through every row from the polygon's top, even the rows above the canvas (~10 ns
-# each): a vertex at y = -1e9 costs seconds. Past this many rows above, the canvas rows are computed directly.
-_ROWS_ABOVE_FOR_CV2 = 1 << 16
-_XY_SHIFT = 16  # OpenCV's fixed-point fraction bits for polygon edges
-_FILL_CHUNK = 1 << 21  # crossings (and canvas pixels) handled at once: bounds the direct fill's memory
-
-
-def _draw(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
-    import cv2
-
-    cv2.polylines(canvas, [pts], True, value, 1)
-    if int(pts[:, 1].min()) >= -_ROWS_ABOVE_FOR_CV2:
-        cv2.fillPoly(canvas, [pts], value)
-    else:
-        _fill_canvas_rows(canvas, pts, value)
-
-
-def _fill_canvas_rows(canvas: np.ndarray, pts: np.ndarray, value: int) -> None:
-    """What `cv2.fillPoly(canvas, [pts], value)` sets, computed for the canvas rows only.
-
-    A restatement of OpenCV's polygon fill (CollectPolyEdges + FillEdgeCollection), exact for int32 points: each
-    non-horizontal edge covers rows [y_top, y_bottom) with x in 16-bit fixed point, advanced per row by a slope
-    truncated toward zero; an edge with an end outside the canvas takes its slope from the segment as OpenCV's
-    clipLine leaves it, extended back to its top row. On each row the crossings, sorted by x, pair up and
-    each pair fills pixels ceil(left) .. floor(right). The outline is drawn by the caller (cv2.polylines).
-    Pinned to cv2 by tests/test_masks.py on random polygons, near and far out.
-    """
-    height, width = canvas.shape
-    edges = _poly_edges([(int(x), int(y)) for x, y in pts.reshape(-1, 2)], width, height)
-    if len(edges) < 2:
-        return
-    top, bottom, x_top, slope = (np.array(column, np.int64) for column in zip(*edges, strict=True))
-    first, last = max(int(top.min()), 0), min(int(bottom.max()), height)
-    row = first
-    while row < last:
-        # Each chunk of rows holds at most _FILL_CHUNK crossings and _FILL_CHUNK span marks.
-        per_row = max(width + 1, int(np.count_nonzero((top < last) & (bottom > row))))
-        stop = min(last, row + max(1, _FILL_CHUNK // per_row))
-        sel = np.flatnonzero((top < stop) & (bottom > row))
-        start = np.maximum(top[sel], row)
-        counts = np.minimum(bottom[sel], stop) - start
-        owner = np.repeat(sel, counts)
-        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        rows = np.repeat(start, counts) + offsets
-        xs = x_top[owner] + (rows - top[owner]) * slope[owner]
-        order = np.lexsort((xs, rows))
-        rows, xs = rows[order], xs[order]
-        # A closed polygon crosses each row an even number of times: consecutive crossings pair up.
-        left = (xs[0::2] + (1 << _XY_SHIFT) - 1) >> _XY_SHIFT
-        right = xs[1::2] >> _XY_SHIFT
-        span_rows = rows[0::2]
-        ok = (left < width) & (right >= 0)
-        left, right, span_rows = np.maximum(left[ok], 0), np.minimum(right[ok], width - 1), span_rows[ok] - row
-        marks = np.zeros((stop - row, width + 1), np.int32)
-        np.add.at(marks, (span_rows, left), 1)
-        np.add.at(marks, (span_rows, right + 1), -1)
-        canvas[row:stop][np.cumsum(marks[:, :width], axis=1) > 0] = value
-        row = stop
-
-
-def _poly_edges(points: list[tuple[int, int]], width: int, height: int) -> list[tuple[int, int, int, int]]:
-    """(y_top, y_bottom, x at y_top, slope) of each non-horizontal edge, in OpenCV's fixed point."""
-    edges = []
-    for (x0, y0), (x1, y1) in zip(points[-1:] + points[:-1], points, strict=True):
-        if y0 == y1:
-            continue
-        (cx0, cy0), (cx1, cy1) = (x0, y0), (x1, y1)
-        if not (0 <= x0 < width and 0 <= x1 < width and 0 <= y0 < height and 0 <= y1 < height):
-            (cx0, cy0), (cx1, cy1) = _clip_line(width, height, (x0, y0), (x1, y1))
-            if cy0 == cy1:  # OpenCV then keeps the rows of the unclipped ends, with the clipped x
-                cy0, cy1 = y0, y1
-        a, b = (cx0 << _XY_SHIFT, cy0), (cx1 << _XY_SHIFT, cy1)
-        slope = _c_div(b[0] - a[0], b[1] - a[1])
-        top, top_clipped, bottom = ((y0, a, y1) if y0 < y1 else (y1, b, y0))
-        edges.append((top, bottom, top_clipped[0] + (top - top_clipped[1]) * slope, slope))
-    return edges
-
-
-def _c_div(a: int, b: int) -> int:
-    """C integer division: the quotient truncated toward zero."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-def _clip_line(width: int, height: int, p1: tuple[int, int], p2: tuple[int, int]
-               ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """OpenCV's clipLine on a width x height image (Cohen-Sutherland, integer steps), endpoints as it leaves them
-    (also when the segment misses the image)."""
-    (x1, y1), (x2, y2) = p1, p2
-    right, bottom = width - 1, height - 1
-    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
-    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
-    if (c1 & c2) == 0 and (c1 | c2) != 0:
-        if c1 & 12:
-            a = 0 if c1 < 8 else bottom
-            x1 += _c_div((a - y1) * (x2 - x1), y2 - y1)
-            y1 = a
-            c1 = (x1 < 0) + (x1 > right) * 2
-        if c2 & 12:
-            a = 0 if c2 < 8 else bottom
-            x2 += _c_div((a - y2) * (x2 - x1), y2 - y1)
-            y2 = a
-            c2 = (x2 < 0) + (x2 > right) * 2
-        if (c1 & c2) == 0 and (c1 | c2) != 0:
-            if c1:
-                a = 0 if c1 == 1 else right
-                y1 += _c_div((a - x1) * (y2 - y1), x2 - x1)
-                x1 = a
-                c1 = 0
-            if c2:
-                a = 0 if c2 == 1 else right
-                y2 += _c_div((a - x2) * (y2 - y1), x2 - x1)
-                x2 = a
-    return (x1, y1), (x2, y2)
-
-
 def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, int] | None:
     """Bounding box of the points clipped to the image, as (x0, y0, x1, y1) with exclusive ends."""
     (x0, y0), (x1, y1) = pts.min(axis=0).tolist(), pts.max(axis=0).tolist()
@@ -171,19 +57,16 @@ def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, 
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def _drawn_area(pts: np.ndarray, box: tuple[int, int, int, int] | None) -> int:
-    """Pixels the shape sets when drawn alone on the H x W canvas, computed on its bounding box clipped to the
-    canvas (`_clip_box`).
-
-    Integer translation does not change OpenCV's rasterization, and clipping happens at the same absolute
-    borders, so the count equals the reference's full-canvas count (pinned by the parity tests).
+def _drawn_area(pts: np.ndarray, box: tuple[int, int, int, int] | None, height: int, width: int) -> int:
+    """Pixels the shape sets when drawn alone on the H x W canvas, counted on its bounding box clipped to the
+    canvas (`_clip_box`): a polygon draws nothing outside that box.
     """
     if box is None:
         return 0
     x0, y0, x1, y1 = box
     canvas = scratch("canvas", (y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0)
     canvas[:] = 0
-    _draw(canvas, pts - np.array([x0, y0], np.int32), 1)
+    draw_polygon(canvas, pts, 1, height, width, x0, y0)
     return int(np.count_nonzero(canvas))
 
 
@@ -217,15 +100,14 @@ def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
         # reference's mask and the areas that decide the order need not be drawn.
         order = range(len(drawable))
     else:
-        areas = [_drawn_area(pts, box) for (_, pts), box in zip(drawable, shape_boxes, strict=True)]
+        areas = [_drawn_area(pts, box, height, width) for (_, pts), box in zip(drawable, shape_boxes, strict=True)]
         # Exactly the reference's order: argsort ascending then reversed (ties follow numpy's sort).
         order = list(np.argsort(areas)[::-1])
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    offset = np.array([x0, y0], np.int32)
     for i in order:
-        _draw(crop, drawable[i][1] - offset, values[i])
+        draw_polygon(crop, drawable[i][1], values[i], height, width, x0, y0)
     return x0, y0, crop
 
 

@@ -1,0 +1,187 @@
+"""One LISA polygon drawn exactly as OpenCV 4.8 draws it, in numpy: the same mask whatever OpenCV is installed.
+
+LISA draws each ground-truth polygon with `cv2.polylines(mask, [pts], True, value, 1)` and then
+`cv2.fillPoly(mask, [pts], value)` on int32 points, under the `opencv_python==4.8.0.74` its environment pins.
+OpenCV 4.11 changed how `fillPoly` places polygon edges, so a current OpenCV draws another mask for most polygons.
+This module restates what 4.8 computes, integer for integer, for that one call pattern (8-connected, thickness 1,
+no sub-pixel shift), on int32 points of a height x width image:
+
+- Outline. Each edge, from the previous point to the next (the closing edge too), is an 8-connected Bresenham line.
+  An edge with an end outside the image is first clipped to it by OpenCV's `clipLine` (Cohen-Sutherland in int64,
+  quotients truncated toward zero, the result cast back to int32); a line it reports as missing the image draws
+  nothing. The line is stepped from its left end (from its first point when vertical): along the major axis one
+  pixel a step, moving along the minor axis when the error term `major - 2*minor*(k+1) + 2*major*m_k` is negative,
+  which puts the k-th pixel `ceil((2*minor*k - major) / (2*major))` minor steps away. `fillPoly` draws the same
+  lines again, so the outline is drawn once here.
+- Fill. Every edge that is not horizontal covers rows [y_top, y_bottom) with x in 16.16 fixed point: an edge inside
+  the image runs through the pixel centres' right halves (x + 1/2, which is what 4.11 dropped); an edge with an end
+  outside takes its end points from the clipped segment (x exactly, no half) when that segment is not horizontal,
+  and its own unclipped end points otherwise. Its per-row step is the x difference over the y difference, truncated
+  toward zero, and its x on its top row is extrapolated from the clipped end with that step. On each row the
+  crossings, sorted by x, pair up (even-odd), and a pair fills columns ceil(left) .. floor(right), clipped to the
+  image. A polygon with fewer than two such edges fills nothing.
+Rows above and below the window drawn are never visited, so a vertex at y = -1e9 costs nothing. int64 overflow
+wraps as it does in OpenCV's C++.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_XY_SHIFT = 16               # OpenCV's fixed-point fraction bits for polygon edges
+_HALF = 1 << (_XY_SHIFT - 1)
+_ROUND_UP = (1 << _XY_SHIFT) - 1
+
+
+def draw_polygon(canvas: np.ndarray, points: np.ndarray, value: int, height: int, width: int,
+                 x0: int = 0, y0: int = 0) -> None:
+    """Set the pixels OpenCV 4.8's closed 1-px polyline plus fillPoly set for `points` (n x 2 int32, image
+    coordinates) on a height x width image, in `canvas`: the window of that image whose top-left pixel is (x0, y0).
+
+    Clipping follows the whole image, not the window, so any window gives the full drawing's pixels.
+    """
+    pts = np.asarray(points, np.int32).reshape(-1, 2).astype(np.int64)
+    if len(pts) == 0 or height <= 0 or width <= 0:
+        return
+    if not canvas.flags.c_contiguous:
+        raise ValueError("draw_polygon needs a C-contiguous canvas (it writes through a flat view)")
+    flat = canvas.reshape(-1)
+    win_h, win_w = canvas.shape
+    start = np.roll(pts, 1, axis=0)        # edge i runs from point i-1 to point i
+    x_a, y_a, x_b, y_b = start[:, 0], start[:, 1], pts[:, 0], pts[:, 1]
+    outside = _outside(x_a, y_a, width, height) | _outside(x_b, y_b, width, height)
+    clipped = _clip_segments(x_a[outside], y_a[outside], x_b[outside], y_b[outside], width, height)
+    for row, left, right in _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height, width, y0, y0 + win_h):
+        lo, hi = max(left, x0), min(right + 1, x0 + win_w)
+        if lo < hi:
+            base = (row - y0) * win_w - x0
+            flat[base + lo:base + hi] = value
+    xs, ys = _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped)
+    keep = (xs >= x0) & (xs < x0 + win_w) & (ys >= y0) & (ys < y0 + win_h)
+    flat[(ys[keep] - y0) * win_w + (xs[keep] - x0)] = value
+
+
+def _outside(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
+    return (x < 0) | (x >= width) | (y < 0) | (y >= height)
+
+
+def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """C's int64 a / b (quotient truncated toward zero); b == 0 gives 0 (those lanes are never used)."""
+    b = np.where(b == 0, 1, b)
+    with np.errstate(over="ignore"):
+        q = a // b
+    return q + ((q * b != a) & ((a < 0) != (b < 0)))
+
+
+def _codes(x: np.ndarray, y: np.ndarray, right: int, bottom: int) -> np.ndarray:
+    return (x < 0) + (x > right) * 2 + (y < 0) * 4 + (y > bottom) * 8
+
+
+def _clip_segments(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray, width: int, height: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's clipLine(Size, Point&, Point&) on many segments: the end points it leaves (int32 values, also
+    for a segment that misses the image) and whether it reports the segment inside."""
+    x1, y1, x2, y2 = (v.copy() for v in (x1, y1, x2, y2))
+    right, bottom = width - 1, height - 1
+    c1, c2 = _codes(x1, y1, right, bottom), _codes(x2, y2, right, bottom)
+    with np.errstate(over="ignore"):
+        todo = ((c1 & c2) == 0) & ((c1 | c2) != 0)
+        # Ends above or below the image move onto its top or bottom row (the first end first: the second
+        # end's step uses the first end as moved).
+        m = todo & ((c1 & 12) != 0)
+        a = np.where(c1 < 8, 0, bottom)
+        x1 = np.where(m, x1 + _trunc_div((a - y1) * (x2 - x1), y2 - y1), x1)
+        y1 = np.where(m, a, y1)
+        c1 = np.where(m, _codes(x1, 0, right, bottom), c1)
+        m = todo & ((c2 & 12) != 0)
+        a = np.where(c2 < 8, 0, bottom)
+        x2 = np.where(m, x2 + _trunc_div((a - y2) * (x2 - x1), y2 - y1), x2)
+        y2 = np.where(m, a, y2)
+        c2 = np.where(m, _codes(x2, 0, right, bottom), c2)
+        # Ends left or right of the image move onto its first or last column.
+        todo &= ((c1 & c2) == 0) & ((c1 | c2) != 0)
+        m = todo & (c1 != 0)
+        a = np.where(c1 == 1, 0, right)
+        y1 = np.where(m, y1 + _trunc_div((a - x1) * (y2 - y1), x2 - x1), y1)
+        x1 = np.where(m, a, x1)
+        c1 = np.where(m, 0, c1)
+        m = todo & (c2 != 0)
+        a = np.where(c2 == 1, 0, right)
+        y2 = np.where(m, y2 + _trunc_div((a - x2) * (y2 - y1), x2 - x1), y2)
+        x2 = np.where(m, a, x2)
+        c2 = np.where(m, 0, c2)
+    as_int = [v.astype(np.int32).astype(np.int64) for v in (x1, y1, x2, y2)]  # Point's int members
+    return (*as_int, (c1 | c2) == 0)
+
+
+def _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped) -> tuple[np.ndarray, np.ndarray]:
+    """Every (x, y) pixel of the edges' 8-connected lines, clipped to the image as OpenCV's LineIterator does."""
+    x1, y1, x2, y2 = x_a.copy(), y_a.copy(), x_b.copy(), y_b.copy()
+    cx1, cy1, cx2, cy2, inside = clipped
+    x1[outside], y1[outside], x2[outside], y2[outside] = cx1, cy1, cx2, cy2
+    drawn = np.ones(len(x1), bool)
+    drawn[outside] = inside
+    x1, y1, x2, y2 = x1[drawn], y1[drawn], x2[drawn], y2[drawn]
+    swap = x2 < x1                                   # stepped left to right
+    x1, x2 = np.where(swap, x2, x1), np.where(swap, x1, x2)
+    y1, y2 = np.where(swap, y2, y1), np.where(swap, y1, y2)
+    dx, dy = x2 - x1, y2 - y1
+    y_step = np.where(dy < 0, -1, 1)
+    dy = np.abs(dy)
+    vertical = dy > dx
+    major, minor = np.maximum(dx, dy), np.minimum(dx, dy)
+    counts = major + 1
+    owner = np.repeat(np.arange(len(counts)), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    major_o, minor_o = major[owner], minor[owner]
+    # minor steps taken before pixel k: ceil((2*minor*k - major) / (2*major)); a one-pixel line takes none
+    moved = (2 * minor_o * k + np.maximum(major_o - 1, 0)) // np.maximum(2 * major_o, 1)
+    vert_o = vertical[owner]
+    xs = x1[owner] + np.where(vert_o, moved, k)
+    ys = y1[owner] + y_step[owner] * np.where(vert_o, k, moved)
+    return xs, ys
+
+
+def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, row_lo: int, row_hi: int
+                ) -> list[tuple[int, int, int]]:
+    """(row, first column, last column) of every run fillPoly fills in rows [row_lo, row_hi), clipped to the
+    image's columns; a run may be empty (first > last)."""
+    fixed = np.stack([x_a << _XY_SHIFT, y_a, x_b << _XY_SHIFT, y_b], 1)
+    ends = fixed.copy()
+    ends[:, 0] += _HALF
+    ends[:, 2] += _HALF
+    cx1, cy1, cx2, cy2, _ = clipped
+    slanted = cy1 != cy2                     # the clipped segment is not horizontal: its ends place the edge
+    from_clip = np.stack([cx1 << _XY_SHIFT, cy1, cx2 << _XY_SHIFT, cy2], 1)
+    ends[outside] = np.where(slanted[:, None], from_clip, fixed[outside])
+    keep = y_a != y_b
+    if np.count_nonzero(keep) < 2:
+        return []
+    ya, yb, ends = y_a[keep], y_b[keep], ends[keep]
+    with np.errstate(over="ignore"):
+        slope = _trunc_div(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1])
+        down = ya < yb
+        top, bottom = np.minimum(ya, yb), np.maximum(ya, yb)
+        ref_x, ref_y = np.where(down, ends[:, 0], ends[:, 2]), np.where(down, ends[:, 1], ends[:, 3])
+        x_top = ref_x + (top - ref_y) * slope
+        x_bottom = x_top + (bottom - top) * slope
+        # OpenCV returns early when every edge lies off the image (this also skips its int32 wrap-arounds).
+        x_lo, x_hi = min(x_top.min(), x_bottom.min()), max(x_top.max(), x_bottom.max())
+        if bottom.max() < 0 or top.min() >= height or x_hi < 0 or x_lo >= (width << _XY_SHIFT):
+            return []
+        first, last = max(int(top.min()), 0, row_lo), min(int(bottom.max()), height, row_hi)
+        if first >= last:
+            return []
+        start, stop = np.maximum(top, first), np.minimum(bottom, last)
+        counts = np.maximum(stop - start, 0)
+        owner = np.repeat(np.arange(len(counts)), counts)
+        rows = np.repeat(start, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        xs = x_top[owner] + (rows - top[owner]) * slope[owner]
+        order = np.lexsort((xs, rows))
+        rows, xs = rows[order], xs[order]
+        # A closed polygon crosses every row an even number of times: consecutive crossings pair up.
+        left = (xs[0::2] >> _XY_SHIFT).astype(np.int32)
+        right = (xs[1::2] >> _XY_SHIFT).astype(np.int32)
+    span_rows = rows[0::2]
+    ok = (left < width) & (right >= 0)
+    left, right = np.maximum(left[ok], 0), np.minimum(right[ok], width - 1)
+    return list(zip(span_rows[ok].tolist(), left.tolist(), right.tolist(), strict=True))
