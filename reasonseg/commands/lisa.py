@@ -6,7 +6,7 @@ from typing import Literal
 
 import typer
 
-from .common import PROTOCOL_HELP, Precision, Protocol
+from .common import PROTOCOL_HELP, RULES_HELP, Precision, Protocol, RulesName
 
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 PRECISION_HELP = "bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu, as the original)"
@@ -180,6 +180,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                  device: str | None = typer.Option(None, help=DEVICE_HELP),
                  precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
                  bootstrap: int = typer.Option(1000, help="bootstrap resamples for the CIs"),
+                 rules: RulesName | None = typer.Option(None, "--rules", help=f"ReasonSeg only: {RULES_HELP}"),
                  split: str = typer.Option("val", help="refCOCO family only: val, testA, testB (refcocog: val, test)"),
                  refer_root: Path | None = typer.Option(None, "--refer-root",
                                                         help="refCOCO family only: the refer_seg folder")):
@@ -210,7 +211,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
             return
 
         report = evaluate_release(data, weights, out, paper_row, batch_size, device, precision, bootstrap,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, rules=rules)
         if not report.rows:
             return  # a non-zero rank under torchrun: rank 0 prints
         for w in report.warnings:

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from ..errors import ReasonSegError
-from .common import PROTOCOL_HELP, Protocol, progress
+from .common import PROTOCOL_HELP, Protocol, RulesName, progress
 
 ProtocolOpt = typer.Option("lisa", "--protocol", help=PROTOCOL_HELP)
 
@@ -142,6 +142,9 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                resamples: int = typer.Option(2000, help="bootstrap resamples for the paired comparisons"),
                allow_different_data: bool = typer.Option(
                    False, "--allow-different-data", help="accept results scored on other annotations than DATA's"),
+               rules: RulesName | None = typer.Option(
+                   None, "--rules", help="the scoring rules every results file must be under [default: the ones "
+                                         "they share; results under different rules are refused]"),
                overwrite: bool = typer.Option(False, "--overwrite", help="replace the page in a non-empty --out "
                                               "(other files there are kept)")):
         """One HTML page comparing several results files side by side.
@@ -157,5 +160,5 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         with staged_output_dir(out, overwrite, ("index.html", "gallery")) as folder:
             page = write_comparison(folder, data, results, predictions or (), show_reported=reported,
                                     n_gallery=gallery, n_resamples=resamples,
-                                    allow_different_data=allow_different_data)
+                                    allow_different_data=allow_different_data, rules=rules)
         typer.echo(f"wrote {out / page.name}")

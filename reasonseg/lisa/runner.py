@@ -104,18 +104,21 @@ def release_eval_outputs(splits: list[str]) -> list[str]:
 
 def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str] | None = None, batch_size: int = 4,
                      device: str = "cpu", precision: str = "fp32", bootstrap: int = 1000,
-                     overwrite: bool = False) -> EvalReport:
+                     overwrite: bool = False, rules: str | None = None) -> EvalReport:
     """Predict + score val and test with one loaded model; the measured row beside the paper's rows (Table 1
     layout, the measured cells with their bootstrap CIs), and warnings (a checkpoint that saw val, a missing split).
     Under torchrun every rank predicts its share; rank 0 scores and returns the report (the others an empty one).
-    Other evaluations' files in `out` stay; this one's are replaced only with `overwrite` (see _prepare_eval_dir)."""
+    Other evaluations' files in `out` stay; this one's are replaced only with `overwrite` (see _prepare_eval_dir).
+    `rules` (a profile of metrics.rules, default lisa) decide the scoring, and which texts are predicted."""
     from ..metrics.comparison import reported_rows
     from ..metrics.report import table1, write_results
+    from ..metrics.rules import resolve_rules
     from ..metrics.scoring import evaluate
     from ..paper import PAPER_TABLE1, reported_row
     from .checkpoint import read_config, seen_splits
 
     weights, data, out = Path(weights), Path(data), Path(out)
+    scoring = resolve_rules(rules)     # an unknown name is refused before the model opens
     doc = read_config(weights)
     names = list(paper_rows or paper_rows_for(doc))
     unknown = [n for n in names if reported_row(n) is None]
@@ -140,15 +143,16 @@ def evaluate_release(data: Path, weights: Path, out: Path, paper_rows: list[str]
         preds = out / f"{split}.predictions.json"
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-        _predict_file(predictor, rank, world, data, split, preds, method, batch_size=batch_size)
+        _predict_file(predictor, rank, world, data, split, preds, method, scoring.protocol, batch_size=batch_size)
         if rank != 0:
             continue
-        measured[split] = evaluate(data, preds, split, bootstrap=bootstrap, method=method).document
+        measured[split] = evaluate(data, preds, split, bootstrap=bootstrap, method=method, rules=scoring).document
         report.predictions[split] = preds
         report.results[split] = write_results(out / f"{split}.results.json", measured[split])
     if rank != 0:
         return report
-    report.header, measured_rows = table1({f"measured: {weights.name}": measured}, with_ci=True)
+    marked = "" if scoring.is_default() else f" [rules {scoring.label}]"     # the paper's rows are lisa's
+    report.header, measured_rows = table1({f"measured: {weights.name}{marked}": measured}, with_ci=True)
     paper = {row[0]: row for row in reported_rows(report.header)}
     report.rows = [[f"{n} (paper)", *paper[n][1:]] for n in names] + measured_rows
     return report

@@ -20,7 +20,7 @@ from ..dataset import atomic_write_text
 from ..errors import ResultsError
 from .html import LEGEND_CSS, overlay_legend
 from .report import read_results, scores_from_results, table1
-from .stats import image_sums, paired_comparison
+from .stats import P_VALUE_NOTE, image_sums, paired_comparison
 
 
 @dataclass
@@ -92,9 +92,11 @@ def _display(entry: Entry) -> str:
 
 
 def measured_table(entries: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
+    from .tables import rules_marked
+
     results: dict[str, dict[str, dict]] = {}
     for e in entries:
-        results.setdefault(_display(e), {})[e.split] = e.document
+        results.setdefault(rules_marked(_display(e), e.document), {})[e.split] = e.document
     return table1(results)
 
 
@@ -118,8 +120,9 @@ def best_of(entries: Sequence[Entry]) -> Entry | None:
     return max(candidates, key=lambda e: e.document["groups"]["overall"]["giou"]) if candidates else None
 
 
-def significance(entries: Sequence[Entry], n_resamples: int = 2000, n_permutations: int = 5000) -> list[dict]:
-    """Per split: every method against the best non-oracle one (paired over images; B − best)."""
+def significance(entries: Sequence[Entry], n_resamples: int = 2000, seed: int = 0) -> list[dict]:
+    """Per split: every method against the best non-oracle one (paired over images; B − best). The same test as
+    `compare` (`stats.paired_comparison`) with the same default resamples and seed, so both print the same p."""
     rows = []
     for split in sorted({e.split for e in entries}):
         members = [e for e in entries if e.split == split]
@@ -132,7 +135,7 @@ def significance(entries: Sequence[Entry], n_resamples: int = 2000, n_permutatio
                 continue
             other = image_sums(scores_from_results(e.document, str(e.path)), e.document.get("empty_union", "one"))
             try:
-                diffs = paired_comparison(base, other, n_resamples, n_permutations)
+                diffs = paired_comparison(base, other, n_resamples, seed=seed)
             except ResultsError as exc:
                 rows.append({"split": split, "best": _display(best), "method": _display(e), "error": exc.message})
                 continue
@@ -234,8 +237,8 @@ def _diff_cell(d) -> str:
 
 def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, results: Sequence[str | os.PathLike],
                      predictions: Sequence[str | os.PathLike] = (), show_reported: bool = True, n_gallery: int = 8,
-                     n_resamples: int = 2000, n_permutations: int = 5000, title: str | None = None,
-                     allow_different_data: bool = False) -> Path:
+                     n_resamples: int = 2000, title: str | None = None,
+                     allow_different_data: bool = False, rules: str | None = None) -> Path:
     """Write `index.html` (+ `gallery/*.png`) into out_dir; returns the page's path.
 
     Results scored on other annotations than data_root's are refused (`ResultsError` naming both hashes) unless
@@ -243,6 +246,11 @@ def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, r
     """
     out_dir, data_root = Path(out_dir), Path(data_root)
     entries = load_entries(results, predictions)
+    from .rules import check_one_rules, document_rules_label
+
+    # One page compares numbers under one set of rules (`rules`, when named); non-lisa rows are marked.
+    check_one_rules({str(e.path): document_rules_label(e.document) for e in entries}, wanted=rules,
+                    hint="score them under one --rules")
     other_data = foreign_entries(entries, data_root, allow_different_data)
     out_dir.mkdir(parents=True, exist_ok=True)
     header, rows = measured_table(entries)
@@ -256,7 +264,7 @@ def write_comparison(out_dir: str | os.PathLike, data_root: str | os.PathLike, r
         body += "".join('<tr class="reported">' + "".join(_cell(c) for c in row) + "</tr>"
                         for row in reported_rows(header))
     sig_rows = []
-    for r in significance(entries, n_resamples, n_permutations):
+    for r in significance(entries, n_resamples):
         if "error" in r:
             sig_rows.append(f"<tr><td>{r['split']}</td><td>{html.escape(r['method'])}</td>"
                             f"<td colspan=2>{html.escape(r['error'])}</td></tr>")
@@ -295,8 +303,8 @@ read the ground truth: they are ceilings, not methods. Data: <code>{html.escape(
 {foreign_note}
 <table id="table1"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Against the best method of each split</h2>
-<p>Difference to the best non-oracle method (×100) with a paired bootstrap interval over images and a paired
-permutation p-value; * marks p &lt; 0.05.</p>
+<p>Difference to the best non-oracle method (×100) with its 95% interval and p-value ({html.escape(P_VALUE_NOTE)};
+{n_resamples} resamples, as <code>reasonseg compare</code>); * marks p &lt; 0.05.</p>
 <table id="significance"><thead><tr><th>split</th><th>method − best</th><th>ΔgIoU</th><th>ΔcIoU</th></tr></thead>
 <tbody>{''.join(sig_rows)}</tbody></table>
 {pair_html}

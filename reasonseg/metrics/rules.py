@@ -214,6 +214,28 @@ def compared_label(rules: Rules) -> str:
     return dataclasses.replace(rules, missing=PROFILES[rules.name].missing).label
 
 
+def document_rules_label(document: Mapping) -> str:
+    return compared_label(rules_of_document(document))
+
+
+def check_one_rules(labels: Mapping[str, str], *, wanted: str | None = None, beside_paper: bool = False,
+                    hint: str | None = None) -> None:
+    """Refuse results (file → `compared_label`) under different rules, under other rules than `wanted`, or, shown
+    `beside_paper`, under other rules than the paper's (lisa): numbers under different rules do not compare."""
+    from ..errors import ResultsError
+
+    kinds = sorted(set(labels.values()))
+    wanted = wanted or ("lisa" if beside_paper else None)
+    if len(kinds) > 1:
+        message = "results under different rules: " + ", ".join(f"{path} ({k})" for path, k in labels.items())
+    elif kinds and wanted and kinds != [wanted]:
+        why = "the paper's rows are under lisa rules" if beside_paper else f"rules {wanted} were asked for"
+        message = f"{why}, these results are under {kinds[0]}: {', '.join(labels)}"
+    else:
+        return
+    raise ResultsError(message, hint=hint)
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 
 def wanted_keys(rules: Rules, gt) -> list[tuple[str, int]]:

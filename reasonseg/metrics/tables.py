@@ -10,6 +10,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ResultsError
 from .report import column_title, format_metric, table1_columns
@@ -116,11 +117,96 @@ def render_table(table: Table, fmt: str) -> str:
     return renderers[fmt](table)
 
 
-def results_table(paths: Sequence, fmt: str = "markdown", with_ci: bool = False, reported: bool = False) -> str:
-    """Read results files and render Table 1 (one row per method, oracles marked)."""
-    from .comparison import load_entries
+def results_table(paths: Sequence, fmt: str = "markdown", with_ci: bool = False, reported: bool = False,
+                  allow_mixed: bool = False) -> str:
+    """Read results files and render Table 1 (one row per method, oracles marked), or drift documents
+    (`score --rules all --out`) as the drift table.
 
+    Rows scored under other rules than `lisa` are marked with their rules; results under different rules (or
+    under other rules than the paper's rows, with `reported`) are refused unless `allow_mixed`.
+    """
+    from .comparison import load_entries
+    from .drift import is_drift
+
+    documents = [_peek(path) for path in paths]
+    drifts = [(path, doc) for path, doc in zip(paths, documents, strict=True) if is_drift(doc)]
+    if drifts:
+        if len(drifts) != len(paths):
+            raise ResultsError("drift documents and results files cannot share one table",
+                               path=str(next(p for p, d in zip(paths, documents, strict=True) if not is_drift(d))),
+                               hint="tabulate them separately")
+        return drift_tables(drifts, fmt)
     results: dict[str, dict[str, dict]] = {}
-    for e in load_entries(paths):
-        results.setdefault(f"{e.label} [oracle]" if e.oracle else e.label, {})[e.split] = e.document
+    entries = load_entries(paths)
+    check_rules(entries, reported, allow_mixed)
+    for e in entries:
+        results.setdefault(rules_marked(f"{e.label} [oracle]" if e.oracle else e.label, e.document), {})[e.split] = \
+            e.document
     return render_table(table1_data(results, with_ci, reported), fmt)
+
+
+def _peek(path) -> dict | None:
+    """The document's JSON when it reads as JSON (else None: the results reader says what is wrong)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def rules_marked(label: str, document: dict) -> str:
+    """A row's label, with its rules where they are not the default (`lisa`, first text, empty union one)."""
+    from .rules import document_rules_label
+
+    rules = document_rules_label(document)
+    return label if rules == "lisa" else f"{label} [rules {rules}]"
+
+
+def check_rules(entries, reported: bool, allow_mixed: bool) -> None:
+    """Refuse one table over results under different rules, or beside the paper's (lisa) rows, unless allowed."""
+    from .rules import check_one_rules, document_rules_label
+
+    if not allow_mixed:
+        check_one_rules({str(e.path): document_rules_label(e.document) for e in entries}, beside_paper=reported,
+                        hint="pass --allow-mixed to tabulate them side by side, each marked with its rules")
+
+
+DRIFT_COLUMNS = ("method", "split")
+
+
+def drift_tables(documents: Sequence[tuple], fmt: str) -> str:
+    """Drift documents as one table: method, split, then the drift table's columns (×100, Δ in points)."""
+    from .drift import check_drift, drift_table
+
+    header, rows = None, []
+    for path, doc in documents:
+        head, body = drift_table(check_drift(doc, str(path)))
+        header = [*DRIFT_COLUMNS, *head]
+        rows += [[doc.get("method") or Path(path).stem, str(doc.get("split")), *row] for row in body]
+    renderers = {"csv": _plain_csv, "markdown": _plain_markdown, "latex": _plain_latex}
+    if fmt not in renderers:
+        raise ResultsError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](header, rows)
+
+
+def _plain_csv(header: list[str], rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
+    return out.getvalue()
+
+
+def _plain_markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(map(_markdown_escape, header)) + " |",
+             "|" + "|".join([":---"] * len(DRIFT_COLUMNS) + [":---"] + ["---:"] * (len(header) - 3)) + "|"]
+    lines += ["| " + " | ".join(map(_markdown_escape, row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _plain_latex(header: list[str], rows: list[list[str]]) -> str:
+    lines = [r"\begin{tabular}{lll" + "r" * (len(header) - 3) + "}", r"\toprule",
+             " & ".join(latex_escape(h).replace("Δ", r"$\Delta$") for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
