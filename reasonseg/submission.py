@@ -28,6 +28,7 @@ from .inputs import check_input
 from .masks import Intervals, encode_rle, mask_to_intervals, rle_to_intervals
 from .schema import Prediction
 from .text import check_plain_text
+from .xsam_dump import is_xsam_record, xsam_as_coco
 
 FORMAT, VERSION = "reasonseg-predictions", 1
 MAX_FILE_BYTES = 512 * 1024 * 1024          # a JSON file, a zip, or one PNG
@@ -372,6 +373,8 @@ def _read_coco_results(doc: _JsonText, sha256: str, index: SplitIndex | None) ->
         entry = doc.value()
         if n == 0 and not (isinstance(entry, dict) and "image_id" in entry):
             raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got list", path=where)
+        if is_xsam_record(entry):       # X-SAM's dump (reasonseg.xsam_dump): read as the COCO entry it stands for
+            entry = xsam_as_coco(entry, n, where)
         if not isinstance(entry, dict) or "segmentation" not in entry:
             raise SubmissionError("a COCO-style results entry needs 'image_id' and 'segmentation'", path=where,
                                   field=f"[{n}]")

@@ -12,6 +12,9 @@ The Hub names the validation split `validation`; the release folder stays `val/`
 Every row keeps its annotation file's bytes, so `reasonseg.published.export_release` writes the release back
 byte for byte, and scoring the published form gives the numbers of the folder form.
 
+`layout="seg-zero"` writes the Hub mirrors' layout that Seg-Zero and VisionReasoner evaluate on instead
+(`reasonseg.builders.seg_zero`: one `ReasonSeg_<split>/` dataset per split, bool masks, first text only).
+
 The licence of each row follows its source (`SOURCE_TERMS`): the card, the Croissant file and the published
 manifest all say the same thing, computed from the sources present. A source whose terms forbid redistribution
 (ScanNet) triggers a `PublishWarning`; `exclude_sources` leaves its rows out, and the card then states how the
@@ -169,9 +172,13 @@ def write_split_parquet(samples: list[Sample], path: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- publish
 
+LAYOUTS = ("reasonseg", "seg-zero")
+
+
 def publish_release(data: str | os.PathLike, out: str | os.PathLike, *, repo_id: str | None = None,
-                    exclude_sources: tuple[str, ...] = (), overwrite: bool = False) -> dict:
-    """Write the published form of the release at `data` into `out`; nothing appears in `out` on an error.
+                    exclude_sources: tuple[str, ...] = (), overwrite: bool = False, layout: str = "reasonseg") -> dict:
+    """Write the published form of the release at `data` into `out` (`layout`: "reasonseg", the faithful form, or
+    "seg-zero", the Hub mirrors' layout); nothing appears in `out` on an error.
 
     Warns (PublishWarning) when rows come from a source whose terms forbid redistribution.
     """
@@ -179,6 +186,8 @@ def publish_release(data: str | os.PathLike, out: str | os.PathLike, *, repo_id:
     from ..outputs import check_output_dir, staged_output_dir
 
     require_extra("hub", "reasonseg publish", ("datasets", "pyarrow"))
+    if layout not in LAYOUTS:
+        raise BuildError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}", field="layout")
     data = Path(data)
     if not data.is_dir() or not any((data / split).is_dir() for split in SPLITS):
         raise BuildError("not a release folder: no train/, val/ or test/ in it", path=str(data))
@@ -192,6 +201,8 @@ def publish_release(data: str | os.PathLike, out: str | os.PathLike, *, repo_id:
     kept = {split: [s for s in samples if (s.source or "unknown") not in exclude_sources]
             for split, samples in everything.items()}
     excluded = {split: len(everything[split]) - len(kept[split]) for split in everything}
+    if layout == "seg-zero":
+        return _publish_mirrors(data, out, overwrite, kept, excluded, exclude_sources, manifest)
     outputs = ("data", "README.md", "croissant.json", MANIFEST, "explanatory")
     with staged_output_dir(out, overwrite, outputs) as tmp:
         splits = {split: write_split_parquet(samples, tmp / parquet_name(split))
@@ -211,6 +222,23 @@ def publish_release(data: str | os.PathLike, out: str | os.PathLike, *, repo_id:
         (tmp / "croissant.json").write_text(json.dumps(croissant(info), indent=1) + "\n", encoding="utf-8")
     for warning in redistribution_warnings(info):
         warnings.warn(warning, PublishWarning, stacklevel=2)
+    return info
+
+
+def _publish_mirrors(data: Path, out, overwrite: bool, kept: dict[str, list[Sample]], excluded: dict[str, int],
+                     exclude_sources: tuple[str, ...], manifest: dict | None) -> dict:
+    from ..outputs import staged_output_dir
+    from ..sources import MIRROR_FOLDER
+    from .seg_zero import write_mirrors
+
+    with staged_output_dir(out, overwrite, tuple(MIRROR_FOLDER.format(split=s) for s in SPLITS)) as tmp:
+        splits = write_mirrors(kept, tmp)
+        if not splits:
+            raise BuildError("every row is excluded: nothing to publish", path=str(data))
+    info = {"layout": "seg-zero", "splits": splits, "excluded": excluded, "excluded_sources": sorted(exclude_sources),
+            "licences": licences(splits, (manifest or {}).get("sources"))}
+    for warning in redistribution_warnings(info):
+        warnings.warn(warning, PublishWarning, stacklevel=3)
     return info
 
 

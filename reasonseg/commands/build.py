@@ -142,25 +142,35 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                                                         "HF_TOKEN)"),
         private: bool = typer.Option(False, "--private", help="create the repo as private when pushing"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace --out"),
+        layout: str = typer.Option("reasonseg", "--layout", help="reasonseg (the faithful form, default) or seg-zero "
+                                   "(the Hub mirrors' layout Seg-Zero and VisionReasoner evaluate on: one "
+                                   "ReasonSeg_<split>/ per split, bool masks, first text only)"),
     ):
         """Export a release for the Hugging Face Hub: Parquet per split (train, validation, test), a dataset card,
         Croissant metadata, and the release's manifest. Warns about sources whose terms forbid redistribution.
 
         Example: reasonseg publish ReasonSeg/ --out hub/ --repo-id me/reasonseg --exclude-source scannet --push
+
+        Example: reasonseg publish ReasonSeg/ --out mirrors/ --layout seg-zero
         """
         from ..extras import require_extra
 
         require_extra("hub", "reasonseg publish")
         from ..builders.publish import check_push, publish_release, push_to_hub
+        from ..errors import BuildError
         from ..schema import HUB_SPLIT_NAMES
 
+        if push and layout == "seg-zero":
+            raise BuildError("--push uploads one dataset; --layout seg-zero writes one per split: push each "
+                             "ReasonSeg_<split>/ folder as its own dataset repo", field="layout")
         if push:
             check_push(repo_id)  # before any work: a missing token should not cost a full export
         result = publish_release(data, out, repo_id=repo_id, exclude_sources=tuple(exclude_source or ()),
-                                 overwrite=overwrite)
+                                 overwrite=overwrite, layout=layout)
         for split, stats in result["splits"].items():
             left_out = result["excluded"].get(split, 0)
-            typer.echo(f"{HUB_SPLIT_NAMES[split]}: {stats['rows']} rows"
+            name = f"ReasonSeg_{split}/ (split test)" if layout == "seg-zero" else HUB_SPLIT_NAMES[split]
+            typer.echo(f"{name}: {stats['rows']} rows"
                        + (f" ({left_out} left out: {', '.join(result['excluded_sources'])})" if left_out else ""))
         typer.echo(f"wrote {out}")
         if push:

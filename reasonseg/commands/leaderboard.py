@@ -42,19 +42,26 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
 
     Example: reasonseg leaderboard serve --data ReasonSeg/ --db leaderboard.db --port 8000
     """
+    from ..inputs import check_input
     from ..leaderboard.app import Settings
     from ..leaderboard.app import serve as run_server
+    from ..leaderboard.db import Database
 
+    check_input(data, "release folder", field="--data")
+    Database(db, create=False).dispose()     # a typo in --db is an error, not a new, empty leaderboard
     settings = Settings(data=data, db_url=db, bootstrap=bootstrap, daily_limit=daily_limit, refused_limit=refused_limit,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, threads=threads, lease_s=lease,
                         reread_ground_truth=reread, cache_dir=None if no_cache else "default")
-    typer.echo(f"serving {data} on http://{host}:{port}/ (database {db})", err=True)
-    run_server(settings, host=host, port=port)
+    # Said once the data and the database are read: a bad --data is one error line, with nothing before it.
+    run_server(settings, host=host, port=port,
+               announce=lambda: typer.echo(f"serving {data} on http://{host}:{port}/ (database {db})", err=True))
 
 
 @leaderboard_app.command("add-team")
 def add_team(name: str = typer.Argument(..., help="team name shown on the leaderboard"), db: str = DbOpt):
     """Create a team and print its token once (only a hash is stored; rotate-token replaces a lost one).
+
+    The one command that creates the database when --db names a new file (readable by its owner only, 0600).
 
     Example: reasonseg leaderboard add-team "DV Lab" --db leaderboard.db
     """
@@ -72,7 +79,7 @@ def rotate_token(name: str = typer.Argument(..., help="team name"), db: str = Db
     """
     from ..leaderboard.db import Database
 
-    typer.echo(Database(db).rotate_token(name))
+    typer.echo(Database(db, create=False).rotate_token(name))
 
 
 @leaderboard_app.command("revoke-team")
@@ -83,9 +90,10 @@ def revoke_team(name: str = typer.Argument(..., help="team name"), db: str = DbO
     Example: reasonseg leaderboard revoke-team "DV Lab" --db leaderboard.db --reason "shared test labels"
     """
     from ..leaderboard.db import Database
+    from ..text import quoted
 
-    team = Database(db).revoke_team(name, reason)
-    typer.echo(f"team {team.name!r} revoked; its submissions are kept and no longer ranked")
+    team = Database(db, create=False).revoke_team(name, reason)
+    typer.echo(f"team {quoted(team.name)} revoked; its submissions are kept and no longer ranked")
 
 
 @leaderboard_app.command("teams")
@@ -94,7 +102,7 @@ def teams(db: str = DbOpt):
     from ..leaderboard.db import Database
     from .common import print_table
 
-    database = Database(db)
+    database = Database(db, create=False)
     counts: dict[str, int] = {}
     for sub in database.submissions():
         counts[sub.team] = counts.get(sub.team, 0) + 1
@@ -112,13 +120,16 @@ def audit(db: str = DbOpt, team: str | None = typer.Option(None, "--team", help=
     """
     from ..leaderboard.db import Database
     from ..leaderboard.render import when
+    from ..text import display_line
 
-    # One tab-separated line per entry (not a table that truncates): an audit log is read whole and grepped.
+    # One tab-separated line per entry (not a table that truncates): an audit log is read whole and grepped. Names
+    # and details are shown escaped (no terminal escapes, no bidi) and capped, as every error line is.
+    entries = Database(db, create=False).audit_log(team, limit)
     typer.echo("when\twho\taction\tteam\tsubmission\tdetail")
-    for r in Database(db).audit_log(team, limit):
+    for r in entries:
         fields = [when(r.at), r.actor, r.action, r.team or "", "" if r.submission_id is None else str(r.submission_id),
                   r.detail]
-        typer.echo("\t".join(" ".join(f.split()) for f in fields))
+        typer.echo("\t".join(display_line(f) for f in fields))
 
 
 @leaderboard_app.command("export")
@@ -132,7 +143,7 @@ def export(db: str = DbOpt, out: Path = typer.Option(..., "--out", help="folder 
     from ..leaderboard.db import Database
     from ..leaderboard.render import export_static
 
-    index = export_static(Database(db), out, overwrite=overwrite)
+    index = export_static(Database(db, create=False), out, overwrite=overwrite)
     typer.echo(f"static leaderboard: {index}")
 
 

@@ -31,6 +31,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..submission import Limits
+from ..text import display_line
 from .board import RANKING_RULE, Significance, build_entries, split_rows
 from .db import MAX_SUBMISSION_ID, Database, LeaderboardError, SubmissionRow, TeamInfo
 from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, precheck_upload, read_upload, safe_filename
@@ -64,7 +65,7 @@ class UploadTooLarge(Exception):
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
+    return JSONResponse({"error": display_line(message)}, status_code=status, headers=headers)
 
 
 def _limited(receive, limit: int):
@@ -196,11 +197,12 @@ def create_app(settings: Settings) -> FastAPI:
                 fields[key] = value
         if upload is None:
             return _error(400, "no 'file' part: attach the predictions JSON or PNG zip as 'file'")
+        actor = f"team:{team.name}"
         try:
             split, method, meta = check_fields(fields, store.splits)
-        except IntakeError as exc:
+        except IntakeError as exc:   # refused like a bad file: counted against the team's refusals, audited
+            await run_in_threadpool(db.refuse_fields, team.id, exc.render(), actor)
             return _error(400, exc.render())
-        actor = f"team:{team.name}"
         admission = await run_in_threadpool(db.admit, team.id, split, settings.daily_limit, settings.refused_limit,
                                             worker.identity)
         if admission.refused == "refusals":
@@ -309,11 +311,14 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, sock=None) -> None:
-    """Run the app with uvicorn until interrupted (`reasonseg leaderboard serve`)."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, sock=None, announce=None) -> None:
+    """Run the app with uvicorn until interrupted (`reasonseg leaderboard serve`); `announce()` is called once the
+    app is built (database open, ground truth read), so that nothing is said about a server that cannot start."""
     import uvicorn
 
     app = create_app(settings)
+    if announce is not None:
+        announce()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)

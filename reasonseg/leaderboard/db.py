@@ -40,6 +40,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     make_url,
     select,
     update,
@@ -48,7 +49,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LeaderboardError  # defined with the other typed errors: the client needs no SQLAlchemy
+from ..inputs import check_input
 from ..processes import pid_alive
+from ..text import check_plain_text
 
 STATUSES = ("pending", "scoring", "done", "failed")
 TOKEN_PREFIX = "rsl"
@@ -200,14 +203,31 @@ def admin_actor() -> str:
         return f"admin:uid {os.getuid()}"
 
 
-def _create_private(url: str) -> None:
-    """Create an SQLite database file 0600 before SQLite creates it with the umask's mode (its -wal and -shm files
-    take the database file's mode)."""
+def _sqlite_file(url: str) -> str | None:
+    """The file of an SQLite URL (None for memory and `file:` URIs)."""
     database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:") or os.path.exists(database):
+    return None if not database or database == ":memory:" or database.startswith("file:") else database
+
+
+def _create_private(database: str) -> None:
+    """Create an SQLite database file 0600 before SQLite creates it with the umask's mode (its -wal and -shm files
+    take the database file's mode). An empty file made beforehand (`touch`) becomes the database: it is made 0600
+    too."""
+    if os.path.exists(database):
+        if os.path.isfile(database) and os.path.getsize(database) == 0:
+            os.chmod(database, 0o600)
         return
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
     os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _check_existing(database: str, given: str) -> None:
+    """A database that must be there already: a missing or empty file is a typo, not a new leaderboard."""
+    check_input(database, "leaderboard database", LeaderboardError, "--db")
+    if not os.path.isfile(database) or os.path.getsize(database) == 0:
+        found = "is a folder" if os.path.isdir(database) else "is empty" if os.path.exists(database) else "not found"
+        raise LeaderboardError(f"leaderboard database {found}", path=given,
+                               hint="check --db; 'reasonseg leaderboard add-team NAME --db FILE' creates one")
 
 
 def _owner_gone(owner: str, current: str | None = None) -> bool:
@@ -256,19 +276,31 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str):
+    """The leaderboard database at `url`. With `create=False` (every command but add-team) it must exist already
+    and hold the leaderboard's tables: a typo in --db is an error, not a new, empty leaderboard."""
+
+    def __init__(self, url: str, create: bool = True):
         self.url = normalize_url(url)
+        self.sqlite = self.url.startswith("sqlite")
+        database = _sqlite_file(self.url) if self.sqlite else None
+        if database is not None and create:
+            _create_private(database)
+        elif database is not None:
+            _check_existing(database, url)
         try:
-            if self.url.startswith("sqlite"):
-                self.sqlite = True
-                _create_private(self.url)
+            if self.sqlite:
                 self.engine = _sqlite_engine(self.url, immediate=True)
                 self.reader = _sqlite_engine(self.url, immediate=False)
             else:
-                self.sqlite = False
                 self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=20)
                 self.reader = self.engine
+            if not create and not inspect(self.engine).has_table(Team.__tablename__):
+                raise LeaderboardError("holds no leaderboard (no teams table)", path=url,
+                                       hint="check --db; 'reasonseg leaderboard add-team NAME --db URL' creates one")
             Base.metadata.create_all(self.engine)
+        except LeaderboardError:
+            self.dispose()
+            raise
         except Exception as exc:  # driver errors have no common base class worth naming
             raise LeaderboardError(f"cannot open the leaderboard database: {str(exc).splitlines()[0]}",
                                    path=url, hint="pass --db sqlite:///FILE or postgresql://USER@HOST/DB") from None
@@ -299,6 +331,7 @@ class Database:
         name = " ".join(name.split())
         if not name or len(name) > 100:
             raise LeaderboardError("team name must be 1 to 100 characters")
+        check_plain_text(name, "team name", error=LeaderboardError)
         key, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         with self.write() as conn:
             if conn.execute(select(Team.id).where(Team.name == name)).first():
@@ -423,16 +456,28 @@ class Database:
                 self._release(conn, hold, now or time.time())
                 self._audit(conn, actor, "refused", hold.team_id, detail=error)
 
+    def refuse_fields(self, team_id: int, error: str, actor: str, now: float | None = None) -> None:
+        """An upload refused for its form fields, before any slot was held: one refusal counted for today."""
+        with self.write() as conn:
+            self._lock_team(conn, team_id)
+            self._count_refusal(conn, team_id, now or time.time())
+            self._audit(conn, actor, "refused", team_id, detail=error)
+
     def _release(self, conn: Connection, hold, now: float) -> None:
         self._lock_team(conn, hold.team_id)
         conn.execute(update(Quota).where(Quota.team_id == hold.team_id, Quota.split == hold.split,
                                          Quota.day == hold.day, Quota.used > 0).values(used=Quota.used - 1))
+        self._count_refusal(conn, hold.team_id, now)
+        conn.execute(delete(Hold).where(Hold.id == hold.id))
+
+    @staticmethod
+    def _count_refusal(conn: Connection, team_id: int, now: float) -> None:
         day = utc_day(now)
-        counted = conn.execute(update(Refusal).where(Refusal.team_id == hold.team_id, Refusal.day == day)
+        counted = conn.execute(update(Refusal).where(Refusal.team_id == team_id, Refusal.day == day)
                                .values(used=Refusal.used + 1)).rowcount
         if not counted:
-            conn.execute(Refusal.__table__.insert().values(team_id=hold.team_id, day=day, used=1))
-        conn.execute(delete(Hold).where(Hold.id == hold.id))
+            conn.execute(Refusal.__table__.insert().values(team_id=team_id, day=day, used=1))
+
 
     def release_interrupted_holds(self, stale_s: float = 3600.0, now: float | None = None,
                                   current: str | None = None) -> list[int]:
