@@ -8,10 +8,12 @@ outputs as they were.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,17 +64,57 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequenc
     return out
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where that is not
+    available (another system, an old kernel, a file system without it)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_cwd, exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(entry: Path, target: Path) -> None:
+    """Put `entry` at `target`; an old `target` ends up at `entry`'s path. Atomic where the system can exchange
+    two paths, or when a file replaces a file; else the old one is renamed aside just before."""
+    if not os.path.lexists(target):
+        os.replace(entry, target)
+    elif not _exchange(entry, target):
+        aside = entry.with_name(entry.name + ".old")
+        if target.is_dir() and not target.is_symlink():
+            os.replace(target, aside)
+        os.replace(entry, target)
+
+
 def place(tmp: Path, out: Path, outputs: Sequence[str]) -> None:
-    """Move the finished entries of `tmp` into `out`: one rename when `out` does not exist, else this command's
-    previous outputs (`outputs`, plus every name `tmp` holds) are removed and each entry is moved in."""
+    """Move the finished entries of `tmp` into `out`: one rename when `out` does not exist, else each entry is
+    swapped with its previous version, and this command's outputs (`outputs`) that the new run did not write are
+    removed. The names listed in `outputs` are swapped last, in their order (the export's index.html comes last):
+    a run killed midway leaves every entry whole, old or new, and `tmp` (holding the old ones) for the next run
+    to clear."""
     if not out.exists():
         out.absolute().parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
         return
-    clear_outputs(out, [*outputs, *(entry.name for entry in tmp.iterdir())], keep=tmp)
-    for entry in sorted(tmp.iterdir()):
-        os.replace(entry, out / entry.name)
-    tmp.rmdir()
+    last = {name: n for n, name in enumerate(outputs)}
+    entries = sorted(tmp.iterdir(), key=lambda entry: (last.get(entry.name, -1), entry.name))
+    for entry in entries:
+        _swap_in(entry, out / entry.name)
+    written = {entry.name for entry in entries}
+    for entry in sorted(out.iterdir()):
+        if _owned(entry.name, outputs) and entry.name not in written and entry != tmp:
+            _remove(entry)
+    shutil.rmtree(tmp)
 
 
 def temp_dir_for(out: Path) -> Path:

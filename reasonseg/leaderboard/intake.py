@@ -14,6 +14,7 @@ from ..errors import ReasonSegError
 from ..metrics.groundtruth import GroundTruth
 from ..metrics.scoring import match_predictions
 from ..submission import Limits, PredictionSet, SplitIndex, parse_predictions_bytes, precheck_stream
+from ..text import check_plain_text
 
 CHECKPOINT_CHOICES = ("val", "test", "last", "other")
 _TEXT_LIMITS = {"model_size": 40, "base_model": 200, "training_data": 1000, "prompt_mode": 200, "notes": 1000}
@@ -23,7 +24,7 @@ META_FIELDS = tuple(_TEXT_LIMITS) + _BOOL_FIELDS + ("checkpoint_selected_on",) +
 FORM_FIELDS = ("split", "method", "file") + META_FIELDS
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _URL = re.compile(r"^https?://[^\s<>\"'`]+$", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_LINE_BREAKS = re.compile(r"[\t\n\r]")
 MAX_METHOD_CHARS = 100
 
 
@@ -31,10 +32,10 @@ class IntakeError(ReasonSegError):
     """A submission's fields or file are not acceptable (HTTP 400)."""
 
 
-def _text(name: str, value: str, limit: int) -> str:
-    if _CONTROL.search(value):
-        raise IntakeError("must not contain control characters", field=name)
+def _text(name: str, value: str, limit: int, what: str = "text") -> str:
+    # Free text (notes) may break lines; a name may not. Neither may hold escapes, bidi or invisible characters.
     value = value.strip()
+    check_plain_text(value if what != "text" else _LINE_BREAKS.sub(" ", value), what, field=name, error=IntakeError)
     if len(value) > limit:
         raise IntakeError(f"is {len(value)} characters long; at most {limit} are allowed", field=name)
     return value
@@ -58,7 +59,7 @@ def check_fields(fields: dict[str, str], splits: tuple[str, ...]) -> tuple[str, 
     split = fields.get("split", "").strip()
     if split not in splits:
         raise IntakeError(f"must be one of {', '.join(splits)}, got {split[:20]!r}", field="split")
-    method = _text("method", fields.get("method", ""), MAX_METHOD_CHARS)
+    method = _text("method", fields.get("method", ""), MAX_METHOD_CHARS, "method name")
     if not method:
         raise IntakeError("is required: the name of the method on the leaderboard", field="method")
     meta: dict[str, object] = {}

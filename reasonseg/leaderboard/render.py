@@ -184,7 +184,8 @@ def leaderboard_document(entries: list[Entry]) -> dict:
             "splits": {split: split_rows(entries, split) for split in SERVED_SPLITS}}
 
 
-STATIC_OUTPUTS = ("index.html", "leaderboard.json", "submissions", "teams")
+# In the order they are swapped into place: the pages first, the table (index.html) last.
+STATIC_OUTPUTS = ("submissions", "teams", "leaderboard.json", "index.html")
 
 
 def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -192,7 +193,8 @@ def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False)
     leaderboard.json.
 
     A non-empty `out` needs `overwrite`, which replaces only those four entries (a .git or other files stay). Built
-    in a temporary folder and moved into place, so a failed export leaves the old one intact. Only scored
+    in a temporary folder beside them, then each entry is swapped with its old version in one rename, index.html
+    last: a failed or killed export leaves index.html in place, and every page whole (`outputs.place`). Only scored
     submissions appear, with the same aggregates the server shows (no per-query test results).
     """
     with staged_output_dir(out, overwrite, STATIC_OUTPUTS) as tmp:

@@ -40,6 +40,9 @@ class ServerProcess:
     """`reasonseg leaderboard serve` as a child process; `kill()` is SIGKILL, as a crash."""
 
     def __init__(self, data: Path, db: str, workdir: Path, *extra: str):
+        from reasonseg.leaderboard.db import Database
+
+        Database(db).dispose()      # serve needs an existing database (add-team creates one; so does the library)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(workdir / f"server-{self.port}.log", "w")
