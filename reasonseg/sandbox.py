@@ -124,7 +124,10 @@ def job_score_upload(data: bytes, *, where: str, limits, gt, protocol: str, boot
 
     gt = _ground_truth(gt)
     preds = read_upload(data, where, limits, _index(gt))
-    return evaluate_predictions(gt, preds, protocol, bootstrap=bootstrap, method=method).document
+    # val results carry the drift table (every scorer's rules); test results never do (nothing more about hidden
+    # ground truth may be derivable from them).
+    return evaluate_predictions(gt, preds, protocol, bootstrap=bootstrap, method=method,
+                                drift=gt.split == "val").document
 
 
 JOBS = {"read": job_read, "named_split": job_named_split, "check_upload": job_check_upload,

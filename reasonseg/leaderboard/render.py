@@ -146,6 +146,7 @@ def render_submission(sub: SubmissionRow, links: Links) -> str:
                "giou_ci": pct_ci(row.get("giou_ci")), "ciou_ci": pct_ci(row.get("ciou_ci"))}
               for name, row in summary.get("groups", {}).items()]
     queries = (sub.results or {}).get("queries", []) if sub.split == "val" else []
+    drift = _drift(sub)
     meta = []
     for key, label in META_LABELS:
         if key in sub.meta:
@@ -155,10 +156,21 @@ def render_submission(sub: SubmissionRow, links: Links) -> str:
                           BADGES["test-checkpoint"] if sub.meta.get("checkpoint_selected_on") == "test" else None,
                           BADGES["oracle"] if sub.meta.get("oracle") else None) if b]
     return _template("submission.html").render(
-        sub=sub, links=links, static=links.static, groups=groups, meta=meta, badges=badges,
+        sub=sub, links=links, static=links.static, groups=groups, meta=meta, badges=badges, drift=drift,
         histogram=Markup(histogram_svg(histogram(queries))) if queries else None, team_link=links.team(sub.team),
         refresh=2 if sub.status in ("pending", "scoring") and not links.static else None,
         times={"created": when(sub.created_at), "finished": when(sub.finished_at)})
+
+
+def _drift(sub: SubmissionRow) -> dict | None:
+    """The drift table (every scorer's rules) of a val submission; never on test, whatever was stored."""
+    rows = (sub.results or sub.summary or {}).get("drift") if sub.split == "val" else None
+    if not rows:
+        return None
+    from ..metrics.drift import drift_table, refusals
+
+    header, body = drift_table({"rows": rows})
+    return {"header": header, "rows": body, "refusals": refusals({"rows": rows})}
 
 
 def render_team(team: str, subs: list[SubmissionRow], links: Links) -> str:

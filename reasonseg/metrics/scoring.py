@@ -104,16 +104,41 @@ def split_index(gt: GroundTruth) -> SplitIndex:
         gt.split, sum(max(len(m.texts), 1) for m in gt.masks.values()),
         max((m.height * m.width for m in gt.masks.values()), default=0),
         check_key=lambda sid, k, where: check_known(gt, [(sid, k)], where),
+        has_id=gt.masks.__contains__,
+        check_ids=lambda ids, where: check_ids(gt, ids, where),
         check_size=lambda sid, h, w, where: check_size(gt, sid, h, w, where),
         check_split=lambda file_split, where: check_split(gt, file_split, where))
 
 
+def check_ids(gt: GroundTruth, ids: Iterable[str], where: str | None) -> None:
+    """Refuse ids the split lacks, all at once: how many, the first few, and the other split of the release they
+    belong to when they all belong to one (a file of the wrong split)."""
+    unknown = sorted({sid for sid in ids if sid not in gt.masks})
+    if not unknown:
+        return
+    other = split_holding(gt, unknown)
+    raise SubmissionError(f"{len(unknown)} prediction id(s) are not in split {gt.split!r}: {first_items(unknown)}",
+                          path=where, field="id",
+                          hint=f"they are ids of split {other!r}: score them against that split" if other else
+                          "ids are image file stems of that split")
+
+
+def split_holding(gt: GroundTruth, ids: list[str], checked: int = 50) -> str | None:
+    """The other split folder of the release that holds an annotation for each of `ids` (the first `checked`), if
+    one does. Ids are user input: one that is not a plain file name is never looked up."""
+    names = ids[:checked]
+    if gt.form != "release" or not gt.root.is_dir() or not all(
+            sid and sid not in (".", "..") and not any(c in sid for c in "/\\\0") for sid in names):
+        return None
+    for folder in sorted(p for p in gt.root.iterdir() if p.is_dir() and p.name != gt.split):
+        if all((folder / f"{sid}.json").is_file() for sid in names):
+            return folder.name
+    return None
+
+
 def check_known(gt: GroundTruth, keys: Iterable[tuple[str, int]], where: str | None) -> None:
     keys = list(keys)
-    unknown = sorted({sid for sid, _ in keys if sid not in gt.masks})
-    if unknown:
-        raise SubmissionError(f"{len(unknown)} prediction id(s) are not in split {gt.split!r}: {first_items(unknown)}",
-                              path=where, field="id", hint="ids are image file stems of that split")
+    check_ids(gt, (sid for sid, _ in keys), where)
     for sid, k in sorted(keys):
         check_text_index(gt, sid, k, where)
 
@@ -245,12 +270,13 @@ def dataset_of(gt: GroundTruth) -> dict:
 def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Prediction], protocol: str | None = None,
                          *, rules: Rules | str | None = None, missing: str | None = None,
                          empty_union: str | None = None, bootstrap: int = 1000, seed: int = 0,
-                         confidence: float = 0.95, method: str | None = None) -> Evaluation:
+                         confidence: float = 0.95, method: str | None = None, drift: bool = False) -> Evaluation:
     """Score predictions against ready ground truth (what the leaderboard keeps warm).
 
     `preds` is a read `PredictionSet` or any iterable of `Prediction` (e.g. from `prediction_from_mask`).
     `rules` names a profile of `rules.PROFILES` (default `lisa`); `protocol`, `missing` and `empty_union`, where
-    given, override its axes.
+    given, override its axes. With `drift`, the document also holds the drift table's rows (`metrics.drift`: the
+    same predictions under every profile) under "drift".
     """
     rules = resolve_rules(rules, protocol=protocol, missing=missing, empty_union=empty_union, gt=gt)
     if not isinstance(preds, PredictionSet):
@@ -260,6 +286,10 @@ def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Predic
                              if (s.id, s.text_index) in preds.masks else 0) for s in scores))
     document = evaluation_document(gt, scores, rules, preds.sha256, method or preds.method, bootstrap=bootstrap,
                                    seed=seed, confidence=confidence)
+    if drift:
+        from .drift import drift_rows
+
+        document["drift"] = drift_rows(gt, preds)
     return Evaluation(gt, preds, scores, document)
 
 
