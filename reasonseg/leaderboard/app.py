@@ -29,9 +29,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..submission import Limits
-from ..text import display_line
+from ..text import display_line, quoted
 from .board import RANKING_RULE, Significance, build_entries, split_rows
 from .db import MAX_SUBMISSION_ID, Database, LeaderboardError, SubmissionRow, TeamInfo
 from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, precheck_upload, read_upload, safe_filename
@@ -178,6 +179,10 @@ def create_app(settings: Settings) -> FastAPI:
                                "(use JSON RLE, which is far smaller than PNGs)")
         except HTTPException as exc:
             return _error(400, f"malformed multipart form: {exc.detail}")
+        except ClientDisconnect:    # the client went away mid-body: nothing to answer, one line for the operator
+            LOG.warning("upload by team %s dropped: the client disconnected before the body ended",
+                        quoted(team.name))
+            return _error(400, "upload interrupted")
         try:
             return await _accept(team, form)
         finally:
