@@ -104,6 +104,8 @@ class SplitIndex:
     check_key: Callable[[str, int, str], None]          # (id, text_index, where): raises if the split lacks it
     check_size: Callable[[str, int, int, str], None]    # (id, height, width, where): raises if not the image's
     check_split: Callable[[str | None, str], None]      # (the file's split, where): raises if another split
+    has_id: Callable[[str], bool]                       # whether the split holds this id
+    check_ids: Callable[[list[str], str], None]         # (ids, where): raises naming every id the split lacks
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -339,16 +341,23 @@ def _checked_header(header: dict, where: str, sha256: str, index: SplitIndex | N
 
 def _read_entries(doc: _JsonText, preds: PredictionSet, index: SplitIndex | None) -> PredictionSet:
     doc.expect("[", "Expecting value")
+    unknown: list[str] = []
     for n in doc.elements():
-        _add_entry(preds, *_entry_fields(doc.value(), n, preds.path), f"predictions[{n}]", index)
+        _add_entry(preds, *_entry_fields(doc.value(), n, preds.path), f"predictions[{n}]", index, unknown)
+    if unknown:
+        index.check_ids(unknown, preds.path)
     return preds
 
 
 def _add_entry(preds: PredictionSet, sample_id: str, text_index: int, rle: dict, field: str,
-               index: SplitIndex | None) -> None:
-    """Check one prediction's key and size against the split (when known), then decode its RLE."""
+               index: SplitIndex | None, unknown: list[str]) -> None:
+    """Check one prediction's key and size against the split (when known), then decode its RLE. An id the split
+    lacks is put in `unknown` and not decoded: the reader names them all once the file is read."""
     where = preds.path
     if index is not None:
+        if not index.has_id(sample_id):
+            unknown.append(sample_id)
+            return
         index.check_key(sample_id, text_index, where)
         preds.check_new(sample_id, text_index)
         size = rle.get("size")
@@ -369,6 +378,7 @@ def _read_coco_results(doc: _JsonText, sha256: str, index: SplitIndex | None) ->
     where = doc.where
     preds = PredictionSet(where, "json", sha256=sha256)
     doc.take("[")
+    unknown: list[str] = []
     for n in doc.elements():
         entry = doc.value()
         if n == 0 and not (isinstance(entry, dict) and "image_id" in entry):
@@ -382,8 +392,10 @@ def _read_coco_results(doc: _JsonText, sha256: str, index: SplitIndex | None) ->
         if isinstance(image_id, int) and not isinstance(image_id, bool):
             image_id = str(image_id)
         converted = {"id": image_id, "text_index": entry.get("text_index", 0), "mask": entry["segmentation"]}
-        _add_entry(preds, *_entry_fields(converted, n, where), f"[{n}]", index)
+        _add_entry(preds, *_entry_fields(converted, n, where), f"[{n}]", index, unknown)
     doc.end()
+    if unknown:
+        index.check_ids(unknown, where)
     if not preds.masks:
         raise SubmissionError(f"expected a JSON object with \"format\": \"{FORMAT}\", got list", path=where)
     return preds
@@ -536,6 +548,7 @@ def _read_png_folder(folder: Path, limits: Limits, index: SplitIndex | None = No
         raise SubmissionError("predictions folder is empty", path=str(folder))
     keys = [_png_key(path.name, str(folder)) for path in files]
     if index is not None:   # every name against the split before any file is read
+        index.check_ids([sid for sid, _ in keys], str(folder))
         for path, (sid, k) in zip(files, keys, strict=True):
             index.check_key(sid, k, str(path))
 
@@ -691,6 +704,7 @@ def _read_png_zip(where: str, raw: bytes, limits: Limits, index: SplitIndex | No
                                   f"{limits.max_uncompressed_bytes} byte limit", path=where)
         keys = [_png_key(PurePosixPath(info.filename).name, where) for info in infos]
         if index is not None:   # every name against the split before any entry is extracted
+            index.check_ids([sid for sid, _ in keys], where)
             for info, (sid, k) in zip(infos, keys, strict=True):
                 index.check_key(sid, k, f"{where}:{info.filename}")
             seen: set[tuple[str, int]] = set()

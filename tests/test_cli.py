@@ -73,7 +73,7 @@ def test_predict_score_report_and_compare(tmp_path, release, cache_env):
     assert (tmp_path / "report" / "index.html").is_file() and list((tmp_path / "report" / "overlays").glob("*.png"))
     # Compare a predictions file against a results file of the other method.
     proc = run("compare", release, tmp_path / "full.json", tmp_path / "r.json", "--split", "val", "--json",
-               "--bootstrap", "200", "--permutations", "500", env=cache_env)
+               "--bootstrap", "200", env=cache_env)
     assert proc.returncode == 0, proc.stderr
     comparison = json.loads(proc.stdout)
     assert comparison["a"] == "full" and comparison["b"] == "center-prior"

@@ -1,6 +1,7 @@
 """The command line's habits, as a user meets them: --version, -h, help text as click users expect, one-line usage
-errors, precise missing-argument messages, --split from the predictions file, p-values at their floor, metric
-names, path suggestions, and untrusted text (method names, folder names) printed as written, never as markup."""
+errors, precise missing-argument messages, --split from the predictions file, p-values at their floor and as
+report prints them, metric names, path suggestions, and untrusted text (method names, folder names) printed as
+written, never as markup."""
 import json
 import os
 import re
@@ -109,8 +110,7 @@ def test_split_defaults_to_the_predictions_file(release, predictions, env, tmp_p
     assert json.loads(proc.stdout)["split"] == "val"
     results = tmp_path / "full-results.json"
     assert run("score", release, predictions["full"], "--out", results, "--bootstrap", "0", env=env).returncode == 0
-    proc = run("compare", release, results, predictions["center-prior"], "--json", "--bootstrap", "50",
-               "--permutations", "50", env=env)
+    proc = run("compare", release, results, predictions["center-prior"], "--json", "--bootstrap", "50", env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["split"] == "val"
     # A PNG folder names no split: then --split is asked for, in one line.
@@ -124,20 +124,46 @@ def test_split_defaults_to_the_predictions_file(release, predictions, env, tmp_p
     assert_one_line_error(run("score", release, folder, env=env), "--split")
 
 
-def test_compare_prints_metric_names_and_the_p_value_floor(release, predictions, env):
-    args = ["compare", release, predictions["full"], predictions["center-prior"], "--split", "val",
-            "--bootstrap", "50", "--permutations", "200"]
+def test_compare_prints_metric_names_and_the_p_value_floor(release, predictions, env, tmp_path):
+    # empty vs full: full is ahead on every image, so no bootstrap resample crosses 0 and p sits at its floor.
+    empty = tmp_path / "empty.json"
+    assert run("predict", release, "--method", "empty", "--split", "val", "--out", empty, env=env).returncode == 0
+    args = ["compare", release, empty, predictions["full"], "--split", "val", "--bootstrap", "50"]
     doc = json.loads(run(*args, "--json", env=env).stdout)
     table = run(*args, env=env)
     assert table.returncode == 0, table.stderr
     rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 3}
     assert set(rows) >= {"gIoU", "cIoU"} and "giou" not in table.stdout
-    floor = 1 / 201
-    at_floor = [d for d in doc["differences"] if abs(d["p_value"] - floor) < 1e-12]
-    assert at_floor, "the two methods should differ beyond every permutation on this data"
+    floor = 2 / 51
     for d in doc["differences"]:
-        row = rows["gIoU" if d["metric"] == "giou" else "cIoU"]
-        assert ("< 0.005" in row) == (d in at_floor), row
+        assert d["ci"][0] > 0 and abs(d["p_value"] - floor) < 1e-12
+        assert "< 0.04" in rows["gIoU" if d["metric"] == "giou" else "cIoU"]
+    assert "one paired bootstrap" in table.stdout       # what the p-value tests is said under the table
+
+
+def test_compare_and_report_run_one_test_whose_p_agrees_with_the_ci(release, predictions, env, tmp_path):
+    # README's pair. The permutation p-value of cIoU (methods swapped image by image) was < 0.0001 here while the
+    # bootstrap CI of the difference held 0: it tested whether the methods' per-image results are exchangeable
+    # (full's unions are the whole image), not whether the cIoUs differ; report ran it with another count.
+    results = {}
+    for method in ("center-prior", "full"):
+        results[method] = tmp_path / f"{method}.results.json"
+        proc = run("score", release, predictions[method], "--out", results[method], "--bootstrap", "0", env=env)
+        assert proc.returncode == 0, proc.stderr
+    proc = run("compare", release, predictions["full"], predictions["center-prior"], "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    diffs = {d["metric"]: d for d in json.loads(proc.stdout)["differences"]}
+    for d in diffs.values():
+        assert (d["ci"][0] <= 0 <= d["ci"][1]) == (d["p_value"] >= 0.05), d
+    assert diffs["ciou"]["ci"][0] < 0 < diffs["ciou"]["ci"][1] and diffs["ciou"]["p_value"] >= 0.05
+    proc = run("report", release, results["center-prior"], results["full"], "--out", tmp_path / "cmp", env=env)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    table = page[page.index('id="significance"'):]
+    printed = re.findall(r"p = ([0-9.]+)", table)
+    # report's row is full − center-prior (the best is center-prior): the same test mirrored, the same p.
+    assert printed == [f"{diffs[m]['p_value']:.4f}" for m in ("giou", "ciou")]
+    assert "one paired bootstrap" in page
 
 
 def test_a_mistyped_path_and_a_folder_above_the_release_get_suggestions(release, tmp_path):
@@ -158,7 +184,7 @@ def test_markup_in_a_method_name_prints_as_written(release, predictions, env, tm
     results = tmp_path / "r.json"
     assert run("score", release, predictions["full"], "--method", MARKUP, "--out", results, "--bootstrap", "0",
                env=env).returncode == 0
-    proc = run("compare", release, results, predictions["center-prior"], "--bootstrap", "20", "--permutations", "20",
+    proc = run("compare", release, results, predictions["center-prior"], "--bootstrap", "20",
                env=env)
     assert proc.returncode == 0, proc.stderr
     assert MARKUP in proc.stdout

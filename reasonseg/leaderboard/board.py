@@ -125,7 +125,7 @@ class Significance:
         policy_b = (lower.summary or {}).get("empty_union", "one")
         diffs = paired_comparison(image_sums([s for s in a if s.id in shared], policy_a),
                                   image_sums([s for s in b if s.id in shared], policy_b),
-                                  n_resamples=SIGNIFICANCE_RESAMPLES, n_permutations=0, seed=0,
+                                  n_resamples=SIGNIFICANCE_RESAMPLES, seed=0,
                                   confidence=SIGNIFICANCE_CONFIDENCE)
         with self._lock:
             self._cache[key] = diffs

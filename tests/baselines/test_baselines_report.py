@@ -57,7 +57,7 @@ def test_entries_flag_oracles_and_find_their_predictions(scored):
 
 def test_significance_is_against_the_best_non_oracle_method(scored):
     _, paths = scored
-    rows = significance(load_entries(paths), n_resamples=200, n_permutations=500)
+    rows = significance(load_entries(paths), n_resamples=200)
     assert {r["split"] for r in rows} == {"val", "test"}
     test_rows = [r for r in rows if r["split"] == "test"]
     best = test_rows[0]["best"]
@@ -135,4 +135,4 @@ def write_comparison_page(out, release, result) -> str:
     from reasonseg.metrics.comparison import write_comparison
 
     paths = [p["results"] for by_split in result["methods"].values() for p in by_split.values()]
-    return write_comparison(out, release, paths, n_resamples=50, n_permutations=50).read_text()
+    return write_comparison(out, release, paths, n_resamples=50).read_text()

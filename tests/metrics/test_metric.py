@@ -221,11 +221,11 @@ def test_paired_comparison_takes_evaluations_and_documents(release, samples):
                                           bootstrap=0)
     ev_b = reasonseg.evaluate_predictions(gt, [prediction_from_mask(s, k, m) for (s, k), m in good.items()],
                                           bootstrap=0)
-    diffs = reasonseg.paired_comparison(ev_a, ev_b.document, 200, 200)
+    diffs = reasonseg.paired_comparison(ev_a, ev_b.document, 200)
     assert [d.metric for d in diffs] == ["giou", "ciou"]
     assert diffs[0].delta > 0 and diffs[0].p_value < 0.05
     sums = reasonseg.image_sums(ev_a.scores)
-    assert reasonseg.paired_comparison(sums, ev_b.scores, 200, 200)[1].delta == diffs[1].delta
+    assert reasonseg.paired_comparison(sums, ev_b.scores, 200)[1].delta == diffs[1].delta
 
 
 def test_warnings_for_degenerate_predictions_and_unscored_texts(release, samples):

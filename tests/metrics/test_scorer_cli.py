@@ -110,7 +110,7 @@ def test_compare_and_report_refuse_results_of_other_data(scored, env, tmp_path):
     line = proc.stderr.strip()
     assert line.count("sha256:") == 2                     # both hashes named
     proc = run("compare", other, paths["good"], paths["poor_&_co"], "--split", "val", "--json",
-               "--allow-different-data", "--bootstrap", "50", "--permutations", "50", env=env)
+               "--allow-different-data", "--bootstrap", "50", env=env)
     assert proc.returncode == 0 and "different data" in proc.stderr
     assert json.loads(proc.stdout)["differences"][0]["delta"] < 0
     assert_one_line_error(run("report", other, *paths.values(), "--out", tmp_path / "rep", env=env), theirs)
@@ -120,7 +120,7 @@ def test_compare_and_report_refuse_results_of_other_data(scored, env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Scored on other data" in (tmp_path / "rep2" / "index.html").read_text()
     # The release they were scored on passes.
-    assert run("compare", release, *paths.values(), "--split", "val", "--bootstrap", "50", "--permutations", "50",
+    assert run("compare", release, *paths.values(), "--split", "val", "--bootstrap", "50",
                env=env).returncode == 0
 
 
