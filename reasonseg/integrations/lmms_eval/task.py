@@ -148,8 +148,7 @@ def _log_problems(items: list[dict]) -> None:
 
 def _group_metric(group: str, metric: str):
     def aggregate(items: list[dict]) -> float:
-        row = results_document(items)["groups"].get(group)
-        return float(row[metric]) if row and row["n"] else float("nan")
+        return results_document(items)["groups"][group][metric]
 
     aggregate.__name__ = f"{metric}_{group}"
     return aggregate
