@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ReasonSegError, SubmissionError
 from ..masks import intervals_area, rle_to_intervals
@@ -128,7 +129,7 @@ def split_holding(gt: GroundTruth, ids: list[str], checked: int = 50) -> str | N
     one does. Ids are user input: one that is not a plain file name is never looked up."""
     names = ids[:checked]
     if gt.form != "release" or not gt.root.is_dir() or not all(
-            sid and sid not in (".", "..") and not any(c in sid for c in "/\\\0") for sid in names):
+            0 < len(sid) < 250 and sid not in (".", "..") and not any(c in sid for c in "/\\\0") for sid in names):
         return None
     for folder in sorted(p for p in gt.root.iterdir() if p.is_dir() and p.name != gt.split):
         if all((folder / f"{sid}.json").is_file() for sid in names):
@@ -305,7 +306,18 @@ def read_inputs(data_root: str | os.PathLike, predictions: str | os.PathLike, sp
     gt = load_ground_truth(data_root, split, cache_dir=cache_dir, strict=strict)
     if ground_truth_form(gt) == HUB_MIRROR:
         warnings.warn(HUB_MIRROR_LOSSES, stacklevel=2)
-    return gt, read_predictions(predictions, limits, split_index(gt))
+    preds = read_predictions(predictions, limits, split_index(gt))
+    preds.method = preds.method or default_method(Path(predictions), preds.kind)
+    return gt, preds
+
+
+def default_method(path: Path, kind: str) -> str | None:
+    """A PNG folder or zip names no method: its name stands for it (`preds-clipseg/`, `clipseg.zip`), so that
+    `table` keeps one method on one row. None for a name with control characters (it is never shown raw)."""
+    from ..text import unsafe_char
+
+    name = path.name if kind == "png-folder" else path.stem if kind == "png-zip" else ""
+    return name if name and unsafe_char(name) is None else None
 
 
 def evaluate(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None,

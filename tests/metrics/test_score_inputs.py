@@ -1,6 +1,7 @@
-"""Predictions whose ids the split lacks, through `reasonseg score` (a subprocess): the error counts every such id
-(the streaming reader stopped at the first: always "1 prediction id(s)"), shows the first few, and names the other
-split of the release when the file belongs to it (JSON without a split, COCO results list, PNG folder, zip)."""
+"""What `reasonseg score` (a subprocess) makes of its predictions input. Ids the split lacks: the error counts every
+such id (the streaming reader stopped at the first: always "1 prediction id(s)"), shows the first few, and names the
+other split of the release when the file belongs to it (JSON without a split, COCO results list, PNG folder, zip).
+A PNG folder or zip names no method: its name stands for it."""
 import json
 import os
 import subprocess
@@ -44,6 +45,16 @@ def predictions(release, tmp_path_factory, env):
     return {split: json.loads((folder / f"{split}.json").read_text()) for split in ("val", "test")}
 
 
+def _write_pngs(release: Path, split: str, folder: Path, archive: Path) -> None:
+    """A PNG folder (every query of `split`, the whole image) and the same PNGs zipped."""
+    folder.mkdir(parents=True)
+    for sample in load_split(release, split):
+        cv2.imwrite(str(folder / f"{sample.id}.png"), np.ones((sample.height, sample.width), np.uint8))
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for png in sorted(folder.iterdir()):
+            zipped.write(png, png.name)
+
+
 def _write(doc, path: Path) -> Path:
     path.write_text(json.dumps(doc))
     return path
@@ -75,12 +86,7 @@ def test_a_file_of_another_split_is_named_as_such(release, predictions, env, tmp
     coco = [{"image_id": e["id"], "segmentation": e["mask"]} for e in predictions["test"]["predictions"]]
     # A PNG folder and a zip of PNGs named after test's images.
     folder = tmp_path / "pngs"
-    folder.mkdir()
-    for sample in load_split(release, "test"):
-        cv2.imwrite(str(folder / f"{sample.id}.png"), np.ones((sample.height, sample.width), np.uint8))
-    with zipfile.ZipFile(tmp_path / "pngs.zip", "w") as archive:
-        for png in sorted(folder.iterdir()):
-            archive.write(png, png.name)
+    _write_pngs(release, "test", folder, tmp_path / "pngs.zip")
     for path in (_write(ours, tmp_path / "ours.json"), _write(coco, tmp_path / "coco.json"), folder,
                  tmp_path / "pngs.zip"):
         assert_one_line_error(run("score", release, path, "--split", "val", env=env),
@@ -91,3 +97,23 @@ def test_a_file_of_another_split_is_named_as_such(release, predictions, env, tmp
     line = assert_one_line_error(run("score", release, _write(mixed, tmp_path / "mixed.json"), "--split", "val",
                                      env=env), "2 prediction id(s)")
     assert "ids of split" not in line
+
+
+def test_a_png_folder_or_zip_is_scored_under_its_name(release, env, tmp_path):
+    # Before: `method: null`, and `table` made one row per results file (named after the file) for one method.
+    for split in ("val", "test"):
+        _write_pngs(release, split, tmp_path / split / "my-method", tmp_path / split / "zipped-method.zip")
+        for path, name in ((tmp_path / split / "my-method", "my-method"),
+                           (tmp_path / split / "zipped-method.zip", "zipped-method")):
+            out = tmp_path / f"{name}-{split}.results.json"
+            done = run("score", release, path, "--split", split, "--bootstrap", "0", "--out", out, env=env)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(out.read_text())["method"] == name
+    named = tmp_path / "named.results.json"
+    assert run("score", release, tmp_path / "val" / "my-method", "--split", "val", "--bootstrap", "0", "--method",
+               "given", "--out", named, env=env).returncode == 0
+    assert json.loads(named.read_text())["method"] == "given"        # --method still wins
+    done = run("table", *sorted(tmp_path.glob("my-method-*.results.json")), env=env)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("|") and "my-method" in line]
+    assert len(rows) == 1 and "results" not in rows[0]               # one method, one row with val and test
