@@ -23,7 +23,7 @@ PROBLEMS = (UNPARSEABLE, WRONG_SIZE)
 
 @dataclass(frozen=True)
 class Answer:
-    rle: dict | None          # the query's mask (COCO RLE, counts a str); None when the answer scores as empty
+    rle: dict                 # the query's mask (COCO RLE, counts a str): empty when the answer has a problem
     problem: str | None       # None, UNPARSEABLE or WRONG_SIZE
 
 
@@ -39,19 +39,25 @@ def mask_list(text: str) -> list | None:
 
 def read_answer(text: str, height: int, width: int) -> Answer:
     """The query's mask from a model's answer for an image of `height` x `width` pixels."""
-    masks = mask_list(text)
-    if masks is None:
-        return Answer(None, UNPARSEABLE)
+    masks, problem = decoded_masks(text, height, width)
     union = np.zeros((height, width), bool)
-    for rle in masks:
-        try:
-            mask = decode_rle(rle)
-        except MaskError:
-            return Answer(None, UNPARSEABLE)
-        if mask.shape != union.shape:
-            return Answer(None, WRONG_SIZE)
+    for mask in masks:
         union |= mask.astype(bool)
-    return Answer(encode_rle(union), None)
+    return Answer(encode_rle(union), problem)
+
+
+def decoded_masks(text: str, height: int, width: int) -> tuple[list[np.ndarray], str | None]:
+    """The answer's masks, checked; none, with the problem, when one cannot be read or is of another size."""
+    rles = mask_list(text)
+    if rles is None:
+        return [], UNPARSEABLE
+    try:
+        masks = [decode_rle(rle) for rle in rles]
+    except MaskError:
+        return [], UNPARSEABLE
+    if any(mask.shape != (height, width) for mask in masks):
+        return [], WRONG_SIZE
+    return masks, None
 
 
 def write_answer(rles: list[dict]) -> str:

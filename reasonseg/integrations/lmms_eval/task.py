@@ -15,18 +15,21 @@ import os
 
 from ...errors import DatasetError, SubmissionError
 from ...metrics.groundtruth import GroundTruth, load_ground_truth
+from ...metrics.rules import Rules, resolve_rules, wanted_keys
 from ...metrics.scoring import evaluate_predictions
 from ...schema import Prediction
 from .answers import UNPARSEABLE, WRONG_SIZE, read_answer
 
 DATA_VARIABLE = "REASONSEG_DATA"            # the release the tasks read (lmms-eval has no --task_args)
-PROTOCOL_VARIABLE = "REASONSEG_PROTOCOL"    # which queries are scored: lisa (text 0 of each image) or all-texts
+RULES_VARIABLE = "REASONSEG_RULES"          # the scoring rules (`reasonseg score --rules`), lisa by default
+PROTOCOL_VARIABLE = "REASONSEG_PROTOCOL"    # `--protocol`: lisa (text 0 of each image) or all-texts
 METRICS = ("giou", "ciou", "giou_short", "ciou_short", "giou_long", "ciou_long", UNPARSEABLE, WRONG_SIZE)
 PROMPTS = ("lisa", "plain")
 
 
-def protocol() -> str:
-    return os.environ.get(PROTOCOL_VARIABLE) or "lisa"
+def scoring_rules(gt: GroundTruth) -> Rules:
+    return resolve_rules(os.environ.get(RULES_VARIABLE) or None, protocol=os.environ.get(PROTOCOL_VARIABLE) or None,
+                         gt=gt)
 
 
 def data_source() -> str:
@@ -46,15 +49,15 @@ def ground_truth(data: str, split: str) -> GroundTruth:
 # ------------------------------------------------------------------------------------------------ documents
 
 def split_docs(split: str):
-    """The split's scored queries as a `datasets.Dataset`, one row per query, in the split's order."""
+    """The queries the scoring rules ask for, as a `datasets.Dataset`, one row per query, in the split's order."""
     import datasets
 
     gt = ground_truth(data_source(), split)
     rows = []
-    for query in gt.queries(protocol()):
-        mask = gt.masks[query.id]
-        rows.append({"split": gt.split, "id": query.id, "text_index": query.text_index, "text": query.text,
-                     "is_sentence": query.is_sentence, "image": str(gt.root / mask.image),
+    for sid, k in wanted_keys(scoring_rules(gt), gt):
+        mask = gt.masks[sid]
+        rows.append({"split": gt.split, "id": sid, "text_index": k, "text": mask.texts[k] if mask.texts else "",
+                     "is_sentence": mask.is_sentence, "image": str(gt.root / mask.image),
                      "height": mask.height, "width": mask.width})
     return datasets.Dataset.from_list(rows)
 
@@ -93,7 +96,8 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None) -> str:
 # ------------------------------------------------------------------------------------------------ scoring
 
 def process_results(doc, results) -> dict:
-    """The query's answer as the one item every metric aggregates (the mask as RLE, or the problem with it)."""
+    """The query's answer as the one item every metric aggregates: its mask as RLE (empty when the answer has a
+    problem) and the problem."""
     answer = read_answer(results[0] if results else "", doc["height"], doc["width"])
     item = {"split": doc["split"], "id": doc["id"], "text_index": doc["text_index"], "mask": answer.rle,
             "problem": answer.problem}
@@ -125,8 +129,8 @@ def _document(items_json: str) -> dict:
     if len(splits) != 1:
         raise SubmissionError(f"one task scores one split; the answers are of {sorted(splits)}")
     gt = answered_ground_truth(ground_truth(data_source(), splits.pop()), items)
-    predictions = [Prediction(item["id"], item["text_index"], item["mask"]) for item in items if item["mask"]]
-    evaluation = evaluate_predictions(gt, predictions, protocol(), missing="empty", bootstrap=0)
+    predictions = [Prediction(item["id"], item["text_index"], item["mask"]) for item in items]
+    evaluation = evaluate_predictions(gt, predictions, rules=scoring_rules(gt), bootstrap=0)
     _log_problems(items)
     return evaluation.document
 
