@@ -27,7 +27,7 @@ from .commands.common import (
     reflow_help_texts,
 )
 from .errors import DatasetError, ReasonSegError
-from .text import display_line
+from .text import MAX_PATH, display_line, display_text
 
 try:  # typer >= 0.17 ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -482,7 +482,7 @@ def main() -> None:
         typer.echo(f"error: {exc.render()}{_suggestion(exc.path, isinstance(exc, DatasetError))}", err=True)
         sys.exit(2)
     except OSError as exc:
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        where = f"{display_text(exc.filename, MAX_PATH)}: " if getattr(exc, "filename", None) else ""
         typer.echo(f"error: {display_line(f'{where}{exc.strerror or exc}')}{_suggestion(exc.filename)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

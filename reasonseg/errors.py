@@ -1,7 +1,7 @@
 """Typed errors. The library raises these; the CLI turns them into one line and exit code 2."""
 from __future__ import annotations
 
-from .text import display_line, quoted
+from .text import MAX_PATH, display_line, display_text, quoted
 
 
 class ReasonSegError(Exception):
@@ -18,7 +18,7 @@ class ReasonSegError(Exception):
 
     def render(self) -> str:
         where = [part for part in (
-            self.path,
+            display_text(self.path, MAX_PATH) if self.path else None,
             f"sample {quoted(self.sample_id)}" if self.sample_id is not None else None,
             f"field {quoted(self.field)}" if self.field is not None else None,
         ) if part]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 MAX_SHOWN = 200     # characters of one user value (an id, a name) shown
+MAX_PATH = 500      # characters of a path shown at the head of an error (folders can be deep)
 MAX_LINE = 2000     # characters of one message line (an error, an audit entry) shown
 _ESCAPED = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))   # shown as escapes: controls, formats, surrogates, line breaks
 _REFUSED = {"Cc": "a control character", "Cf": "a format character (bidi, zero-width, BOM)",
@@ -83,4 +84,5 @@ def check_plain_text(value: str, what: str, *, path: str | None = None, field: s
                 hint="write it as plain text, without control, format or invisible characters")
 
 
-__all__ = ["MAX_LINE", "MAX_SHOWN", "check_plain_text", "display_line", "display_text", "quoted", "unsafe_char"]
+__all__ = ["MAX_LINE", "MAX_PATH", "MAX_SHOWN", "check_plain_text", "display_line", "display_text", "quoted",
+           "unsafe_char"]

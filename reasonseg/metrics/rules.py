@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from ..errors import ReasonSegError, SubmissionError
 from ..masks import intervals_area
+from ..text import display_text
 from .iou import EMPTY_UNION_POLICIES, EPSILONS, QueryScore, mean_iou, ratio_of_sums, size_class
 
 IGNORE = {
@@ -297,7 +298,7 @@ def _missing_hint(rules: Rules) -> str:
 
 
 def first_items(items: list, n: int = 5) -> str:
-    shown = ", ".join(str(i) for i in items[:n])
+    shown = ", ".join(display_text(i) for i in items[:n])   # ids are user input: escaped, each cut to 200
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
