@@ -27,14 +27,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import ReasonSegError
 from ..outputs import staged_output_dir
-from .config import LisaConfig, from_released_config, preset, to_released_config, with_vocab
+from .config import LisaConfig, VisionConfig, from_released_config, preset, to_released_config, with_vocab
 from .conversation import seg_token_id
 from .model import LisaModel, build_lisa, build_vision_tower, vision_config_of
 
@@ -356,8 +356,6 @@ def save_lisa(model: LisaModel, tokenizer, out: str | os.PathLike, *, max_shard_
 
 
 def _with_tower(config: LisaConfig, name: str) -> LisaConfig:
-    from dataclasses import replace
-
     return replace(config, vision_tower=name)
 
 
@@ -395,13 +393,16 @@ def _default_dtype(dtype: torch.dtype):
 
 
 def new_model(size: str = "tiny", llava: str = "v1", *, seed: int = 0, dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu"):
-    """A random-initialised LISA of a preset size, with its tokenizer and CLIP image processor."""
+              device: str | torch.device = "cpu", vision: VisionConfig | None = None):
+    """A random-initialised LISA of a preset size, with its tokenizer and CLIP image processor; `vision` replaces
+    the preset's tower shape (e.g. a tiny tower at 336 px, for LLaVA-1.5's 576 image tokens)."""
     from .preprocess import ClipPreprocessor
     from .tokenizer import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     config = preset(size, llava)
+    if vision is not None:
+        config = replace(config, vision=vision)
     vocab = max(len(tokenizer), int(config.llm.get("vocab_size", 0)))
     config = with_vocab(config, vocab)
     torch.manual_seed(seed)

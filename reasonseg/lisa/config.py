@@ -13,6 +13,10 @@ from ..sam import SamConfig
 LLAVA_VERSIONS = ("v1", "v1.5")
 SIZES = ("tiny", "7b", "13b")
 IMAGE_TOKEN_INDEX = -200  # the placeholder id of `<image>` in token ids before expansion (LLaVA's convention)
+# The reference cuts every training sequence to `model_max_length - 255` token ids before the image is expanded,
+# whatever the vision tower (255: CLIP-224's 256 patches less the placeholder). LLaVA-1.5's 576 patches so make the
+# expanded sequence longer than model_max_length, as they do in the reference, rather than leave no text at all.
+TRUNCATION_RESERVE = 255
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
-from .config import IMAGE_TOKEN_INDEX
+from .config import TRUNCATION_RESERVE
 from .conversation import IGNORE_INDEX, Tokenized, render, tokenize
 from .model import LisaBatch
 from .preprocess import PreparedImage, prepare_image, read_rgb
@@ -33,7 +33,8 @@ class Example:
     id: str
     image: PreparedImage
     sequences: list[Tokenized]
-    masks: np.ndarray             # k x H x W uint8, one per [SEG] across the sequences, in order
+    masks: np.ndarray             # k x H x W uint8, one per [SEG] kept across the sequences, in order
+    dropped_masks: int = 0        # masks whose [SEG] the truncation cut off (counted in the training log)
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,10 +141,11 @@ class SampleStream:
 
 # ---------------------------------------------------------------------------------------------- examples
 
-def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_tokens: int,
-                 model_max_length: int = 512, use_im_start_end: bool = True, sam_size: int = 1024) -> Example:
-    """Read the image, tokenize each conversation, decode the masks; truncate as the reference does (to
-    model_max_length counting the image's expanded tokens), dropping the masks of any [SEG] cut off."""
+def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, model_max_length: int = 512,
+                 use_im_start_end: bool = True, sam_size: int = 1024) -> Example:
+    """Read the image, tokenize each conversation, decode the masks; truncate as the reference does (every sequence
+    to `model_max_length - TRUNCATION_RESERVE` ids), dropping the masks of any [SEG] cut off and counting them in
+    `Example.dropped_masks`."""
     image = read_rgb(recipe.image_path)
     if recipe.masks is not None:
         masks = recipe.masks
@@ -154,11 +156,11 @@ def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_toke
                            f"{image.shape[0]}x{image.shape[1]}", path=str(recipe.image_path), sample_id=recipe.id)
     sequences, keep = [], []
     cursor = 0
+    budget = model_max_length - TRUNCATION_RESERVE
     for turns in recipe.conversations:
         text, _ = render(list(turns), use_im_start_end)
         tok = tokenize(tokenizer, text, with_labels=True)
         n_seg = tok.input_ids.count(seg_id)
-        budget = model_max_length - (n_image_tokens - 1) * tok.input_ids.count(IMAGE_TOKEN_INDEX)
         tok = Tokenized(tok.input_ids[:budget], tok.labels[:budget])
         kept = tok.input_ids.count(seg_id)
         keep += list(range(cursor, cursor + kept))
@@ -167,7 +169,8 @@ def make_example(recipe: Recipe, tokenizer, processor, seg_id: int, n_image_toke
     if cursor != masks.shape[0]:
         raise DatasetError(f"{cursor} [SEG] tokens but {masks.shape[0]} masks", path=str(recipe.image_path),
                            sample_id=recipe.id)
-    return Example(recipe.id, prepare_image(image, processor, sam_size), sequences, masks[keep])
+    return Example(recipe.id, prepare_image(image, processor, sam_size), sequences, masks[keep],
+                   dropped_masks=cursor - len(keep))
 
 
 def collate(examples: list[Example], pad_id: int) -> LisaBatch:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ReasonSegError
+from .config import TRUNCATION_RESERVE
 from .loss import LossWeights, lisa_loss
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "reference.yaml"
@@ -149,6 +150,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
                                            or not config.max_minutes > 0):
         raise TrainError(f"max_minutes must be a positive number or null, got {config.max_minutes!r}",
                          path=str(path), field="max_minutes")
+    if isinstance(config.model_max_length, bool) or not isinstance(config.model_max_length, int) \
+            or config.model_max_length <= TRUNCATION_RESERVE:
+        raise TrainError(f"model_max_length must be an integer above {TRUNCATION_RESERVE} (the reference keeps "
+                         f"model_max_length - {TRUNCATION_RESERVE} text ids), got {config.model_max_length!r}",
+                         path=str(path), field="model_max_length")
     if config.engine not in ("torch", "deepspeed"):
         raise TrainError(f"unknown engine {config.engine!r} (torch or deepspeed)", path=str(path), field="engine")
     if not config.model and not config.base:
@@ -308,12 +314,11 @@ class BatchSource:
     ranks read disjoint samples, a resumed run continues the stream, and one process with grad_accumulation x N
     micro-batches sees exactly the samples of N processes."""
 
-    def __init__(self, config: TrainConfig, tokenizer, processor, seg_id: int, n_image_tokens: int,
-                 use_im_start_end: bool, sam_size: int = 1024, rank: int = 0, world: int = 1):
+    def __init__(self, config: TrainConfig, tokenizer, processor, seg_id: int, use_im_start_end: bool,
+                 sam_size: int = 1024, rank: int = 0, world: int = 1):
         self.stream = open_stream(config.data, config.seed)
         self.config, self.tokenizer, self.processor = config, tokenizer, processor
-        self.seg_id, self.n_image_tokens, self.use_im_start_end, self.sam_size = (
-            seg_id, n_image_tokens, use_im_start_end, sam_size)
+        self.seg_id, self.use_im_start_end, self.sam_size = seg_id, use_im_start_end, sam_size
         self.rank, self.world = rank, world
 
     def indices(self, step: int, micro: int) -> range:
@@ -322,12 +327,13 @@ class BatchSource:
         return range(first, first + b)
 
     def batch(self, step: int, micro: int):
+        """The micro-batch, and how many masks the truncation dropped from it."""
         from .data import collate, make_example
 
         examples = [make_example(self.stream.recipe(k), self.tokenizer, self.processor, self.seg_id,
-                                 self.n_image_tokens, self.config.model_max_length, self.use_im_start_end,
-                                 self.sam_size) for k in self.indices(step, micro)]
-        return collate(examples, self.tokenizer.pad_token_id)
+                                 self.config.model_max_length, self.use_im_start_end, self.sam_size)
+                    for k in self.indices(step, micro)]
+        return collate(examples, self.tokenizer.pad_token_id), sum(ex.dropped_masks for ex in examples)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -466,18 +472,20 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    data = BatchSource(config, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
-                       model.config.use_im_start_end, model.config.sam.image_size, rank, world)
+    data = BatchSource(config, loaded.tokenizer, processor, model.seg_token_id, model.config.use_im_start_end,
+                       model.config.sam.image_size, rank, world)
     weights = LossWeights(**config.loss)
     last = min(config.total_steps, config.max_steps or config.total_steps)
     losses, vals = [], []
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype,
                               enabled=config.engine == "torch" and dtype != torch.float32)
     while step < last:
-        total, ids = 0.0, []
+        total, ids, dropped = 0.0, [], 0
         for micro in range(config.grad_accumulation):
-            batch = data.batch(step, micro).to(device, load_dtype)
+            batch, cut = data.batch(step, micro)
+            batch = batch.to(device, load_dtype)
             ids += batch.ids
+            dropped += cut
             with autocast:
                 output = (engine or model)(batch)
                 parts = lisa_loss(output.logits, output.labels, output.mask_logits, batch.masks, weights)
@@ -498,13 +506,13 @@ def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], No
         # Every rank must stop after the same step (a rank that stopped alone would leave the others waiting in
         # the next step's collectives): the clock is read on each and any rank's "out of time" stops them all.
         out_of_time = config.max_minutes is not None and time.monotonic() - started >= 60 * config.max_minutes
-        total, ids_by_rank, out_of_time = _gather_step(total, ids, world, out_of_time)
+        total, ids_by_rank, out_of_time, dropped = _gather_step(total, ids, world, out_of_time, dropped)
         losses.append(total)
         if on_step:
             on_step({"step": step, "loss": total, "lr": scheduler.get_last_lr()[0]})
         if rank == 0:
             _append_metrics(out, {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0],
-                                  "elapsed_s": round(time.monotonic() - started, 3)})
+                                  "dropped_masks": dropped, "elapsed_s": round(time.monotonic() - started, 3)})
             with open(out / SAMPLES_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": step, "samples": ids_by_rank}, ensure_ascii=False) + "\n")
         epoch_end = step % config.steps_per_epoch == 0 or step == last or out_of_time
@@ -534,18 +542,18 @@ def _mask_head_touch(model, device, dtype) -> torch.Tensor:
     return model.decode_masks(embedding, state, (side, side), (1, 1)).sum() * 0.0
 
 
-def _gather_step(loss: float, ids: list[str], world: int, out_of_time: bool
-                 ) -> tuple[float, list[list[str]], bool]:
+def _gather_step(loss: float, ids: list[str], world: int, out_of_time: bool, dropped: int = 0
+                 ) -> tuple[float, list[list[str]], bool, int]:
     """The step's loss averaged over the ranks (each rank's is the mean over its micro-batches, so this is the
-    mean over the global batch's micro-batches), the sample ids each rank trained on, and whether any rank is out
-    of time (in the same reduction as the loss)."""
+    mean over the global batch's micro-batches), the sample ids each rank trained on, whether any rank is out
+    of time, and the masks the truncation dropped on all ranks (in the same reduction as the loss)."""
     if world == 1:
-        return loss, [ids], out_of_time
-    value = torch.tensor([loss, float(out_of_time)], dtype=torch.float64)
+        return loss, [ids], out_of_time, dropped
+    value = torch.tensor([loss, float(out_of_time), float(dropped)], dtype=torch.float64)
     torch.distributed.all_reduce(value)
     gathered: list = [None] * world
     torch.distributed.all_gather_object(gathered, ids)
-    return float(value[0]) / world, gathered, bool(value[1] > 0)
+    return float(value[0]) / world, gathered, bool(value[1] > 0), int(value[2])
 
 
 def _drop_lines_after(path: Path, step: int) -> None:
@@ -611,9 +619,9 @@ def _validate(config: TrainConfig, model, tokenizer, processor, device, dtype, s
     """gIoU/cIoU on the val split with our scorer (teacher-forced `[SEG].`, as the reference validates)."""
     if not config.data.val:
         return None
-    from ..sources import load_split
     from ..metrics.groundtruth import load_ground_truth
     from ..metrics.scoring import evaluate_predictions
+    from ..sources import load_split
     from ..submission import predictions_document
     from .infer import LisaPredictor, predict_split
 

@@ -18,6 +18,18 @@ def tiny_model(llava: str = "v1") -> Path:
 
 
 @functools.cache
+def tiny_336_model() -> Path:
+    """A tiny LLaVA-1.5 LISA whose CLIP tower reads 336 px in 14 px patches: 576 image tokens, as the real v1.5."""
+    from reasonseg.lisa.checkpoint import new_model, save_lisa
+    from reasonseg.lisa.config import VisionConfig
+
+    vision = VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          image_size=336, patch_size=14, projection_dim=32)
+    model, tokenizer, processor = new_model("tiny", "v1.5", vision=vision)
+    return save_lisa(model, tokenizer, _ROOT / "tiny-v1.5-336", image_processor=processor)
+
+
+@functools.cache
 def release() -> Path:
     from reasonseg.sample import write_sample_release
 
@@ -27,17 +39,25 @@ def release() -> Path:
 @functools.cache
 def overfit_qa() -> Path:
     """4 val samples as QA records with the validation prompt and `[SEG].`, so predict sees what training saw."""
+    return seg_qa("qa")
+
+
+@functools.cache
+def seg_qa(name: str, padding: int = 0) -> Path:
+    """The 4 val samples as QA records (validation prompt, answer `[SEG].`, the target mask); `padding` words put in
+    front of each query make the sequences that much longer."""
     from reasonseg.dataset import load_split
     from reasonseg.lisa.conversation import validation_question
     from reasonseg.masks import encode_rle, rasterize_shapes
 
-    folder = _ROOT / "qa"
+    folder = _ROOT / name
     folder.mkdir()
     with open(folder / "qa.jsonl", "w", encoding="utf-8") as fh:
         for s in load_split(release(), "val"):
             mask = (rasterize_shapes(s.shapes, s.height, s.width) == 1).astype("uint8")
+            text = "very " * padding + s.texts[0]
             record = {"id": s.id, "source": "reason_seg", "image": f"val/{s.id}.jpg",
-                      "conversations": [{"from": "human", "value": validation_question(s.texts[0], s.is_sentence)},
+                      "conversations": [{"from": "human", "value": validation_question(text, s.is_sentence)},
                                         {"from": "gpt", "value": "[SEG]."}],
                       "masks": [encode_rle(mask)], "ignore": None, "targets": [s.texts[0]], "templates": []}
             fh.write(json.dumps(record) + "\n")

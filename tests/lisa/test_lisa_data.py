@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lisa_helpers import TINY, release, scratch, tiny_model  # noqa: E402
+from lisa_helpers import TINY, overfit_qa, release, scratch, seg_qa, tiny_336_model, tiny_model, train_config  # noqa: E402
 
 from reasonseg.builders.qa import QADataset  # noqa: E402
 from reasonseg.errors import DatasetError  # noqa: E402
@@ -44,13 +44,68 @@ def test_qa_records_become_the_references_per_question_examples():
     loaded = load_lisa(tiny_model("v1"))
     processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)
     model = loaded.model
-    example = make_example(recipe, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
+    example = make_example(recipe, loaded.tokenizer, processor, model.seg_token_id,
                            sam_size=model.config.sam.image_size)
     assert len(example.sequences) == 3 and example.masks.shape[0] == 3
     assert all(s.input_ids.count(model.seg_token_id) == 1 for s in example.sequences)
-    vqa_example = make_example(free, loaded.tokenizer, processor, model.seg_token_id, model.n_image_tokens,
+    vqa_example = make_example(free, loaded.tokenizer, processor, model.seg_token_id,
                                sam_size=model.config.sam.image_size)
     assert len(vqa_example.sequences) == 1 and vqa_example.masks.shape[0] == 0
+
+
+def _train_one_step(name: str, model: Path, qa: Path) -> tuple[dict, float]:
+    """One optimizer step of batch 2 on `qa`: its metrics line, and how text_hidden_fcs' first weight moved."""
+    import torch
+
+    from reasonseg.lisa.checkpoint import load_lisa
+    from reasonseg.lisa.train import train
+
+    out = scratch(name) / "run"
+    train(train_config(out, model=str(model), data={"qa": str(qa), "reasonseg": None}, epochs=1,
+                       steps_per_epoch=1, batch_size=2, warmup_steps=0))
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    start = load_lisa(model).model.state_dict()["text_hidden_fcs.0.weight"]
+    trained = torch.load(out / "checkpoints" / "step_000001" / "trainable.pt")["text_hidden_fcs.0.weight"]
+    return metrics, float((trained - start).abs().max())
+
+
+def test_llava15_336_keeps_every_id_and_mask_of_a_short_sample_and_trains_its_mask_head():
+    from reasonseg.lisa.checkpoint import load_lisa
+    from reasonseg.lisa.conversation import render, tokenize
+    from reasonseg.lisa.preprocess import ClipPreprocessor
+
+    loaded = load_lisa(tiny_336_model())
+    model = loaded.model
+    assert model.n_image_tokens == 576      # LLaVA-1.5's CLIP-336: the expanded sequence outgrows 512
+    processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)
+    recipe = QARecipes(overfit_qa())[0]
+    whole = tokenize(loaded.tokenizer, render(list(recipe.conversations[0]), True)[0], with_labels=True)
+    assert whole.input_ids.count(model.seg_token_id) == 1 and len(whole.input_ids) < 257
+    example = make_example(recipe, loaded.tokenizer, processor, model.seg_token_id, 512,
+                           sam_size=model.config.sam.image_size)
+    assert example.sequences[0] == whole and example.dropped_masks == 0
+    assert example.masks.shape[0] == 1 and np.array_equal(example.masks[0], recipe.masks[0])
+    # Trained, the [SEG] state reaches the mask head: text_hidden_fcs moves and the log drops nothing.
+    metrics, moved = _train_one_step("v15-short", tiny_336_model(), overfit_qa())
+    assert metrics["dropped_masks"] == 0 and moved > 0
+
+
+def test_a_too_long_sample_keeps_model_max_length_minus_255_ids_and_its_dropped_mask_is_counted():
+    from reasonseg.lisa.checkpoint import load_lisa
+    from reasonseg.lisa.preprocess import ClipPreprocessor
+
+    long_qa = seg_qa("qa-long", padding=300)
+    loaded = load_lisa(tiny_336_model())
+    model = loaded.model
+    processor = ClipPreprocessor.from_pretrained(loaded.vision_tower_path)
+    example = make_example(QARecipes(long_qa)[0], loaded.tokenizer, processor, model.seg_token_id, 400,
+                           sam_size=model.config.sam.image_size)
+    assert len(example.sequences[0].input_ids) == len(example.sequences[0].labels) == 400 - 255
+    assert model.seg_token_id not in example.sequences[0].input_ids
+    assert example.masks.shape[0] == 0 and example.dropped_masks == 1
+    # In training the two cut masks of the step are counted, and no mask gradient reaches text_hidden_fcs.
+    metrics, moved = _train_one_step("v15-long", tiny_336_model(), long_qa)
+    assert metrics["dropped_masks"] == 2 and moved == 0
 
 
 def test_ignore_pixels_are_background_and_bad_records_are_named():

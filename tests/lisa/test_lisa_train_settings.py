@@ -66,6 +66,7 @@ def test_each_trainable_group_adds_its_part_and_only_it(group, prefix, inside):
     ({"val_every": -1}, "val_every must be a positive integer"),
     ({"max_minutes": 0}, "max_minutes must be a positive number"),
     ({"max_minutes": "soon"}, "max_minutes must be a positive number"),
+    ({"model_max_length": 255}, "model_max_length must be an integer above 255"),
 ])
 def test_bad_settings_are_refused_by_name(overrides, message):
     with pytest.raises(TrainError, match=message):
@@ -139,9 +140,10 @@ from reasonseg.lisa.train import _gather_step
 
 def rank_main(rank, port, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    # Rank 1's clock has passed max_minutes, rank 0's not yet: both must stop after this step.
-    loss, ids, stop = _gather_step(1.0 + rank, [f"s{rank}"], 2, out_of_time=rank == 1)
-    open(f"{out}/rank{rank}.json", "w").write(json.dumps([loss, ids, stop]))
+    # Rank 1's clock has passed max_minutes, rank 0's not yet: both must stop after this step. The masks the
+    # truncation dropped are summed over the ranks.
+    loss, ids, stop, dropped = _gather_step(1.0 + rank, [f"s{rank}"], 2, out_of_time=rank == 1, dropped=rank + 1)
+    open(f"{out}/rank{rank}.json", "w").write(json.dumps([loss, ids, stop, dropped]))
     dist.destroy_process_group()
 
 if __name__ == "__main__":
@@ -159,4 +161,4 @@ def test_every_rank_stops_after_the_step_any_rank_ran_out_of_time(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [1.5, [["s0"], ["s1"]], True]
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [1.5, [["s0"], ["s1"]], True, 3]
