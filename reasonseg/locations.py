@@ -33,6 +33,15 @@ def hub_id(name: str | os.PathLike) -> str | None:
 
 def missing_path_error(name: str | os.PathLike, what: str = "release folder") -> DatasetError:
     """`name` reported as a path that does not exist, with the closest name in the deepest folder that does."""
+    close = close_path(name)
+    # No `path=`: the message names it, and the CLI adds no second "did you mean" of its own.
+    return DatasetError(f"{os.fspath(name)}: {what} not found",
+                        hint=f"did you mean {close}?" if close else "check the path")
+
+
+def close_path(name: str | os.PathLike) -> Path | None:
+    """`name` with its first missing part replaced by the closest name in the folder above it; None when no name
+    there is close."""
     path = Path(os.path.expanduser(os.fspath(name)))
     parts = path.parts
     for depth in range(len(parts) - 1, -1, -1):
@@ -42,11 +51,7 @@ def missing_path_error(name: str | os.PathLike, what: str = "release folder") ->
         try:
             names = sorted(entry.name for entry in os.scandir(parent) if not entry.name.startswith("."))
         except OSError:
-            break
+            return None
         close = difflib.get_close_matches(parts[depth], names, n=1, cutoff=0.6)
-        if close:
-            suggestion = Path(*parts[:depth], close[0], *parts[depth + 1:])
-            return DatasetError(f"{os.fspath(name)}: {what} not found", hint=f"did you mean {suggestion}?")
-        break
-    # No `path=`: the message names it, and the CLI adds no second "did you mean" of its own.
-    return DatasetError(f"{os.fspath(name)}: {what} not found", hint="check the path")
+        return Path(*parts[:depth], close[0], *parts[depth + 1:]) if close else None
+    return None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .dataset import IMAGE_SUFFIXES, MANIFEST
 from .errors import DatasetError, OutputError
-from .locations import hub_id, missing_path_error
+from .locations import close_path, hub_id, missing_path_error
 from .schema import canonical_split
 
 PARQUET_FILE = re.compile(r"^(train|validation|val|test)-\d{5}-of-\d{5}\.parquet$")
@@ -55,15 +55,16 @@ def published_root(path: str | os.PathLike) -> Path | None:
     repo = hub_id(path)
     if repo is None:
         raise missing_path_error(path, "published folder")
-    snapshot = hub_snapshot(repo)
+    snapshot = hub_snapshot(repo, os.fspath(path))
     if not published_files(snapshot):
         raise DatasetError("the cached Hub dataset holds no data/<split>-NNNNN-of-NNNNN.parquet: not a published "
                            "ReasonSeg release", path=str(snapshot))
     return snapshot
 
 
-def hub_snapshot(repo_id: str) -> Path:
-    """The local snapshot folder of a Hub dataset already in the Hugging Face cache (no download)."""
+def hub_snapshot(repo_id: str, name: str | None = None) -> Path:
+    """The local snapshot folder of a Hub dataset already in the Hugging Face cache (no download); `name` is
+    what the user gave, for the error."""
     from .extras import require_extra
 
     require_extra("hub", f"reading the Hub dataset {repo_id}", ("huggingface_hub",))
@@ -73,9 +74,10 @@ def hub_snapshot(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
-        raise DatasetError(f"{repo_id!r} is not a folder, and no Hub dataset of that name is in the local Hugging "
-                           "Face cache", hint=f"download it first: hf download {repo_id} --repo-type dataset, "
-                           "or give the folder") from None
+        close = close_path(name or repo_id)
+        raise DatasetError(f"{name or repo_id!r} is not a folder, and no Hub dataset of that name is in the local "
+                           "Hugging Face cache", hint=(f"did you mean {close}? " if close else "") + "for the Hub "
+                           f"dataset: hf download {repo_id} --repo-type dataset") from None
 
 
 # ----------------------------------------------------------------------------------------------------- export

@@ -71,16 +71,17 @@ def resolve(data: str | os.PathLike) -> Source:
         raise missing_path_error(name)
     from .published import hub_snapshot
 
-    return _examine(hub_snapshot(repo), name, hub=True)
+    return _examine(hub_snapshot(repo, name), name, hub=True)
 
 
 def _examine(root: Path, name: str, hub: bool) -> Source:
-    if any((root / split).is_dir() for split in SPLITS):
+    saved = (root / "dataset_dict.json").is_file() or (root / "state.json").is_file()   # `save_to_disk`'s layout
+    if not saved and any((root / split).is_dir() for split in SPLITS):     # (a DatasetDict has a test/ folder)
         return Source(RELEASE, root, name)
     from .published import published_files
 
     published = published_files(root)
-    if published or hub or _mirror_folders(root):
+    if published or hub or saved or _mirror_folders(root):
         from .hub_mirror import mirror_files
 
         if mirror_files(root) or _mirror_folders(root):
