@@ -146,7 +146,8 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
               None, help="error, or empty: score absent queries as empty masks; skip, penalty (I = 0, U = |GT|) "
                          "[default: the rules']"),
           empty_union: EmptyUnion | None = EmptyUnionOpt,
-          method: str | None = typer.Option(None, help="method name for the results (default: from file)"),
+          method: str | None = typer.Option(None, help="method name for the results (default: the file's, or the "
+                                                       "PNG folder's or zip's name)"),
           report: Path | None = typer.Option(None, "--report", help="write an HTML report into this folder"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace the report in a non-empty --report"),
           no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
@@ -315,8 +316,11 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
     from .metrics.rules import compared_label
 
     options = {"rules": rules, "protocol": protocol, "empty_union": empty_union}
-    scores_a, name_a, split, rules_a = _scores_for(data, pred_a, split, options, not no_cache, allow_different_data)
-    scores_b, name_b, _, rules_b = _scores_for(data, pred_b, split, options, not no_cache, allow_different_data)
+    with warnings.catch_warnings(record=True) as said:   # said once, after the checks below (a refusal is one line)
+        warnings.simplefilter("always")
+        scores_a, name_a, split, rules_a = _scores_for(data, pred_a, split, options, not no_cache,
+                                                       allow_different_data)
+        scores_b, name_b, _, rules_b = _scores_for(data, pred_b, split, options, not no_cache, allow_different_data)
     if compared_label(rules_a) != compared_label(rules_b):
         raise ResultsError(f"A is scored under rules {compared_label(rules_a)!r}, B under {compared_label(rules_b)!r}"
                            ": numbers under different rules are not comparable", hint="score both under one --rules")
@@ -331,10 +335,12 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
     keys_b = {(s.id, s.text_index) for s in groups_b[group]}
     if keys_a != keys_b:
         raise ResultsError(f"A and B score different queries ({len(keys_a ^ keys_b)} differ)",
-                           hint="score both on the same split and protocol")
+                           hint="score both on the same split and rules")
     if permutations is not None:
         typer.echo("note: --permutations is no longer used: the p-value comes from the --bootstrap resamples",
                    err=True)
+    for message in dict.fromkeys(str(w.message) for w in said):
+        warnings.warn(message, stacklevel=1)
     diffs = paired_comparison(image_sums(groups_a[group], empty_union), image_sums(groups_b[group], empty_union),
                               bootstrap, seed=seed)
     if as_json:
@@ -346,7 +352,7 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
     rows = [[METRIC_NAMES.get(d.metric, d.metric), f"{100 * d.a:.1f}", f"{100 * d.b:.1f}", f"{100 * d.delta:+.1f}",
              f"[{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]", _p_value(d.p_value, bootstrap)] for d in diffs]
     print_table(["metric", f"A: {name_a}", f"B: {name_b}", "B - A", "95% CI", "p"], rows,
-                 title=f"{split} · {group} · {len(keys_a)} queries (×100)")
+                 title=f"{split} · {group} · {len(keys_a)} queries · rules {compared_label(rules_a)} (×100)")
     typer.echo(P_VALUE_NOTE)
 
 

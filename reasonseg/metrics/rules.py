@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..errors import ReasonSegError, SubmissionError
+from ..hub_mirror import MIRROR_FORM, MIRROR_LOSSES
 from ..masks import intervals_area
 from ..text import display_text
 from .iou import EMPTY_UNION_POLICIES, EPSILONS, QueryScore, mean_iou, ratio_of_sums, size_class
@@ -139,10 +140,10 @@ PROFILE_SUMMARIES = {
 }
 ALL = "all"   # --rules all: every profile side by side (the drift table)
 
-# The Hub mirrors' form of the ground truth (a boolean mask with ignore folded in, text 0 only, no is_sentence).
-HUB_MIRROR = "hub-mirror"
-HUB_MIRROR_LOSSES = ("the Hub mirror form keeps text 0 only, has no is_sentence (no short/long groups) and folds "
-                     "ignore regions into the target: scored under visionreasoner rules unless --rules says otherwise")
+# The Hub mirrors' form of the ground truth (a boolean mask with ignore folded in, text 0 only, no is_sentence):
+# scored under visionreasoner rules unless told otherwise.
+HUB_MIRROR = MIRROR_FORM
+HUB_MIRROR_LOSSES = f"{MIRROR_LOSSES}; scored under visionreasoner rules unless --rules names others"
 
 
 class Tally(NamedTuple):
