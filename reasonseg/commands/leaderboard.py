@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ..sandbox import DEFAULT_CPU_S, DEFAULT_MEMORY_MIB, DEFAULT_WALL_S
+
 leaderboard_app = typer.Typer(no_args_is_help=True,
                               help="The ReasonSeg leaderboard: a submission server with hidden test ground truth.")
 
@@ -37,7 +39,13 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
           lease: float = typer.Option(60.0, help="seconds without a heartbeat before another worker takes over"),
           no_cache: bool = typer.Option(False, "--no-cache", help="build ground truth afresh, ignore the disk cache"),
           reread: bool = typer.Option(False, "--reread-ground-truth",
-                                      help="re-read ground truth for every submission (the benchmark's baseline)")):
+                                      help="re-read ground truth for every submission (the benchmark's baseline)"),
+          worker_memory_mb: int = typer.Option(DEFAULT_MEMORY_MIB, "--worker-memory-mb", min=16,
+                                               help="memory one upload's sandboxed reader may add, in MiB"),
+          worker_cpu_s: int = typer.Option(DEFAULT_CPU_S, "--worker-cpu-s", min=1,
+                                           help="CPU seconds one upload's reader (or scorer) may use"),
+          worker_wall_s: float = typer.Option(DEFAULT_WALL_S, "--worker-wall-s", min=1.0,
+                                              help="seconds before one upload's reader (or scorer) is killed")):
     """Run the leaderboard server: API, page, upload form and background scoring.
 
     Example: reasonseg leaderboard serve --data ReasonSeg/ --db leaderboard.db --port 8000
@@ -51,7 +59,8 @@ def serve(data: Path = typer.Option(..., "--data", help="release folder with val
     Database(db, create=False).dispose()     # a typo in --db is an error, not a new, empty leaderboard
     settings = Settings(data=data, db_url=db, bootstrap=bootstrap, daily_limit=daily_limit, refused_limit=refused_limit,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, threads=threads, lease_s=lease,
-                        reread_ground_truth=reread, cache_dir=None if no_cache else "default")
+                        reread_ground_truth=reread, cache_dir=None if no_cache else "default",
+                        worker_memory_mib=worker_memory_mb, worker_cpu_s=worker_cpu_s, worker_wall_s=worker_wall_s)
     # Said once the data and the database are read: a bad --data is one error line, with nothing before it.
     run_server(settings, host=host, port=port,
                announce=lambda: typer.echo(f"serving {data} on http://{host}:{port}/ (database {db})", err=True))

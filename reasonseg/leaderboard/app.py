@@ -6,9 +6,12 @@ GET /teams/{team} (every submission of a team), GET /submit (the upload form). N
 test submissions leave the server as rounded aggregates only. Every error is `{"error": "<one line>"}`, an
 unexpected one included.
 
-An upload's cost is bounded before any heavy work: the body is counted as it streams in, a daily slot is held
-before the file is read, at most `validations` uploads are read and validated at once, and the reader checks
-every id, text index and size against the split before it decodes a mask (`submission.SplitIndex`).
+An upload's cost is bounded before any heavy work: the token, the team's state (refusal and daily limits) and the
+declared Content-Length are checked before a byte of the body is read; the body is counted as it streams in; a
+daily slot is held before the file is read; cheap pre-scans refuse floods from counts alone. The file itself is
+parsed, decoded, checked and scored only in a sandboxed child process (`reasonseg.sandbox`) under memory, CPU and
+wall-clock limits, never in this process, so the server answers while any upload is read. A team's uploads are
+read one at a time, and at most `validations` at once in all.
 """
 from __future__ import annotations
 
@@ -31,11 +34,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ..errors import ReasonSegError
+from ..sandbox import DEFAULT_CPU_S, DEFAULT_MEMORY_MIB, DEFAULT_WALL_S, Sandbox, SandboxLimits
 from ..submission import Limits
 from ..text import display_line, quoted
 from .board import RANKING_RULE, Significance, build_entries, split_rows
 from .db import MAX_SUBMISSION_ID, Database, LeaderboardError, SubmissionRow, TeamInfo
-from .intake import FORM_FIELDS, IntakeError, check_against, check_fields, precheck_upload, read_upload, safe_filename
+from .intake import FORM_FIELDS, IntakeError, check_fields, precheck_upload, safe_filename
 from .render import Links, render_index, render_submission, render_submit, render_team
 from .worker import SERVED_SPLITS, GroundTruthStore, ScoringWorker, public_aggregates, public_results
 
@@ -51,7 +56,10 @@ class Settings:
     bootstrap: int = 1000
     daily_limit: int = 5
     refused_limit: int = 20          # refused uploads per team per UTC day, all splits together
-    validations: int = 2             # uploads read and validated at the same time
+    validations: int = 4             # uploads read and validated at the same time (one per team)
+    worker_memory_mib: int = DEFAULT_MEMORY_MIB   # what reading one upload may add, in its sandboxed child
+    worker_cpu_s: int = DEFAULT_CPU_S             # CPU seconds one upload's child may use (reading, or scoring)
+    worker_wall_s: float = DEFAULT_WALL_S         # wall-clock seconds before the child is killed
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     threads: int = 2
     lease_s: float = 60.0
@@ -110,10 +118,13 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.db_url)
     store = GroundTruthStore(settings.data, cache_dir=settings.cache_dir, reread=settings.reread_ground_truth)
     limits = Limits(max_file_bytes=settings.max_upload_bytes)
+    sandbox = Sandbox(SandboxLimits(settings.worker_memory_mib, settings.worker_cpu_s, settings.worker_wall_s),
+                      warm=min(2, max(1, settings.validations)))
     worker = ScoringWorker(db, store, threads=settings.threads, bootstrap=settings.bootstrap,
-                           lease_s=settings.lease_s, poll_s=settings.poll_s, limits=limits)
+                           lease_s=settings.lease_s, poll_s=settings.poll_s, limits=limits, sandbox=sandbox)
     significance = Significance(loader=db.submission)
     validation_slots = asyncio.Semaphore(max(1, settings.validations))
+    team_turns: dict[int, asyncio.Lock] = {}     # one upload of a team read at a time: a team cannot fill the slots
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -123,6 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(worker.stop)
+            sandbox.close()
+            store.close()
             db.dispose()
 
     app = FastAPI(title="ReasonSeg leaderboard", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -164,6 +177,10 @@ def create_app(settings: Settings) -> FastAPI:
             return _error(401, "missing or invalid team token: send 'Authorization: Bearer <token>' "
                                "(a token comes from 'reasonseg leaderboard add-team')",
                           {"WWW-Authenticate": "Bearer"})
+        # The team's state before a byte of the body is read: a team that will be turned away costs nothing.
+        turned_away = await run_in_threadpool(_turned_away, team, request.query_params.get("split"))
+        if turned_away is not None:
+            return turned_away
         body_limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > body_limit:
@@ -184,11 +201,32 @@ def create_app(settings: Settings) -> FastAPI:
                         quoted(team.name))
             return _error(400, "upload interrupted")
         try:
-            return await _accept(team, form)
+            return await _accept(team, form, request.query_params.get("split"))
         finally:
             await form.close()
 
-    async def _accept(team: TeamInfo, form) -> JSONResponse:
+    def _quota_refusal(team: TeamInfo, refused: str, split: str) -> JSONResponse:
+        retry = {"Retry-After": str(_seconds_to_utc_midnight())}
+        if refused == "refusals":
+            return _error(429, f"team {team.name!r} has had {settings.refused_limit} uploads refused today (UTC); "
+                               "check files with 'reasonseg validate' or 'reasonseg score' on val before submitting, "
+                               "and try again tomorrow", retry)
+        return _error(429, f"team {team.name!r} has used its {settings.daily_limit} {split} submissions for today "
+                           "(UTC); try again tomorrow", retry)
+
+    def _turned_away(team: TeamInfo, split: str | None) -> JSONResponse | None:
+        """429 when the team cannot be admitted whatever the body holds: over its refusal limit, or out of slots on
+        the split named in the query (`?split=`), or on every split when none is named. `db.admit` decides again,
+        atomically, once the form is read."""
+        refusals, used = db.usage_today(team.id)
+        if refusals >= settings.refused_limit:
+            return _quota_refusal(team, "refusals", "")
+        splits = [split] if split in store.splits else list(store.splits)
+        if all(used.get(s, 0) >= settings.daily_limit for s in splits):
+            return _quota_refusal(team, "daily", " or ".join(splits))
+        return None
+
+    async def _accept(team: TeamInfo, form, query_split: str | None) -> JSONResponse:
         fields: dict[str, str] = {}
         upload = None
         for key, value in form.multi_items():
@@ -205,33 +243,30 @@ def create_app(settings: Settings) -> FastAPI:
         actor = f"team:{team.name}"
         try:
             split, method, meta = check_fields(fields, store.splits)
+            if query_split and query_split != split:
+                raise IntakeError(f"is {split!r} but the address names split {query_split[:20]!r}", field="split")
         except IntakeError as exc:   # refused like a bad file: counted against the team's refusals, audited
             await run_in_threadpool(db.refuse_fields, team.id, exc.render(), actor)
             return _error(400, exc.render())
         admission = await run_in_threadpool(db.admit, team.id, split, settings.daily_limit, settings.refused_limit,
                                             worker.identity)
-        if admission.refused == "refusals":
-            return _error(429, f"team {team.name!r} has had {settings.refused_limit} uploads refused today (UTC); "
-                               "check files with 'reasonseg validate' or 'reasonseg score' on val before submitting, "
-                               "and try again tomorrow", {"Retry-After": str(_seconds_to_utc_midnight())})
-        if admission.refused == "daily":
-            return _error(429, f"team {team.name!r} has used its {settings.daily_limit} {split} submissions "
-                               "for today (UTC); try again tomorrow",
-                          {"Retry-After": str(_seconds_to_utc_midnight())})
+        if admission.refused:
+            return _quota_refusal(team, admission.refused, split)
         filename = safe_filename(upload.filename)
         try:
-            async with validation_slots:
-                # The split's bounds first, on the spooled file in chunks: a flood is refused unread.
+            async with team_turns.setdefault(team.id, asyncio.Lock()), validation_slots:
+                # Cheap early refusals first, on the spooled file in chunks: a flood is refused unread.
                 await run_in_threadpool(precheck_upload, upload.file, filename, store.index(split))
                 data = await upload.read()
                 if len(data) > settings.max_upload_bytes:
                     raise IntakeError(f"file is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes")
-                preds = await run_in_threadpool(_validated, data, filename, split)
+                await run_in_threadpool(_validated, data, filename, split)
             sid = await run_in_threadpool(db.create_submission, team.id, split, method, meta, filename, data,
                                           admission.hold, actor)
-        except IntakeError as exc:
-            await run_in_threadpool(db.refuse, admission.hold, exc.render(), actor)
-            return _error(400, exc.render())
+        except ReasonSegError as exc:   # the file's own error, or a sandbox limit it breached: counted, audited
+            message = display_line(exc.render())
+            await run_in_threadpool(db.refuse, admission.hold, message, actor)
+            return _error(400, message)
         except Exception as exc:  # the validator failed on this file: refuse it (and count it), never a bare 500
             LOG.error("validating an upload by %s failed", team.name, exc_info=exc)
             message = (f"{filename}: the file could not be validated ({type(exc).__name__}); the maintainers have "
@@ -241,15 +276,15 @@ def create_app(settings: Settings) -> FastAPI:
         except BaseException:   # cancelled (the client went away): the held slot must not stay taken
             db.refuse(admission.hold, f"{filename}: upload abandoned while it was validated", actor)
             raise
-        worker.hand_over(sid, preds)
+        worker.wake()
         body = {"id": sid, "status": "pending", "url": f"/submissions/{sid}", "split": split, "method": method,
                 "team": team.name, "results": None}
         return JSONResponse(body, status_code=201, headers={"Location": f"/api/submissions/{sid}"})
 
-    def _validated(data: bytes, filename: str, split: str):
-        preds = read_upload(data, filename, limits, store.index(split))
-        check_against(store.for_checks(split), preds)
-        return preds
+    def _validated(data: bytes, filename: str, split: str) -> dict:
+        """The upload read, checked against the split and matched to its queries, in a sandboxed child."""
+        return sandbox.run("check_upload", {"where": filename, "limits": limits, "gt": store.sandbox_source(split)},
+                           data, where=filename, honest=lambda: store.honest_cost(split, sandbox, limits))
 
     @app.get("/api/submissions/{submission_id}")
     def get_submission(submission_id: int):

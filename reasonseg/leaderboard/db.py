@@ -448,6 +448,15 @@ class Database:
                                                                created_at=now)).inserted_primary_key[0]
         return Admission(int(hold))
 
+    def usage_today(self, team_id: int, now: float | None = None) -> tuple[int, dict[str, int]]:
+        """(uploads refused today, {split: slots used today}) of a team, read only: the server turns a team away
+        with these before it reads an upload's body; `admit` decides again, atomically, once the form is read."""
+        day = utc_day(now or time.time())
+        with self.read() as conn:
+            refused = conn.execute(select(Refusal.used).where(Refusal.team_id == team_id, Refusal.day == day)).scalar()
+            used = conn.execute(select(Quota.split, Quota.used).where(Quota.team_id == team_id, Quota.day == day))
+            return refused or 0, {row.split: row.used for row in used}
+
     def refuse(self, hold_id: int, error: str, actor: str, now: float | None = None) -> None:
         """The held upload was refused: its slot goes back, and one refusal is counted for today."""
         with self.write() as conn:
@@ -477,7 +486,6 @@ class Database:
                                .values(used=Refusal.used + 1)).rowcount
         if not counted:
             conn.execute(Refusal.__table__.insert().values(team_id=team_id, day=day, used=1))
-
 
     def release_interrupted_holds(self, stale_s: float = 3600.0, now: float | None = None,
                                   current: str | None = None) -> list[int]:

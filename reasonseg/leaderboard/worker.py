@@ -1,28 +1,36 @@
 """Background scoring: threads that claim `pending` submissions from the database, score them against ground truth
 kept in memory, and store the results document.
 
+An upload is untrusted bytes: it is read and scored again in a sandboxed child process (`reasonseg.sandbox`),
+under the same limits as when it was accepted, never in this process; the child reads the split's ground truth from
+a pickle the store writes once into a private folder.
+
 The database is the queue. A submission is claimed by an atomic UPDATE (never scored twice), and a worker beats a
 heartbeat while it scores, so a claim left by a killed process goes back to `pending`: at start-up when the dead
 process ran on this host, otherwise when its heartbeat is older than the lease. Nothing accepted is lost.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import ReasonSegError
+from ..masks import encode_rle, intervals_to_mask
 from ..metrics.groundtruth import GroundTruth, load_ground_truth
 from ..metrics.report import TABLE1_COLUMNS
-from ..metrics.scoring import evaluate_predictions, split_index
-from ..submission import Limits, PredictionSet, SplitIndex
+from ..metrics.scoring import split_index
+from ..sandbox import Sandbox
+from ..submission import Limits, SplitIndex, predictions_document
 from .db import Database, SubmissionRow
-from .intake import read_upload
 
 SERVED_SPLITS = ("val", "test")
 PROTOCOL = "lisa"
@@ -52,6 +60,10 @@ class GroundTruthStore:
                                  hint="point --data at a ReasonSeg release")
         self.kept: dict[str, GroundTruth] = {s: load_ground_truth(self.root, s, cache_dir=cache_dir) for s in wanted}
         self.indexes: dict[str, SplitIndex] = {s: split_index(gt) for s, gt in self.kept.items()}
+        self._lock = threading.Lock()
+        self._folder: Path | None = None
+        self._pickles: dict[str, str] = {}
+        self._honest: dict[str, str] = {}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -67,6 +79,51 @@ class GroundTruthStore:
         if self.reread:
             return load_ground_truth(self.root, split, cache_dir=None)
         return self.kept[split]
+
+    def sandbox_source(self, split: str, scoring: bool = False) -> str | GroundTruth:
+        """Where a sandboxed job reads the split's ground truth: the path of a pickle of the kept copy, written once
+        into a private folder; with `reread`, scoring gets the split read again, handed over whole."""
+        if scoring and self.reread:
+            return self.for_scoring(split)
+        with self._lock:
+            if split not in self._pickles:
+                if self._folder is None:
+                    self._folder = Path(tempfile.mkdtemp(prefix="reasonseg-leaderboard-"))   # mode 0700
+                path = self._folder / f"{split}.pickle"
+                with open(path, "wb") as fh:
+                    pickle.dump(self.kept[split], fh, protocol=pickle.HIGHEST_PROTOCOL)
+                self._pickles[split] = str(path)
+            return self._pickles[split]
+
+    def honest_cost(self, split: str, sandbox: Sandbox, limits: Limits) -> str:
+        """What reading the split's largest honest upload (its own ground truth, one mask per text) costs in the
+        sandbox, measured once: the yardstick a refused upload is told about."""
+        with self._lock:
+            known = self._honest.get(split)
+        if known is None:
+            _, cost = sandbox.run_costed("check_upload", {"where": "honest.json", "limits": limits,
+                                                          "gt": self.sandbox_source(split)},
+                                         honest_upload(self.kept[split]), where=f"the honest form of {split}")
+            known = cost.describe() if cost is not None else "no measurable cost"
+            with self._lock:
+                self._honest[split] = known
+        return known
+
+    def close(self) -> None:
+        with self._lock:
+            folder, self._folder, self._pickles = self._folder, None, {}
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def honest_upload(gt: GroundTruth) -> bytes:
+    """A split's own ground truth as a predictions JSON, one mask per text of each image: the largest honest upload
+    the split takes (an honest mask has about as many runs as the target's)."""
+    from ..schema import Prediction
+
+    predictions = [Prediction(m.id, k, encode_rle(intervals_to_mask(m.target, m.height, m.width)))
+                   for m in gt.masks.values() for k in range(max(len(m.texts), 1))]
+    return json.dumps(predictions_document(predictions, gt.split, "honest")).encode()
 
 
 def rounded(value, digits: int = PUBLIC_DIGITS):
@@ -98,16 +155,20 @@ def public_results(document: dict, with_queries: bool) -> dict:
     return out
 
 
+# Scoring is background work: its children yield the CPU to the children checking uploads, which a team waits on.
+SCORING_NICE = 10
+
+
 class ScoringWorker:
     def __init__(self, db: Database, store: GroundTruthStore, *, threads: int = 2, bootstrap: int = 1000,
-                 lease_s: float = 60.0, poll_s: float = 1.0, limits: Limits = Limits()):
+                 lease_s: float = 60.0, poll_s: float = 1.0, limits: Limits = Limits(),
+                 sandbox: Sandbox | None = None):
         self.db, self.store = db, store
         self.threads, self.bootstrap = max(1, threads), bootstrap
         self.lease_s, self.poll_s, self.limits = lease_s, poll_s, limits
+        self.sandbox = sandbox or Sandbox()
         # host:pid/nonce: the pid tells a restarted server on this host that the old claim's owner is gone.
         self.identity = f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(3)}"
-        # Parsed at upload, so scoring need not parse again. Bounded: another process may score some of them.
-        self.handed_over: OrderedDict[int, PredictionSet] = OrderedDict()
         self._active: set[int] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -136,13 +197,6 @@ class ScoringWorker:
 
     def wake(self) -> None:
         self._wake.set()
-
-    def hand_over(self, submission_id: int, preds: PredictionSet) -> None:
-        with self._lock:
-            self.handed_over[submission_id] = preds
-            while len(self.handed_over) > 64:   # the oldest are re-read from the database when scored
-                self.handed_over.popitem(last=False)
-        self.wake()
 
     def recover(self) -> list[int]:
         """Claims of dead scorers back to `pending`; slots held by validations that never ended given back."""
@@ -190,14 +244,12 @@ class ScoringWorker:
 
     def score(self, sub: SubmissionRow) -> None:
         try:
-            with self._lock:
-                preds = self.handed_over.pop(sub.id, None)
-            if preds is None:
-                preds = read_upload(self.db.upload_bytes(sub.id), sub.filename, self.limits,
-                                    self.store.index(sub.split))
-            gt = self.store.for_scoring(sub.split)
-            evaluation = evaluate_predictions(gt, preds, PROTOCOL, bootstrap=self.bootstrap, method=sub.method)
-            document = public_results(evaluation.document, with_queries=True)
+            args = {"where": sub.filename, "limits": self.limits, "protocol": PROTOCOL, "bootstrap": self.bootstrap,
+                    "method": sub.method, "gt": self.store.sandbox_source(sub.split, scoring=True)}
+            scored = self.sandbox.run("score_upload", args, self.db.upload_bytes(sub.id), where=sub.filename,
+                                      nice=SCORING_NICE,
+                                      honest=lambda: self.store.honest_cost(sub.split, self.sandbox, self.limits))
+            document = public_results(scored, with_queries=True)
             self.db.finish(sub.id, self.identity, document, public_results(document, with_queries=False))
         except ReasonSegError as exc:
             self.db.fail(sub.id, self.identity, exc.render())
