@@ -76,19 +76,38 @@ def test_ade20k_bad_inputs(ade, tmp_path):
     assert log["skipped"] == summary.skipped and log["empty_items"] == {"ade20k": 1}
 
 
-def test_ade20k_class_list_from_csv_first_synonym(ade, tmp_path):
-    txt = (ade / "objectInfo150.txt").read_text().splitlines()[1:]
+def _objectinfo_csv(ade):
+    """objectInfo150.csv in place of the .txt (the common variant: synonyms joined by ';', a Stuff column)."""
     rows = ["Idx,Ratio,Train,Val,Stuff,Name"]
-    for line in txt:
+    for line in (ade / "objectInfo150.txt").read_text().splitlines()[1:]:
         idx, ratio, train, val, name = line.split("\t")
         rows.append(f'{idx},{ratio},{train},{val},0,"{name.replace(", ", ";")}"')
     (ade / "objectInfo150.txt").unlink()
     (ade / "objectInfo150.csv").write_text("\n".join(rows) + "\n")
-    _, records = build({"ade20k": ade}, tmp_path / "out")
-    assert "person" in {n for r in records for n in r["targets"]}
-    (ade / "objectInfo150.csv").unlink()
-    with pytest.raises(QASourceError, match="class list not found"):
-        build({"ade20k": ade}, tmp_path / "out")
+
+
+@pytest.mark.parametrize("class_file", ["txt", "csv", "none"])
+def test_ade20k_names_are_the_references_whichever_class_file_the_copy_has(ade, tmp_path, class_file):
+    # Value 90's objectInfo150 row starts with another synonym; the reference names it `television receiver`.
+    txt = (ade / "objectInfo150.txt").read_text()
+    (ade / "objectInfo150.txt").write_text(txt.replace("thing90", "television, television receiver, tv"))
+    if class_file == "csv":
+        _objectinfo_csv(ade)
+    elif class_file == "none":
+        (ade / "objectInfo150.txt").unlink()
+    label_path = ade / "annotations" / "training" / "ADE_train_00000003.png"
+    label = _label(label_path).copy()
+    label[: label.shape[0] // 4, : label.shape[1] // 4] = 90
+    cv2.imwrite(str(label_path), label)
+    _, records = build({"ade20k": ade}, tmp_path / "out", per_sample=8)
+    pairs = [(n, rle) for r in records if "ADE_train_00000003" in r["id"]
+             for n, rle in zip(r["targets"], r["masks"], strict=True)]
+    tv = [rle for n, rle in pairs if n == "television receiver"]
+    assert len(tv) == 1 and np.array_equal(decode_rle(tv[0]), (label == 90).astype(np.uint8))
+    # Every name is the reference's (1 wall, 4 floor, 13 person, ...; the placeholders of the file are unused).
+    names = {1: "wall", 4: "floor", 13: "person", 20: "chair", 23: "painting", 37: "lamp", 90: "television receiver",
+             150: "flag"}
+    assert {n for r in records for n in r["targets"]} <= set(names.values())
 
 
 @pytest.mark.parametrize("labels_txt", [True, False])

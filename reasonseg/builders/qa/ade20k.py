@@ -1,13 +1,16 @@
 """ADE20K SceneParsing (ADEChallengeData2016, 150 classes), docs/formats.md §3.1, docs/protocol.md §4.
 
-Layout read: `images/training/<stem>.jpg`, `annotations/training/<stem>.png` (8-bit, 0 = other / ignored,
-1..150 = objectInfo150 Idx) and `objectInfo150.txt` (TSV, synonyms joined by ", ") or `objectInfo150.csv`
-(synonyms joined by ";"). The reference's rule: value 0 becomes ignore, value v becomes class v-1, and a class is
-named by the first synonym. Paths are joined from the root, never derived by string replacement.
+Layout read: `images/training/<stem>.jpg` and `annotations/training/<stem>.png` (8-bit, 0 = other / ignored,
+1..150 = objectInfo150 Idx). The reference's rule: value 0 becomes ignore, value v becomes class v-1, and class
+v-1 is named by the reference's own list of 150 names (shipped here as `ade20k_class_names.json`; value 90 is
+`television receiver`), not by the dataset's objectInfo150.txt or .csv, whose first synonyms are not always those
+names. So the names are the same whichever class file an ADE20K copy holds, or none. Paths are joined from the
+root, never derived by string replacement.
 """
 from __future__ import annotations
 
-import csv
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +20,15 @@ from .labelmaps import class_targets, column_major, present_values, read_label_p
 
 NUM_CLASSES = 150
 SUBSET = "training"
+CLASS_NAMES_FILE = Path(__file__).with_name("ade20k_class_names.json")
 
 
-def read_class_names(root: Path) -> dict[int, str]:
-    """Pixel value (1..150) -> first synonym, from objectInfo150.txt or objectInfo150.csv."""
-    txt, csv_path = root / "objectInfo150.txt", root / "objectInfo150.csv"
-    if txt.is_file():
-        path, rows = txt, [line.split("\t") for line in txt.read_text(encoding="utf-8").splitlines()[1:] if line]
-        names = {row[0].strip(): row[-1].split(",")[0].strip() for row in rows if len(row) >= 5}
-    elif csv_path.is_file():
-        with open(csv_path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        path = csv_path
-        names = {(row.get("Idx") or "").strip(): (row.get("Name") or "").split(";")[0].strip() for row in rows}
-    else:
-        raise QASourceError("class list not found", path=str(txt),
-                            hint="ADEChallengeData2016 ships objectInfo150.txt at its root; copy it there")
-    try:
-        out = {int(k): v for k, v in names.items()}
-    except ValueError:
-        raise QASourceError("class list has a non-integer Idx", path=str(path)) from None
-    if sorted(out) != list(range(1, NUM_CLASSES + 1)) or not all(out.values()):
-        raise QASourceError(f"class list must name classes 1..{NUM_CLASSES} exactly once", path=str(path))
-    return out
+@functools.cache
+def class_names() -> dict[int, str]:
+    """Pixel value (1..150) -> the reference's class name (value 90: `television receiver`)."""
+    names = json.loads(CLASS_NAMES_FILE.read_text(encoding="utf-8"))
+    assert len(names) == NUM_CLASSES, CLASS_NAMES_FILE   # shipped data, not user input
+    return {value: name for value, name in enumerate(names, start=1)}
 
 
 def open_source(root: Path, image_root: Path | None = None, **_) -> Source:
@@ -48,7 +37,7 @@ def open_source(root: Path, image_root: Path | None = None, **_) -> Source:
     if not image_dir.is_dir():
         raise QASourceError("image folder not found", path=str(image_dir),
                             hint="pass the ADEChallengeData2016 folder (holding images/ and annotations/)")
-    value_names = read_class_names(root)
+    value_names = class_names()
     # Names by pixel value; class index (value - 1) is what the reference stores, the name is the same.
     stems = sorted(p.stem for p in image_dir.iterdir() if p.suffix == ".jpg")
 
