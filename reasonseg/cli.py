@@ -56,6 +56,8 @@ build_app = typer.Typer(no_args_is_help=True, help="Build datasets: the ReasonSe
 _app.add_typer(build_app, name="build")
 
 SplitOpt = typer.Option(None, "--split", help=f"{SPLIT_HELP} [default: the split the predictions file names]")
+TrustedOpt = typer.Option(False, "--trusted", help="read the predictions in this process, without the sandbox's "
+                          "memory, CPU and time limits (trusted local files only)")
 ProtocolOpt = typer.Option(None, "--protocol", help=f"{PROTOCOL_HELP} [default: the rules']")
 EmptyUnionOpt = typer.Option(None, "--empty-union", help="one (LISA), zero (VisionReasoner) or skip (Seg-Zero) "
                                                         "[default: the rules']")
@@ -152,6 +154,7 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
           overwrite: bool = typer.Option(False, "--overwrite", help="replace the report in a non-empty --report"),
           no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
           strict: bool = typer.Option(False, help="read .jpg images only, as the reference loader"),
+          trusted: bool = TrustedOpt,
           as_json: bool = typer.Option(False, "--json", help="print the results JSON instead of the table")):
     """Score predictions: gIoU and cIoU (×100) overall, short and long, with bootstrap CIs.
 
@@ -167,7 +170,9 @@ def score(data: str = typer.Argument(..., help="release folder (or its published
     _check_release_arg(data)
     if report:
         check_output_dir(report, overwrite, "--report")  # before the work, not after it
-    read = {"cache_dir": None if no_cache else "default", "strict": strict}
+    from .sandbox import reading_limits
+
+    read = {"cache_dir": None if no_cache else "default", "strict": strict, "limits": reading_limits(trusted)}
     if rules == "all":
         given = [name for name, value in (("--protocol", protocol), ("--empty-union", empty_union),
                                           ("--missing", missing)) if value is not None]
@@ -243,7 +248,7 @@ def _score_drift(data: Path, predictions: Path, split: str | None, read: dict, o
 # ------------------------------------------------------------------------------------------------------ compare
 
 def _scores_for(data: Path, path: Path, split: str | None, options: dict, cache: bool,
-                allow_different_data: bool = False):
+                allow_different_data: bool = False, trusted: bool = False):
     """Per-query scores, method name, split and rules from a results file (as is, if scored on DATA and under the
     rules asked for) or from a predictions file (scored now); `split=None` takes the file's own split. `options`:
     rules, protocol and empty_union as given (None: the results' own, or the default rules)."""
@@ -251,6 +256,7 @@ def _scores_for(data: Path, path: Path, split: str | None, options: dict, cache:
     from .metrics.report import check_same_data, read_results, scores_from_results
     from .metrics.rules import compared_label, resolve_rules, rules_of_document
     from .metrics.scoring import evaluate
+    from .sandbox import reading_limits
 
     if path.is_file():
         with open(path, "rb") as fh:
@@ -270,7 +276,8 @@ def _scores_for(data: Path, path: Path, split: str | None, options: dict, cache:
             check_same_data(doc, fingerprint, str(path), allow_different_data)
             return scores_from_results(doc, str(path)), doc.get("method") or path.stem, split, rules
     evaluation = evaluate(data, path, split, options["protocol"], rules=options["rules"],
-                          empty_union=options["empty_union"], cache_dir="default" if cache else None, bootstrap=0)
+                          empty_union=options["empty_union"], cache_dir="default" if cache else None, bootstrap=0,
+                          limits=reading_limits(trusted))
     doc = evaluation.document
     return evaluation.scores, doc.get("method") or path.stem, doc["split"], rules_of_document(doc)
 
@@ -298,6 +305,7 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
             permutations: int | None = typer.Option(None, hidden=True, help="no longer used (see --bootstrap)"),
             seed: int = typer.Option(0, help="random seed"),
             no_cache: bool = typer.Option(False, "--no-cache", help="rebuild ground truth, ignore the cache"),
+            trusted: bool = TrustedOpt,
             allow_different_data: bool = typer.Option(
                 False, "--allow-different-data", help="accept results scored on other annotations than DATA's"),
             as_json: bool = typer.Option(False, "--json", help="print JSON")):
@@ -319,8 +327,9 @@ def compare(data: str = typer.Argument(..., help="release folder (or its publish
     with warnings.catch_warnings(record=True) as said:   # said once, after the checks below (a refusal is one line)
         warnings.simplefilter("always")
         scores_a, name_a, split, rules_a = _scores_for(data, pred_a, split, options, not no_cache,
-                                                       allow_different_data)
-        scores_b, name_b, _, rules_b = _scores_for(data, pred_b, split, options, not no_cache, allow_different_data)
+                                                       allow_different_data, trusted)
+        scores_b, name_b, _, rules_b = _scores_for(data, pred_b, split, options, not no_cache, allow_different_data,
+                                                   trusted)
     if compared_label(rules_a) != compared_label(rules_b):
         raise ResultsError(f"A is scored under rules {compared_label(rules_a)!r}, B under {compared_label(rules_b)!r}"
                            ": numbers under different rules are not comparable", hint="score both under one --rules")

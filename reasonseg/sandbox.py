@@ -59,6 +59,7 @@ class SandboxLimits:
         return f"{self.memory_mib} MiB / {self.cpu_s} s"
 
 
+LIMITED = SandboxLimits()                  # the defaults: what an upload gets on the server, and the CLI by default
 TRUSTED = SandboxLimits(trusted=True)
 
 
@@ -90,20 +91,39 @@ def _index(gt):
     return split_index(gt) if gt is not None else None
 
 
-def job_read(data: bytes | None, *, where: str, limits, gt=None, path: str | None = None):
-    """A predictions file (bytes, or a path: file, zip or folder of PNGs) read and checked against `gt`'s split."""
+def job_read(data: bytes | None, *, where: str, limits, gt=None, index=None, path: str | None = None):
+    """A predictions file (bytes, or a path: file, zip or folder of PNGs) read and checked against a split (its
+    `index`, or `gt`'s)."""
     from .submission import parse_predictions_bytes, read_predictions
 
-    gt = _ground_truth(gt)
+    index = index if index is not None else _index(_ground_truth(gt))
     if path is not None:
-        return read_predictions(path, limits, _index(gt))
-    return parse_predictions_bytes(data, where, limits, _index(gt))
+        return read_predictions(path, limits, index)
+    return parse_predictions_bytes(data, where, limits, index)
 
 
-def job_named_split(data: bytes | None, *, path: str, limits) -> str | None:
+def job_named_split(data: bytes | None, *, where: str, limits, path: str, index=None) -> str | None:
     from .submission import named_split
 
     return named_split(path, limits)
+
+
+def reading_limits(trusted: bool = False):
+    """The `submission.Limits` the CLI reads predictions with: in a sandboxed child under the default limits, or
+    (`--trusted`) in this process without them."""
+    from .submission import Limits
+
+    return Limits() if trusted else Limits(sandbox=LIMITED)
+
+
+def read_sandboxed(job: str, path, limits, index=None):
+    """`submission.read_predictions` or `named_split` (`job` "read" or "named_split") on a local file, in a child
+    under `limits.sandbox` (the CLI's default reading path; `SandboxLimits(trusted=True)` reads in this process)."""
+    from dataclasses import replace
+
+    args = {"where": str(path), "limits": replace(limits, sandbox=None), "path": str(path), "index": index}
+    with Sandbox(limits.sandbox) as sandbox:
+        return sandbox.run(job, args, where=str(path))
 
 
 def job_check_upload(data: bytes, *, where: str, limits, gt) -> dict:
@@ -191,7 +211,10 @@ class Sandbox:
     # ---------------------------------------------------------------------------------------------- internals
 
     def _answer(self, returncode: int, out: bytes, err: bytes, where: str, honest):
-        reply = _load_reply(out) if out else None
+        try:
+            reply = _load_reply(out) if out else None
+        except (pickle.UnpicklingError, ValueError, TypeError) as exc:   # a reader bug, or a compromised child
+            raise SubmissionError(f"the sandboxed reader's reply was refused ({exc})", path=where) from None
         if reply is None:
             if returncode == -signal.SIGXCPU:
                 raise self._breach(where, f"more than {self.limits.cpu_s} s of CPU", honest)
@@ -253,7 +276,8 @@ class _ReplyUnpickler(pickle.Unpickler):
     _ALLOWED = {("reasonseg.submission", "PredictionSet"), ("reasonseg.submission", "PredictedMask"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("builtins", "UserWarning"), ("builtins", "RuntimeWarning"),
+                ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
+                ("numpy.core.numeric", "_frombuffer"), ("builtins", "UserWarning"), ("builtins", "RuntimeWarning"),
                 ("builtins", "DeprecationWarning"), ("builtins", "FutureWarning"), ("builtins", "set"),
                 ("builtins", "frozenset"), ("builtins", "tuple"), ("builtins", "complex")}
 
@@ -266,7 +290,7 @@ class _ReplyUnpickler(pickle.Unpickler):
 def _load_reply(out: bytes):
     try:
         return _ReplyUnpickler(io.BytesIO(out)).load()
-    except Exception:  # a reply cut short (the child was killed while writing it) is no reply
+    except EOFError:  # a reply cut short (the child was killed while writing it) is no reply
         return None
 
 

@@ -86,6 +86,9 @@ class Limits:
     max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
     max_png_pixels: int = MAX_PNG_PIXELS
     max_png_decoded_bytes: int = MAX_PNG_DECODED_BYTES
+    # A `sandbox.SandboxLimits`: `read_predictions` and `named_split` then read in a child process under those OS
+    # limits (what the CLI does by default); None reads in this process.
+    sandbox: object | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class SplitIndex:
 def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
                      index: SplitIndex | None = None) -> PredictionSet:
     """Read and validate a predictions file, folder of PNGs, or zip of PNGs (against a split's `index` if given)."""
+    if limits.sandbox is not None:
+        from .sandbox import read_sandboxed
+
+        return read_sandboxed("read", path, limits, index)
     path = Path(path)
     if path.is_dir():
         return _read_png_folder(path, limits, index)
@@ -136,6 +143,10 @@ def _checked_file(path: Path, limits: Limits) -> Path:
 def named_split(path: str | os.PathLike, limits: Limits = Limits()) -> str | None:
     """The split a predictions JSON names in its header, read without keeping any prediction (so that the file can
     then be read against that split's bounds); None for PNGs, COCO results lists and files that name none."""
+    if limits.sandbox is not None:
+        from .sandbox import read_sandboxed
+
+        return read_sandboxed("named_split", path, limits)
     path = Path(path)
     if path.is_dir():
         return None

@@ -167,7 +167,9 @@ def submit(file: Path = typer.Argument(..., help="predictions JSON, PNG zip, or 
                                           "base_model, training_data, trained_on_val, checkpoint_selected_on, "
                                           "prompt_mode, paper_url, code_url, oracle, notes"),
            no_wait: bool = typer.Option(False, "--no-wait", help="return once uploaded, without waiting for the score"),
-           timeout: float = typer.Option(600.0, help="seconds to wait for the score")):
+           timeout: float = typer.Option(600.0, help="seconds to wait for the score"),
+           trusted: bool = typer.Option(False, "--trusted", help="check the file in this process, without the "
+                                        "sandbox's memory, CPU and time limits (trusted local files only)")):
     """Validate predictions locally, upload them to a leaderboard, wait for the score and print the row.
 
     Example: reasonseg submit preds.json --server http://127.0.0.1:8000 --token rsl_... --method my-model
@@ -175,12 +177,14 @@ def submit(file: Path = typer.Argument(..., help="predictions JSON, PNG zip, or 
     from ..leaderboard.client import parse_meta
     from ..leaderboard.client import submit as run_submit
     from ..metrics.report import split_table
+    from ..sandbox import LIMITED, TRUSTED
     from .common import print_table, progress
 
     fields = parse_meta(meta)
     with ExitStack() as stack:
         sub = run_submit(file, server, token, split, method, fields, wait=not no_wait, timeout=timeout,
-                         progress_total=lambda total: stack.enter_context(progress("uploading", total, unit="bytes")))
+                         progress_total=lambda total: stack.enter_context(progress("uploading", total, unit="bytes")),
+                         limits=TRUSTED if trusted else LIMITED)
     url = f"{server.rstrip('/')}/submissions/{sub['id']}"
     if no_wait:
         typer.echo(f"submission {sub['id']} is {sub['status']}: {url}")

@@ -12,10 +12,11 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..errors import LeaderboardError
-from ..submission import PredictionSet, read_predictions
+from ..sandbox import LIMITED, SandboxLimits
+from ..submission import Limits, PredictionSet, read_predictions
 from .intake import safe_filename
 
 CHUNK = 256 * 1024
@@ -32,9 +33,11 @@ def parse_meta(items: list[str]) -> dict[str, str]:
     return meta
 
 
-def check_locally(path: str | os.PathLike, split: str | None) -> PredictionSet:
-    """The checks that need no ground truth, by the same reader the server uses."""
-    preds = read_predictions(path)
+def check_locally(path: str | os.PathLike, split: str | None, limits: SandboxLimits = LIMITED
+                  ) -> PredictionSet:
+    """The checks that need no ground truth, by the same reader the server uses, under the same limits by default
+    (in a sandboxed child process; `SandboxLimits(trusted=True)` reads in this process)."""
+    preds = read_predictions(path, Limits(sandbox=limits))
     if split and preds.split and preds.split != split:
         raise LeaderboardError(f"the file says split {preds.split!r} but you submit to {split!r}", path=str(path),
                                hint=f"pass --split {preds.split}")
@@ -86,7 +89,9 @@ class Server:
         size = path.stat().st_size
         conn = self._connection()
         try:
-            conn.putrequest("POST", self.base + "/api/submissions")
+            # The split in the address too: a team out of slots for it is turned away before the body is sent.
+            query = f"?split={quote(fields['split'])}" if fields.get("split") else ""
+            conn.putrequest("POST", self.base + "/api/submissions" + query)
             conn.putheader("Authorization", f"Bearer {self.token}")
             conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
             conn.putheader("Content-Length", str(len(head) + size + len(tail)))
@@ -131,7 +136,8 @@ def _zip_folder(folder: Path, tmp: Path) -> Path:
 
 def submit(path: str | os.PathLike, server: str, token: str, split: str | None, method: str | None = None,
            meta: dict[str, str] | None = None, wait: bool = True, timeout: float = 600.0,
-           progress_total: Callable[[int], Callable[[int], None]] | None = None) -> dict:
+           progress_total: Callable[[int], Callable[[int], None]] | None = None,
+           limits: SandboxLimits = LIMITED) -> dict:
     """Validate, upload and (by default) wait: returns the submission as the API describes it.
 
     `progress_total(total_bytes)` may return a callback that is told the bytes sent after each chunk.
@@ -139,7 +145,7 @@ def submit(path: str | os.PathLike, server: str, token: str, split: str | None, 
     file's split (test for a PNG folder or zip, which name none).
     """
     path = Path(path)
-    preds = check_locally(path, split)
+    preds = check_locally(path, split, limits)
     split = split or preds.split or "test"
     method = method or preds.method
     if not method:

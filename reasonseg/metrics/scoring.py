@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import ReasonSegError, SubmissionError
@@ -104,11 +105,13 @@ def split_index(gt: GroundTruth) -> SplitIndex:
     return SplitIndex(
         gt.split, sum(max(len(m.texts), 1) for m in gt.masks.values()),
         max((m.height * m.width for m in gt.masks.values()), default=0),
-        check_key=lambda sid, k, where: check_known(gt, [(sid, k)], where),
-        has_id=gt.masks.__contains__,
-        check_ids=lambda ids, where: check_ids(gt, ids, where),
-        check_size=lambda sid, h, w, where: check_size(gt, sid, h, w, where),
-        check_split=lambda file_split, where: check_split(gt, file_split, where))
+        # partials, not lambdas: the index travels to the sandboxed reader (reasonseg.sandbox) pickled
+        check_key=partial(_check_key, gt), has_id=gt.masks.__contains__, check_ids=partial(check_ids, gt),
+        check_size=partial(check_size, gt), check_split=partial(check_split, gt))
+
+
+def _check_key(gt: GroundTruth, sample_id: str, text_index: int, where: str | None) -> None:
+    check_known(gt, [(sample_id, text_index)], where)
 
 
 def check_ids(gt: GroundTruth, ids: Iterable[str], where: str | None) -> None:
