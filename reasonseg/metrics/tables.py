@@ -149,8 +149,10 @@ def _peek(path) -> dict | None:
     """The document's JSON when it reads as JSON (else None: the results reader says what is wrong)."""
     import json
 
+    from ..inputs import check_input
+
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(check_input(path, "results file", ResultsError), encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
