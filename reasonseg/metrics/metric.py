@@ -208,8 +208,7 @@ class ReasonSegMetric:
                                     predictions_sha256=None, rules=rules, **options)
         wanted = wanted_queries(gt, self._queries, where=None, rules=rules)
         scores = score_tallies(rules, gt, self._queries)
-        warn_if_degenerate(gt, ((sid, self._queries[sid, k].area if (sid, k) in self._queries else 0)
-                                for sid, k in wanted))
+        warn_if_degenerate(gt, ((sid, self._queries[sid, k].area) for sid, k in wanted if (sid, k) in self._queries))
         return evaluation_document(gt, scores, rules, None, self.method, **options)
 
 

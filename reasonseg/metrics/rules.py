@@ -288,14 +288,16 @@ def refuse_missing(rules: Rules, absent: list[tuple[str, int]], n_wanted: int, w
     if absent:
         shown = [sid if k == 0 else f"{sid}#{k}" for sid, k in absent]
         raise SubmissionError(f"{len(absent)} of {n_wanted} queries have no prediction: {first_items(shown)}",
-                              path=where, field="predictions", hint=_missing_hint(rules))
+                              path=where, field="predictions", hint=_missing_hint(rules, where))
 
 
-def _missing_hint(rules: Rules) -> str:
+def _missing_hint(rules: Rules, where: str | None) -> str:
+    # No file (`ReasonSegMetric`, predictions in memory): the caller is Python, not the command line.
+    option = 'missing="empty"' if where is None or where.startswith("<") else "--missing empty"
+    advice = f"predict every query, or pass {option} to score them as empty masks"
     if rules.name == "lisa":
-        return "predict every query, or pass --missing empty to score them as empty masks"
-    return (f"{rules.name} rules have no rule for a missing prediction (its scorer never lacks one): predict every "
-            "query, or pass --missing empty to score them as empty masks")
+        return advice
+    return f"{rules.name} rules have no rule for a missing prediction (its scorer never lacks one): {advice}"
 
 
 def first_items(items: list, n: int = 5) -> str:

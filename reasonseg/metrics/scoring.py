@@ -210,7 +210,8 @@ def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str | Non
 def warn_if_degenerate(gt: GroundTruth, areas: Iterable[tuple[str, int]]) -> None:
     """Warn when most queries are predicted as the whole image or as nothing: a threshold or format slip.
 
-    `areas` holds (sample id, predicted area) per scored query; absent predictions count as nothing.
+    `areas` holds (sample id, predicted area) per predicted query: queries without a prediction (scored as empty
+    under missing="empty") say nothing about the threshold, so they are left out.
     """
     areas = list(areas)
     if not areas:
@@ -286,8 +287,8 @@ def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Predic
     if not isinstance(preds, PredictionSet):
         preds = prediction_set(preds, gt.split, method)
     scores = score_predictions(gt, preds, rules=rules)
-    warn_if_degenerate(gt, ((s.id, intervals_area(preds.masks[s.id, s.text_index].intervals)
-                             if (s.id, s.text_index) in preds.masks else 0) for s in scores))
+    warn_if_degenerate(gt, ((s.id, intervals_area(preds.masks[s.id, s.text_index].intervals))
+                            for s in scores if (s.id, s.text_index) in preds.masks))
     document = evaluation_document(gt, scores, rules, preds.sha256, method or preds.method, bootstrap=bootstrap,
                                    seed=seed, confidence=confidence)
     if drift:
