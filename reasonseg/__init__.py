@@ -45,7 +45,15 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+# Exports whose module needs an extra: without it, importing them is one line naming the pip command.
+_NEEDS_EXTRA = {"LisaPredictor": "model"}
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
+        if name in _NEEDS_EXTRA:
+            from .extras import require_extra
+
+            require_extra(_NEEDS_EXTRA[name], f"reasonseg.{name}")
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'reasonseg' has no attribute {name!r}")

@@ -226,3 +226,20 @@ def test_scoring_commands_start_no_spinning_openblas_workers(release, prediction
 
     assert threads() == 1
     assert threads(OPENBLAS_NUM_THREADS="2") == 2     # the user's setting wins
+
+
+def test_every_command_has_an_example_in_its_help():
+    import typer.main
+
+    from reasonseg.cli import full_app
+
+    def leaves(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from leaves(sub, [*path, name]) if hasattr(sub, "commands") else [([*path, name], sub)]
+
+    commands = list(leaves(typer.main.get_command(full_app()), []))
+    assert len(commands) > 25
+    assert [" ".join(path) for path, command in commands
+            if not command.hidden and not re.search(r"Examples?: reasonseg", command.help or "")] == []
+    for path in (["leaderboard", "teams"], ["cache", "info"], ["cache", "clear"]):   # as a user sees it
+        assert f"Example: reasonseg {' '.join(path)}" in run(*path, "--help").stdout

@@ -1,7 +1,7 @@
 """The scoring-only install, installed for real: a fresh virtual environment, `pip install <the package>` with its
 base dependencies only (from the package index, through pip's usual cache), then the commands a user of that install
 runs: scoring and submitting work; every command that needs an extra says which, in one line, exit 2, writing
-nothing."""
+nothing; help never needs an extra."""
 import os
 import shutil
 import subprocess
@@ -83,6 +83,17 @@ def test_the_base_install_scores_submits_and_names_missing_extras(base_venv, tmp
         assert sorted(p.name for p in work.iterdir()) == before, args
         if output:
             assert not (work / output).exists(), args
+
+    # Help never needs an extra; the library's export that needs one says which, as one ReasonSegError line.
+    for sub in ("init", "chat", "predict", "train", "export", "eval"):
+        proc = _base(base_venv, "lisa", sub, "-h", cwd=work)
+        assert proc.returncode == 0 and f"reasonseg lisa {sub}" in proc.stdout, (sub, proc.stdout, proc.stderr)
+    proc = subprocess.run([str(base_venv / "bin" / "python"), "-c", "import reasonseg\ntry:\n"
+                           "    from reasonseg import LisaPredictor\nexcept reasonseg.ReasonSegError as exc:\n"
+                           "    print(type(exc).__name__, exc)"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("MissingExtraError reasonseg.LisaPredictor needs") and \
+        "pip install 'reasonseg[model]'" in proc.stdout, proc.stdout
 
     # Submitting works against a real server (run from the full environment); the method name holds markup.
     sys.path.insert(0, str(REPO / "tests"))

@@ -18,7 +18,10 @@ def _megabytes(size: int) -> str:
 @cache_app.command("info")
 def cache_info():
     """List the cache's entries: split ground truth, releases restored from published folders, CLIPSeg
-    calibrations, with their sizes."""
+    calibrations, with their sizes.
+
+    Example: reasonseg cache info
+    """
     from ..cache import KINDS, cache_entries, default_cache_dir
 
     entries = cache_entries()
@@ -30,7 +33,10 @@ def cache_info():
 @cache_app.command("clear")
 def cache_clear(kind: Kind = typer.Option("all", "--kind", help="clear only this kind")):
     """Remove cached entries (only the names reasonseg writes; anything else in the folder is left alone). Each is
-    rebuilt when next needed."""
+    rebuilt when next needed.
+
+    Example: reasonseg cache clear --kind published
+    """
     from ..cache import KINDS, clear_cache, default_cache_dir
 
     removed = clear_cache(kinds=KINDS if kind == "all" else (kind,))

@@ -107,7 +107,10 @@ def revoke_team(name: str = typer.Argument(..., help="team name"), db: str = DbO
 
 @leaderboard_app.command("teams")
 def teams(db: str = DbOpt):
-    """List the teams, their submission counts and whether they are revoked."""
+    """List the teams, their submission counts and whether they are revoked.
+
+    Example: reasonseg leaderboard teams --db leaderboard.db
+    """
     from ..leaderboard.db import Database
     from .common import print_table
 

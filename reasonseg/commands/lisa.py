@@ -6,7 +6,7 @@ from typing import Literal
 
 import typer
 
-from .common import PROTOCOL_HELP, RULES_HELP, Precision, Protocol, RulesName
+from .common import HELP_OPTION_NAMES, PROTOCOL_HELP, RULES_HELP, Precision, Protocol, RulesName
 
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 PRECISION_HELP = "bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu, as the original)"
@@ -27,10 +27,12 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
     app.add_typer(lisa, name="lisa")
 
     @lisa.callback()
-    def needs_model_extra() -> None:
+    def needs_model_extra(ctx: typer.Context) -> None:
         """The LISA reference model: init, chat, predict, train, export, eval."""
         from ..extras import require_extra
 
+        if set(HELP_OPTION_NAMES) & set(ctx.args):
+            return  # help needs no extra: `lisa init -h` works on the scoring-only install
         require_extra("model", "reasonseg lisa")
 
     @lisa.command()
