@@ -79,3 +79,64 @@ def reset_peak_rss(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# ------------------------------------------------------------------------- shapes that walk around pre-scans
+
+def zero_run_rle(rle: dict, zeros: int) -> dict:
+    """`rle` (compressed counts) with `zeros` '0' characters in front: zero-length runs, an even number of them, so
+    the mask is unchanged and the file valid. No comma, no brace: nothing a byte count looks at."""
+    assert zeros % 2 == 0 and isinstance(rle["counts"], str)
+    return {"size": rle["size"], "counts": "0" * zeros + rle["counts"]}
+
+
+def nested_lists_value(total_bytes: int, depth: int = 200) -> bytes:
+    """`[[[...]]]` chains of `depth`, one comma between chains (one comma per 2 x depth + 1 bytes), `total_bytes`
+    long: a JSON value whose parse costs ~60x its size."""
+    chain = b"[" * depth + b"]" * depth
+    return b"[" + b",".join([chain] * max(1, total_bytes // (len(chain) + 1))) + b"]"
+
+
+_CENTRAL = struct.Struct("<4s6H3I5H2I")
+
+
+def zip64_directory(entries: int, classic_entries: int | None, classic_bytes: int | None) -> bytes:
+    """A zip that is only a central directory of `entries` records ('a.png', stored, empty), a ZIP64 end record
+    and locator that say so, and a classic end record saying `classic_entries` / `classic_bytes` (None: the
+    0xFFFF... placeholders that defer to ZIP64). 1,000,000 entries are 49 MiB."""
+    record = _CENTRAL.pack(b"PK\x01\x02", 45, 20, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0) + b"a.png"
+    directory = record * entries
+    end64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, len(directory), 0)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, len(directory), 1)
+    n = 0xFFFF if classic_entries is None else classic_entries
+    size = 0xFFFFFFFF if classic_bytes is None else classic_bytes
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, n, n, size, 0xFFFFFFFF, 0)
+    return directory + end64 + locator + end
+
+
+def padded_png_zip(pngs: dict[str, bytes], padding: int) -> bytes:
+    """A zip of `pngs`, each followed by `padding` zero bytes after its IEND (deflated: ~1/1000 on the wire). Built
+    without deflating the padding: after a full flush deflate restarts, so one compressed MiB of zeros repeats."""
+    mib = 1 << 20
+    assert padding % mib == 0
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packer.compress(bytes(mib))
+    packer.flush(zlib.Z_FULL_FLUSH)
+    zeros = packer.compress(bytes(mib)) + packer.flush(zlib.Z_FULL_FLUSH)
+    ending = zlib.compressobj(9, zlib.DEFLATED, -15)
+    final = ending.compress(b"") + ending.flush()
+    padding_crc = bytes(padding)
+    local, central, offset = [], [], 0
+    for name, png in pngs.items():
+        head = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = head.compress(png) + head.flush(zlib.Z_FULL_FLUSH) + zeros * (padding // mib) + final
+        crc, size, encoded = zlib.crc32(padding_crc, zlib.crc32(png)), len(png) + padding, name.encode()
+        header = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(deflated), size,
+                             len(encoded), 0) + encoded
+        central.append(_CENTRAL.pack(b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(deflated), size, len(encoded), 0,
+                                     0, 0, 0, 0, offset) + encoded)
+        local.append(header + deflated)
+        offset += len(header) + len(deflated)
+    directory = b"".join(central)
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(pngs), len(pngs), len(directory), offset, 0)
+    return b"".join(local) + directory + end
