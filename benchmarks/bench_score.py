@@ -15,13 +15,16 @@ It checks that all three agree on gIoU and cIoU and prints, for each run, its wa
 system of the process and its children, from getrusage), each with its ratio against (b), and its peak RSS.
 Times are medians of --repeats rounds, each round running (b), cold, warm and warm without CIs in turn, so that
 load changes weigh on all alike (every cold run starts from an empty cache; reference (a) runs once).
+Then `--rules all` (the drift table: every scorer's rules from one pass over the masks) against one `--rules lisa`
+run, both warm, on the standard workload's predictions and on a copy with every text of every image predicted
+(the all-texts profile then measures every mask). Target: `--rules all` <= 1.5x `--rules lisa` (CPU time).
 Targets against (b): >= 3x cold, >= 8x warm, peak RSS < 500 MB. The speed targets are judged on CPU time: on a
 shared, loaded machine (the development machine: 2 cores, load 4-8) wall time mostly measures the other users'
 load and varies by 2x between runs, while CPU time varies by about 10%; wall time is printed beside it, with the
 load average. Before timing, the reasonseg package is byte-compiled (as `pip install` does), so that no run pays
 for compiling its modules where PYTHONDONTWRITEBYTECODE is set.
 
-Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779] [--only speckled] [--no-torch]
+Usage: python benchmarks/bench_score.py [--work DIR] [--repeats 3] [--images 779] [--only speckled|rules] [--no-torch]
 """
 from __future__ import annotations
 
@@ -147,7 +150,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "out" / "score")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=779)
-    parser.add_argument("--only", choices=("standard", "speckled"), help="time one workload (while iterating)")
+    parser.add_argument("--only", choices=("standard", "speckled", "rules"),
+                        help="time one workload, or only --rules all against --rules lisa (while iterating)")
     parser.add_argument("--no-torch", action="store_true", help="skip reference (a) (while iterating)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -155,6 +159,9 @@ def main() -> None:
 
     compileall.compile_dir(Path(reasonseg.__file__).parent, quiet=1)
     runs = []       # (workload, predictions label, release, predictions), built only for the workloads timed
+    if args.only == "rules":
+        data, preds_json, _ = build_inputs(args.work, args.images)
+        sys.exit(0 if report_rules_all(data, preds_json, args.repeats) else 1)
     if args.only in (None, "standard"):
         t0 = time.perf_counter()
         data, preds_json, preds_png = build_inputs(args.work, args.images)
@@ -203,7 +210,59 @@ def main() -> None:
         print(f"targets ({workload}, RLE JSON, CPU time against (b)): "
               + ", ".join(f"{n}: {'met' if m else 'MISSED'}" for n, m in checks) + f" ({wall}; load {load:.1f})")
     print("all methods agree" if ok else "DISAGREEMENT between methods")
+    if args.only in (None, "standard"):
+        ok &= report_rules_all(data, preds_json, args.repeats)
     sys.exit(0 if ok else 1)
+
+
+def every_text(preds_json: Path, data: Path) -> Path:
+    """A copy of a text-0 predictions file with the same mask for every text of each image (as an all-texts model
+    answers), so that the all-texts rules measure every mask."""
+    from reasonseg.dataset import load_split
+
+    out = preds_json.with_name(preds_json.stem + ".all-texts.json")
+    if not out.exists():
+        n_texts = {s.id: max(len(s.texts), 1) for s in load_split(data, "test")}
+        doc = json.loads(preds_json.read_text())
+        doc["predictions"] = [{**p, "text_index": k} for p in doc["predictions"] for k in range(n_texts[p["id"]])]
+        out.write_text(json.dumps(doc))
+    return out
+
+
+def report_rules_all(data: Path, preds_json: Path, repeats: int) -> bool:
+    """`score --rules all` against `score --rules lisa` (warm, interleaved), on text-0 and all-texts predictions;
+    prints the ratios and whether the 1.5x target holds (CPU time), and checks the drift's lisa row."""
+    reasonseg = str(Path(sys.executable).with_name("reasonseg"))
+    cache = Path(tempfile.mkdtemp(prefix="reasonseg-bench-cache-"))
+    env = {**os.environ, "REASONSEG_CACHE": str(cache)}
+    ok = True
+    print(f"\n{'predictions':<22} {'run':<28} {'wall s':>7} {'CPU s':>7} {'vs lisa':>8} {'vs no CIs':>9}")
+    for label, preds in (("RLE JSON, text 0", preds_json), ("RLE JSON, every text", every_text(preds_json, data))):
+        base = [reasonseg, "score", str(data), str(preds), "--split", "test", "--json"]
+        run(base + ["--bootstrap", "0"], env)      # warms the ground-truth cache
+        runs: dict[str, list] = {"--rules lisa": [], "--rules lisa --bootstrap 0": [], "--rules all": []}
+        for _ in range(repeats):
+            for name in runs:
+                runs[name].append(run(base + name.split(), env))
+        timed = {name: median_timing(t, drift_lisa_metrics if name == "--rules all" else reasonseg_metrics)
+                 for name, t in runs.items()}
+        lisa, bare, drift = timed["--rules lisa"], timed["--rules lisa --bootstrap 0"], timed["--rules all"]
+        agree = max(abs(a - b) for a, b in zip(drift.metrics, lisa.metrics, strict=True)) < 1e-12
+        for name, t in timed.items():
+            print(f"{label:<22} {name:<28} {t.wall:7.2f} {t.cpu:7.2f} {t.cpu / lisa.cpu:7.2f}x "
+                  f"{t.cpu / bare.cpu:8.2f}x")
+        met = drift.cpu <= 1.5 * lisa.cpu
+        ok &= met and agree
+        print(f"target ({label}): --rules all <= 1.5x --rules lisa: {'met' if met else 'MISSED'} "
+              f"({drift.cpu / lisa.cpu:.2f}x; {drift.cpu / bare.cpu:.2f}x a run without CIs); "
+              f"lisa row {'agrees' if agree else 'DISAGREES'} with the lisa run")
+    shutil.rmtree(cache, ignore_errors=True)
+    return ok
+
+
+def drift_lisa_metrics(stdout: str) -> tuple[float, float]:
+    row = next(r for r in json.loads(stdout)["rows"] if r["rules"] == "lisa")
+    return row["giou"], row["ciou"]
 
 
 @dataclass(frozen=True)
