@@ -19,24 +19,17 @@ from helpers import assert_one_line_error
 from leaderboard.lb_helpers import REPO, ServerProcess, cli
 from upload_helpers import predictions_doc
 
-from reasonseg.dataset import load_split
 from reasonseg.masks import encode_rle
-from reasonseg.sample import write_sample_release
 
 HANG_S = 60     # a run that blocks on a FIFO is killed here, and fails its test
 
-pytest.importorskip("sqlalchemy")
+pytest.importorskip("sqlalchemy")      # `release` and `samples` come from conftest.py
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return write_sample_release(tmp_path_factory.mktemp("operations") / "release")
-
-
-@pytest.fixture(scope="module")
-def honest(release, tmp_path_factory):
+def honest(samples, tmp_path_factory):
     entries = [{"id": s.id, "text_index": 0, "mask": encode_rle(np.zeros((s.height, s.width), np.uint8))}
-               for s in load_split(release, "val")]
+               for s in samples["val"]]
     path = tmp_path_factory.mktemp("honest") / "honest.json"
     path.write_bytes(predictions_doc(entries))
     return path
@@ -135,13 +128,15 @@ main()
 """
 
 
+USER_FILES = {".git/HEAD": "ref: refs/heads/main\n", "CNAME": "board.example.org\n"}   # the site's own, not ours
+
+
 def test_export_killed_between_any_two_renames_leaves_a_whole_site(tmp_path):
-    db = tmp_path / "lb.db"
+    db, site = tmp_path / "lb.db", tmp_path / "site"
     assert run("leaderboard", "add-team", "a", "--db", db).returncode == 0
-    site = tmp_path / "site"
-    (site / ".git").mkdir(parents=True)
-    (site / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    (site / "CNAME").write_text("board.example.org\n")
+    for name, text in USER_FILES.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
     export = ["leaderboard", "export", "--db", str(db), "--out", str(site), "--overwrite"]
     assert run(*export).returncode == 0
     old_index = (site / "index.html").read_text() + "<!-- old -->\n"    # the old site, told apart from a new one
@@ -153,8 +148,7 @@ def test_export_killed_between_any_two_renames_leaves_a_whole_site(tmp_path):
         index = (site / "index.html").read_text() if (site / "index.html").is_file() else None
         assert index is not None, f"killed at rename {n}: no index.html"
         assert index == old_index or (index.rstrip().endswith("</html>") and "<!-- old -->" not in index), n
-        assert (site / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
-        assert (site / "CNAME").read_text() == "board.example.org\n"
+        assert {name: (site / name).read_text() for name in USER_FILES} == USER_FILES
         assert (site / "submissions").is_dir() and (site / "teams").is_dir()
         if proc.returncode == -signal.SIGKILL:
             killed += 1

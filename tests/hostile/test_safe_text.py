@@ -16,26 +16,14 @@ from helpers import assert_one_line_error
 from leaderboard.lb_helpers import ServerProcess, cli, post_submission
 from upload_helpers import predictions_doc
 
-from reasonseg.dataset import load_split
 from reasonseg.masks import encode_rle
-from reasonseg.sample import write_sample_release
 
 ESC_ID = "a\x1b]0;pwned\x07\x1b[2J\x1b[31mFAKE"      # sets the window title, clears the screen, prints red
 ESC_SHOWN = "a\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mFAKE"
 BIDI_METHOD = "LISA-13B \u202ebaL VD yb"              # displays as "LISA-13B by DV Lab"
 RAW = ("\x1b", "\x07", "\u202e", "\ufeff", "\x9b")
 
-pytest.importorskip("sqlalchemy")
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return write_sample_release(tmp_path_factory.mktemp("safe-text") / "release")
-
-
-@pytest.fixture(scope="module")
-def samples(release):
-    return {split: load_split(release, split) for split in ("val", "test")}
+pytest.importorskip("sqlalchemy")      # `release` and `samples` come from conftest.py
 
 
 def honest_entries(samples, split: str = "val") -> list[dict]:
