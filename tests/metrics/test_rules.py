@@ -288,3 +288,26 @@ def test_metric_on_hub_mirror_ground_truth_defaults_to_visionreasoner():
     assert reasonseg.ReasonSegMetric(mirror).rules.name == "visionreasoner"
     assert reasonseg.ReasonSegMetric(mirror, rules="x-sam").rules.name == "x-sam"
     assert all(intervals_area(m.ignore) == 0 for m in mirror.masks.values())
+
+
+def test_the_readme_drift_table_is_what_the_commands_print(tmp_path, env):
+    """README's drift table on the sample's test split, made again with the commands it names."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    shown = [line for line in readme.splitlines() if line.startswith("| center-prior | test |")
+             or line.startswith("| empty | test |")]
+    assert len(shown) == 2 * len(PROFILES)
+    assert run("sample", "--out", tmp_path / "rs-sample", env=env).returncode == 0
+    drifts = []
+    for method in ("center-prior", "empty"):
+        preds = tmp_path / f"{method}.json"
+        proc = run("predict", "--method", method, tmp_path / "rs-sample" / "release", "--split", "test",
+                   "--protocol", "all-texts", "--out", preds, env=env)
+        assert proc.returncode == 0, proc.stderr
+        drifts.append(tmp_path / f"{method}.drift.json")
+        proc = run("score", tmp_path / "rs-sample" / "release", preds, "--split", "test", "--rules", "all", "--out",
+                   drifts[-1], env=env)
+        assert proc.returncode == 0, proc.stderr
+    table = run("table", *drifts, env=env)
+    assert table.returncode == 0, table.stderr
+    assert [line for line in table.stdout.splitlines() if line.startswith("| center-prior") or
+            line.startswith("| empty")] == shown
