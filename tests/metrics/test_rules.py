@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from helpers import assert_one_line_error
+from test_scorer_cli import run
 
 import reasonseg
 from reasonseg.errors import ReasonSegError, SubmissionError
@@ -28,12 +27,6 @@ EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 TOLERANCE = EXPECTED["tolerance"]
 FILES = ("predictions.json", "predictions-missing.json")
 CASES = [(name, file) for name in PROFILES for file in FILES]
-EXE = str(Path(sys.executable).with_name("reasonseg"))
-
-
-def run(*args, env):
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env)
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
