@@ -5,7 +5,6 @@ synchronises the states in compute(). Every rank writes what compute() and docum
 it held itself. Usage: torchmetrics_ddp_worker.py RELEASE MASKS.npz OUT_DIR
 """
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import torch.multiprocessing as mp
 WORLD = 2
 
 
-def worker(rank: int, port: int, release: str, masks_path: str, out: str) -> None:
+def worker(rank: int, release: str, masks_path: str, out: str) -> None:
     from reasonseg.integrations.torchmetrics import ReasonSegIoU
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    # a rendezvous file in the output folder: no port to find
+    dist.init_process_group("gloo", init_method=f"file://{Path(out, 'rendezvous')}", rank=rank, world_size=WORLD)
     with np.load(masks_path) as data:
         masks = {name: data[name] for name in data.files}
     ids = sorted(masks)
@@ -40,7 +40,4 @@ def worker(rank: int, port: int, release: str, masks_path: str, out: str) -> Non
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free_port = s.getsockname()[1]
-    mp.spawn(worker, args=(free_port, *sys.argv[1:4]), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=tuple(sys.argv[1:4]), nprocs=WORLD, join=True)
