@@ -304,3 +304,21 @@ def test_the_readme_drift_table_is_what_the_commands_print(tmp_path, env):
     assert table.returncode == 0, table.stderr
     assert [line for line in table.stdout.splitlines() if line.startswith("| center-prior") or
             line.startswith("| empty")] == shown
+
+
+def test_report_takes_results_under_one_set_of_rules(env, tmp_path):
+    paths = {}
+    for name in ("lisa", "x-sam"):
+        paths[name] = tmp_path / f"{name}.json"
+        proc = run("score", RELEASE, FIXTURE / "predictions.json", "--split", "val", "--rules", name, "--bootstrap",
+                   "0", "--out", paths[name], "--method", f"m-{name}", env=env)
+        assert proc.returncode == 0, proc.stderr
+    proc = run("report", RELEASE, paths["lisa"], paths["x-sam"], "--out", tmp_path / "mixed", env=env)
+    assert_one_line_error(proc, "different rules", "(lisa)", "(x-sam)")
+    assert not (tmp_path / "mixed").exists()
+    proc = run("report", RELEASE, paths["lisa"], "--rules", "x-sam", "--out", tmp_path / "asked", env=env)
+    assert_one_line_error(proc, "rules x-sam were asked for", "under lisa")
+    proc = run("report", RELEASE, paths["x-sam"], "--rules", "x-sam", "--out", tmp_path / "page", "--resamples", "50",
+               env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "m-x-sam [rules x-sam]" in (tmp_path / "page" / "index.html").read_text()
