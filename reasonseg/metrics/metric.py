@@ -40,6 +40,10 @@ class ReasonSegMetric:
     Without a release: `ReasonSegMetric()`, then `update(preds, target)` with a predicted and a ground-truth mask
     (or batches N x H x W); ground-truth pixels equal to 255 are ignored, as in LISA.
 
+    `rules` names the scoring rules (`metrics.rules.PROFILES`: lisa by default, or another scorer's); `protocol`,
+    `missing` and `empty_union`, where given, override their axes. The state is what one pass measures
+    (`rules.Tally`), so the rules apply at `compute()`.
+
     `merge(other)` adds another metric's state; under `torch.distributed` (when initialised), `compute()` gathers
     every rank's state first, so a DDP validation loop gets the numbers of one process over the whole split. A
     query given twice with the same scores counts once (DistributedSampler pads ranks by repeating samples); given
