@@ -89,13 +89,18 @@ def test_the_layout_loads_with_datasets_into_the_mirrors_features(mirrors, tmp_p
     assert datasets.load_from_disk(str(tmp_path / "saved"))["test"].features == mirror_features()
 
 
-def test_the_mirror_ground_truth_is_seg_zeros(mirrors):
+def test_the_mirror_ground_truth_is_seg_zeros(mirrors, tmp_path):
     """The fixture's visionreasoner queries were scored by VisionReasoner's code against a mirror made by
     Seg-Zero's own script: the same I and U come out of the mirror reasonseg writes and reads."""
     out, text0 = mirrors
     gt = load_ground_truth(out, "val", cache_dir=None)
     assert gt.form == "hub-mirror" and len(gt.masks) == 40
     assert all(m.is_sentence is None and len(m.texts) == 1 and m.ignore[0].size == 0 for m in gt.masks.values())
+    cold, warm = (load_ground_truth(out, "val", cache_dir=tmp_path / "gt") for _ in range(2))
+    assert len(list((tmp_path / "gt").glob("gt-*.npz"))) == 1       # written once, then read
+    for again in (cold, warm):
+        assert again.form == "hub-mirror" and again.fingerprint == gt.fingerprint
+        assert all(np.array_equal(again.masks[k].target[0], m.target[0]) for k, m in gt.masks.items())
     expected = json.loads((FIXTURE / "expected.json").read_text())["queries"]["visionreasoner"]["predictions.json"]
     proc = run("score", out, text0, "--split", "val", "--bootstrap", "0", "--json")
     assert sorted(_queries(proc)) == sorted((q["id"], q["text_index"], q["intersection"], q["union"])
@@ -120,8 +125,10 @@ def test_the_same_predictions_score_alike_from_the_mirror_and_from_the_release(m
 def test_every_form_of_the_mirror_reads_alike(mirrors, tmp_path):
     """The folder `publish` wrote, one mirror folder, `save_to_disk`'s layout and a Hub id in the local cache."""
     out, text0 = mirrors
-    saved = tmp_path / "saved"
-    datasets.load_dataset(str(out / "ReasonSeg_val")).save_to_disk(str(saved))
+    saved, single = tmp_path / "saved", tmp_path / "single"
+    loaded = datasets.load_dataset(str(out / "ReasonSeg_val"))
+    loaded.save_to_disk(str(saved))                 # a DatasetDict: dataset_dict.json + test/
+    loaded["test"].save_to_disk(str(single))        # one Dataset: state.json + data-*.arrow
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hf" / "hub" / "datasets--someone--ReasonSeg_val"
     shutil.copytree(out / "ReasonSeg_val", repo / "snapshots" / commit)
@@ -129,7 +136,7 @@ def test_every_form_of_the_mirror_reads_alike(mirrors, tmp_path):
     (repo / "refs" / "main").write_text(commit)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     results = [_queries(run("score", data, text0, "--split", "val", "--bootstrap", "0", "--json", env=env))
-               for data in (out, out / "ReasonSeg_val", saved, "someone/ReasonSeg_val")]
+               for data in (out, out / "ReasonSeg_val", saved, single, "someone/ReasonSeg_val")]
     assert len(results[0]) == 40 and all(r == results[0] for r in results)
 
 

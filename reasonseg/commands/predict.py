@@ -96,8 +96,8 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         from ..baselines.predict import RunContext, method_meta, run_to_file
         from ..baselines.registry import get_method
         from ..baselines.weights import parse_weight_flags, slots_of
-        from ..sources import load_split, release_root
         from ..schema import canonical_split
+        from ..sources import load_split, release_root
 
         data, split = release_root(data), canonical_split(split)  # a published form reads as its release folder
         info = get_method(method)
