@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench lint clean system-deps
+.PHONY: demo test bench lint clean system-deps .venv-cv48
 
 # Debian packages the tests drive for real: headless Chromium (leaderboard page) and PostgreSQL (multi-host DB).
 SYSTEM_PACKAGES := chromium postgresql
@@ -29,7 +29,17 @@ system-deps:
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \
 	fi
 
-test: $(VENV)/.all system-deps
+# OpenCV 4.8, the version LISA's environment pins (it needs numpy < 2), in a scratch environment of its own: the
+# tests draw polygons with it to pin reasonseg's ground truth to LISA's (tests/opencv48.py).
+CV48 := .venv-cv48
+$(CV48)/.ok:
+	$(PYTHON) -m venv $(CV48)
+	$(CV48)/bin/python -m pip --disable-pip-version-check -q install 'numpy<2' 'opencv-python-headless==4.8.0.74'
+	touch $@
+
+.venv-cv48: $(CV48)/.ok
+
+test: $(VENV)/.all system-deps $(CV48)/.ok
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.all
@@ -39,4 +49,4 @@ lint: $(VENV)/.all
 	$(BIN)/ruff check reasonseg tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CV48) demo-output .pytest_cache .hypothesis

@@ -25,20 +25,20 @@ def load_annotation(path: Path) -> dict:
 
 
 def full_canvas_mask(shapes: list[dict], height: int, width: int) -> np.ndarray:
+    # Each shape drawn as LISA's OpenCV 4.8 draws it (polylines + fillPoly): by reasonseg's restatement, since the
+    # installed OpenCV may draw otherwise (docs/protocol.md §2). Full canvases, as the reference does.
+    from reasonseg.polygon_fill import draw_polygon
+
     kept = [s for s in shapes if s["label"].lower() != "flag"]
     areas = []
     for s in kept:
         canvas = np.zeros((height, width), np.uint8)
-        pts = np.array(s["points"], dtype=np.int32)
-        cv2.polylines(canvas, [pts], True, 1, 1)
-        cv2.fillPoly(canvas, [pts], 1)
+        draw_polygon(canvas, np.array(s["points"], dtype=np.int32), 1, height, width)
         areas.append(canvas.sum())
     mask = np.zeros((height, width), np.uint8)
     for i in np.argsort(areas)[::-1]:
         value = 255 if "ignore" in kept[i]["label"].lower() else 1
-        pts = np.array(kept[i]["points"], dtype=np.int32)
-        cv2.polylines(mask, [pts], True, value, 1)
-        cv2.fillPoly(mask, [pts], value)
+        draw_polygon(mask, np.array(kept[i]["points"], dtype=np.int32), value, height, width)
     return mask
 
 

@@ -7,19 +7,19 @@ This module restates what 4.8 computes, integer for integer, for that one call p
 no sub-pixel shift), on int32 points of a height x width image:
 
 - Outline. Each edge, from the previous point to the next (the closing edge too), is an 8-connected Bresenham line.
-  An edge with an end outside the image is first clipped to it by OpenCV's `clipLine` (Cohen-Sutherland in int64,
-  quotients truncated toward zero, the result cast back to int32); a line it reports as missing the image draws
-  nothing. The line is stepped from its left end (from its first point when vertical): along the major axis one
-  pixel a step, moving along the minor axis when the error term `major - 2*minor*(k+1) + 2*major*m_k` is negative,
-  which puts the k-th pixel `ceil((2*minor*k - major) / (2*major))` minor steps away. `fillPoly` draws the same
-  lines again, so the outline is drawn once here.
-- Fill. Every edge that is not horizontal covers rows [y_top, y_bottom) with x in 16.16 fixed point: an edge inside
-  the image runs through the pixel centres' right halves (x + 1/2, which is what 4.11 dropped); an edge with an end
-  outside takes its end points from the clipped segment (x exactly, no half) when that segment is not horizontal,
-  and its own unclipped end points otherwise. Its per-row step is the x difference over the y difference, truncated
-  toward zero, and its x on its top row is extrapolated from the clipped end with that step. On each row the
-  crossings, sorted by x, pair up (even-odd), and a pair fills columns ceil(left) .. floor(right), clipped to the
-  image. A polygon with fewer than two such edges fills nothing.
+  An edge with an end outside the image is first clipped to it by 4.8's `clipLine` (Cohen-Sutherland; each move
+  of an end is `(a - y1) * (x2 - x1) / (y2 - y1)` computed in double precision and truncated toward zero; the ends
+  are then cast back to int32); a line it reports as missing the image draws nothing. The line is stepped from
+  its left end (from its first point when vertical): one pixel a step along the major axis, and a step along the
+  minor axis when the error term is negative, which puts the k-th pixel `ceil((2*minor*k - major) / (2*major))`
+  minor steps away. `fillPoly` draws the same lines again, so the outline is drawn once here.
+- Fill. Every edge that is not horizontal covers rows [y_top, y_bottom) with x in 16.16 fixed point. An edge with
+  both ends in the image runs half a pixel right of its points (x + 1/2); an edge with an end outside takes its
+  ends from the clipped segment (no half) when that segment is not horizontal, and its own unclipped ends (no half)
+  otherwise. Its per-row step is the fixed-point x difference over the y difference, truncated toward zero, and its
+  x on its top row is extrapolated from its first end with that step. On each row the crossings, sorted by x, pair
+  up (even-odd), and a pair fills columns floor(left) .. floor(right), clipped to the image. A polygon with fewer
+  than two such edges fills nothing. (OpenCV 5.1 adds no half pixel and fills from ceil(left).)
 Rows above and below the window drawn are never visited, so a vertex at y = -1e9 costs nothing. int64 overflow
 wraps as it does in OpenCV's C++.
 """
@@ -29,7 +29,6 @@ import numpy as np
 
 _XY_SHIFT = 16               # OpenCV's fixed-point fraction bits for polygon edges
 _HALF = 1 << (_XY_SHIFT - 1)
-_ROUND_UP = (1 << _XY_SHIFT) - 1
 
 
 def draw_polygon(canvas: np.ndarray, points: np.ndarray, value: int, height: int, width: int,
@@ -50,14 +49,21 @@ def draw_polygon(canvas: np.ndarray, points: np.ndarray, value: int, height: int
     x_a, y_a, x_b, y_b = start[:, 0], start[:, 1], pts[:, 0], pts[:, 1]
     outside = _outside(x_a, y_a, width, height) | _outside(x_b, y_b, width, height)
     clipped = _clip_segments(x_a[outside], y_a[outside], x_b[outside], y_b[outside], width, height)
-    for row, left, right in _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height, width, y0, y0 + win_h):
-        lo, hi = max(left, x0), min(right + 1, x0 + win_w)
-        if lo < hi:
-            base = (row - y0) * win_w - x0
-            flat[base + lo:base + hi] = value
+    rows, left, right = _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height, width, y0, y0 + win_h)
+    lo, hi = np.maximum(left, x0), np.minimum(right + 1, x0 + win_w)
+    starts = (rows - y0) * win_w + (lo - x0)
+    # One slice assignment per run: a memset each, cheaper than any per-pixel index for the long runs of a fill.
+    for a, b in zip(starts[lo < hi].tolist(), (starts + hi - lo)[lo < hi].tolist(), strict=True):
+        flat[a:b] = value
     xs, ys = _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped)
     keep = (xs >= x0) & (xs < x0 + win_w) & (ys >= y0) & (ys < y0 + win_h)
     flat[(ys[keep] - y0) * win_w + (xs[keep] - x0)] = value
+
+
+def _ranges(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For items with these counts: each step's item and its index 0 .. count-1 within the item."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    return owner, np.arange(len(owner)) - (np.cumsum(counts) - counts)[owner]
 
 
 def _outside(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -72,15 +78,23 @@ def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return q + ((q * b != a) & ((a < 0) != (b < 0)))
 
 
+def _moved(d: np.ndarray, span: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """clipLine's step `(int64)((double)d * span / over)`: the product and quotient in double precision, truncated
+    toward zero (the double keeps int32-range segments from overflowing int64)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (d.astype(np.float64) * span / np.where(over == 0, 1, over)).astype(np.int64)
+
+
 def _codes(x: np.ndarray, y: np.ndarray, right: int, bottom: int) -> np.ndarray:
     return (x < 0) + (x > right) * 2 + (y < 0) * 4 + (y > bottom) * 8
 
 
 def _clip_segments(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray, width: int, height: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV's clipLine(Size, Point&, Point&) on many segments: the end points it leaves (int32 values, also
+    """OpenCV 4.8's clipLine(Size, Point&, Point&) on many segments: the end points it leaves (int32 values, also
     for a segment that misses the image) and whether it reports the segment inside."""
-    x1, y1, x2, y2 = (v.copy() for v in (x1, y1, x2, y2))
+    if len(x1) == 0:
+        return x1, y1, x2, y2, np.zeros(0, bool)
     right, bottom = width - 1, height - 1
     c1, c2 = _codes(x1, y1, right, bottom), _codes(x2, y2, right, bottom)
     with np.errstate(over="ignore"):
@@ -89,24 +103,24 @@ def _clip_segments(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarra
         # end's step uses the first end as moved).
         m = todo & ((c1 & 12) != 0)
         a = np.where(c1 < 8, 0, bottom)
-        x1 = np.where(m, x1 + _trunc_div((a - y1) * (x2 - x1), y2 - y1), x1)
+        x1 = np.where(m, x1 + _moved(a - y1, x2 - x1, y2 - y1), x1)
         y1 = np.where(m, a, y1)
         c1 = np.where(m, _codes(x1, 0, right, bottom), c1)
         m = todo & ((c2 & 12) != 0)
         a = np.where(c2 < 8, 0, bottom)
-        x2 = np.where(m, x2 + _trunc_div((a - y2) * (x2 - x1), y2 - y1), x2)
+        x2 = np.where(m, x2 + _moved(a - y2, x2 - x1, y2 - y1), x2)
         y2 = np.where(m, a, y2)
         c2 = np.where(m, _codes(x2, 0, right, bottom), c2)
         # Ends left or right of the image move onto its first or last column.
         todo &= ((c1 & c2) == 0) & ((c1 | c2) != 0)
         m = todo & (c1 != 0)
         a = np.where(c1 == 1, 0, right)
-        y1 = np.where(m, y1 + _trunc_div((a - x1) * (y2 - y1), x2 - x1), y1)
+        y1 = np.where(m, y1 + _moved(a - x1, y2 - y1, x2 - x1), y1)
         x1 = np.where(m, a, x1)
         c1 = np.where(m, 0, c1)
         m = todo & (c2 != 0)
         a = np.where(c2 == 1, 0, right)
-        y2 = np.where(m, y2 + _trunc_div((a - x2) * (y2 - y1), x2 - x1), y2)
+        y2 = np.where(m, y2 + _moved(a - x2, y2 - y1, x2 - x1), y2)
         x2 = np.where(m, a, x2)
         c2 = np.where(m, 0, c2)
     as_int = [v.astype(np.int32).astype(np.int64) for v in (x1, y1, x2, y2)]  # Point's int members
@@ -129,9 +143,7 @@ def _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped) -> tuple[np.ndarray, n
     dy = np.abs(dy)
     vertical = dy > dx
     major, minor = np.maximum(dx, dy), np.minimum(dx, dy)
-    counts = major + 1
-    owner = np.repeat(np.arange(len(counts)), counts)
-    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    owner, k = _ranges(major + 1)
     major_o, minor_o = major[owner], minor[owner]
     # minor steps taken before pixel k: ceil((2*minor*k - major) / (2*major)); a one-pixel line takes none
     moved = (2 * minor_o * k + np.maximum(major_o - 1, 0)) // np.maximum(2 * major_o, 1)
@@ -142,9 +154,10 @@ def _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped) -> tuple[np.ndarray, n
 
 
 def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, row_lo: int, row_hi: int
-                ) -> list[tuple[int, int, int]]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, first column, last column) of every run fillPoly fills in rows [row_lo, row_hi), clipped to the
     image's columns; a run may be empty (first > last)."""
+    none = (np.zeros(0, np.int64),) * 3
     fixed = np.stack([x_a << _XY_SHIFT, y_a, x_b << _XY_SHIFT, y_b], 1)
     ends = fixed.copy()
     ends[:, 0] += _HALF
@@ -155,7 +168,7 @@ def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, r
     ends[outside] = np.where(slanted[:, None], from_clip, fixed[outside])
     keep = y_a != y_b
     if np.count_nonzero(keep) < 2:
-        return []
+        return none
     ya, yb, ends = y_a[keep], y_b[keep], ends[keep]
     with np.errstate(over="ignore"):
         slope = _trunc_div(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1])
@@ -167,21 +180,18 @@ def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, r
         # OpenCV returns early when every edge lies off the image (this also skips its int32 wrap-arounds).
         x_lo, x_hi = min(x_top.min(), x_bottom.min()), max(x_top.max(), x_bottom.max())
         if bottom.max() < 0 or top.min() >= height or x_hi < 0 or x_lo >= (width << _XY_SHIFT):
-            return []
+            return none
         first, last = max(int(top.min()), 0, row_lo), min(int(bottom.max()), height, row_hi)
         if first >= last:
-            return []
-        start, stop = np.maximum(top, first), np.minimum(bottom, last)
-        counts = np.maximum(stop - start, 0)
-        owner = np.repeat(np.arange(len(counts)), counts)
-        rows = np.repeat(start, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            return none
+        start = np.maximum(top, first)
+        owner, offset = _ranges(np.maximum(np.minimum(bottom, last) - start, 0))
+        rows = start[owner] + offset
         xs = x_top[owner] + (rows - top[owner]) * slope[owner]
         order = np.lexsort((xs, rows))
         rows, xs = rows[order], xs[order]
         # A closed polygon crosses every row an even number of times: consecutive crossings pair up.
         left = (xs[0::2] >> _XY_SHIFT).astype(np.int32)
         right = (xs[1::2] >> _XY_SHIFT).astype(np.int32)
-    span_rows = rows[0::2]
     ok = (left < width) & (right >= 0)
-    left, right = np.maximum(left[ok], 0), np.minimum(right[ok], width - 1)
-    return list(zip(span_rows[ok].tolist(), left.tolist(), right.tolist(), strict=True))
+    return rows[0::2][ok], np.maximum(left[ok], 0).astype(np.int64), np.minimum(right[ok], width - 1).astype(np.int64)

@@ -1,11 +1,34 @@
 """An independent restatement of the reference semantics (docs/protocol.md §2–3), used only by the tests.
 
 Full-size canvases, plain numpy, no shortcuts: the library is compared against this on random inputs.
+Each shape is drawn as LISA's environment draws it, by OpenCV 4.8 (`lisa_polygon`).
 """
 from __future__ import annotations
 
-import cv2
+import atexit
+
 import numpy as np
+from opencv48 import OpenCV48, scratch_python
+
+_WORKER: list[OpenCV48 | None] = []
+
+
+def lisa_polygon(canvas: np.ndarray, poly: np.ndarray, value: int) -> None:
+    """cv2.polylines(closed, 1 px) + cv2.fillPoly with OpenCV 4.8: run in the OpenCV 4.8 scratch environment when
+    there is one (`make test` builds it), else reasonseg's restatement of it, which tests/test_polygon_fill.py pins
+    to OpenCV 4.8 (the installed OpenCV may draw otherwise: 4.11 changed fillPoly)."""
+    if not _WORKER:
+        python = scratch_python()
+        _WORKER.append(OpenCV48(python) if python else None)
+        if _WORKER[0] is not None:
+            atexit.register(_WORKER[0].close)
+    height, width = canvas.shape
+    if _WORKER[0] is None:
+        from reasonseg.polygon_fill import draw_polygon
+
+        draw_polygon(canvas, poly, value, height, width)
+    else:
+        canvas[_WORKER[0].draw(height, width, poly) == 1] = value
 
 
 def reference_mask(shapes: list[tuple[str, list[list[float]]]], height: int, width: int) -> np.ndarray:
@@ -13,17 +36,13 @@ def reference_mask(shapes: list[tuple[str, list[list[float]]]], height: int, wid
     areas = []
     for _, pts in kept:
         canvas = np.zeros((height, width), np.uint8)
-        poly = np.array(pts, dtype=np.int32)
-        cv2.polylines(canvas, [poly], True, 1, 1)
-        cv2.fillPoly(canvas, [poly], 1)
+        lisa_polygon(canvas, np.array(pts, dtype=np.int32), 1)
         areas.append(canvas.sum())
     mask = np.zeros((height, width), np.uint8)
     for i in np.argsort(areas)[::-1]:
         label, pts = kept[i]
         value = 255 if "ignore" in label.lower() else 1
-        poly = np.array(pts, dtype=np.int32)
-        cv2.polylines(mask, [poly], True, value, 1)
-        cv2.fillPoly(mask, [poly], value)
+        lisa_polygon(mask, np.array(pts, dtype=np.int32), value)
     return mask
 
 
