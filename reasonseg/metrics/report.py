@@ -165,7 +165,7 @@ def table1(results: dict[str, dict[str, dict]], with_ci: bool = True) -> tuple[l
             cell = by_split.get(split, {}).get("groups", {}).get(group)
             text = f"{format_metric(cell, 'giou', False)} / {format_metric(cell, 'ciou', False)}"
             if with_ci and cell and cell.get("giou_ci"):
-                text += "\n" + " ".join(f"[{100 * cell[m][0]:.1f}, {100 * cell[m][1]:.1f}]"
+                text += "\n" + " ".join(f"[{100 * cell[m][0]:.1f}, {100 * cell[m][1]:.1f}]" if cell.get(m) else "-"
                                         for m in ("giou_ci", "ciou_ci"))
             row.append(text)
         rows.append(row)

@@ -207,7 +207,10 @@ def rules_of_document(document: Mapping) -> Rules:
     known = {axis: value for axis, value in axes.items() if axis in AXES and value in AXES[axis]}
     rules = dataclasses.replace(base, **known)
     if not axes:   # an older document: its protocol and empty-union policy are the axes it records
-        rules = resolve_rules(rules, protocol=document.get("protocol"), empty_union=document.get("empty_union"))
+        from .iou import PROTOCOLS
+
+        protocol = document.get("protocol") if document.get("protocol") in PROTOCOLS else None   # e.g. "masks"
+        rules = resolve_rules(rules, protocol=protocol, empty_union=document.get("empty_union"))
     return rules
 
 

@@ -322,3 +322,19 @@ def test_report_takes_results_under_one_set_of_rules(env, tmp_path):
                env=env)
     assert proc.returncode == 0, proc.stderr
     assert "m-x-sam [rules x-sam]" in (tmp_path / "page" / "index.html").read_text()
+
+
+def test_seg_zero_results_carry_no_ciou_anywhere(env, tmp_path):
+    """Seg-Zero computes no cIoU: its results hold null, and the tables, the report and compare show none."""
+    results = tmp_path / "sz.json"
+    proc = run("score", RELEASE, FIXTURE / "predictions.json", "--split", "val", "--rules", "seg-zero", "--bootstrap",
+               "50", "--out", results, env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(results.read_text())
+    assert all(row["ciou"] is None and "ciou_ci" not in row for row in doc["groups"].values())
+    table = run("table", results, "--ci", env=env)
+    assert table.returncode == 0 and table.stdout.splitlines()[-1].endswith("| - |"), table.stdout
+    proc = run("compare", RELEASE, results, FIXTURE / "predictions.json", "--rules", "seg-zero", "--bootstrap", "50",
+               "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [d["metric"] for d in json.loads(proc.stdout)["differences"]] == ["giou"]
