@@ -28,10 +28,11 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def display_text(value: object, limit: int = MAX_SHOWN) -> str:
-    """`value` as text safe for a terminal or a log: control, format and surrogate characters escaped, and cut to
-    about `limit` characters followed by the full length ('... (N characters)')."""
+def display_text(value: object, limit: int | None = MAX_SHOWN, keep: str = "") -> str:
+    """`value` as text safe for a terminal or a log: control, format and surrogate characters (but those in `keep`)
+    escaped, and cut to about `limit` characters followed by the full length ('... (N characters)')."""
     text = value if isinstance(value, str) else str(value)
+    limit = len(text) * 10 + 1 if limit is None else limit     # None: never cut (an escape is at most 10 wide)
     if len(text) <= limit and text.isprintable():      # the common case; isprintable is False for every escaped one
         return text
     shown: list[str] = []
@@ -39,7 +40,8 @@ def display_text(value: object, limit: int = MAX_SHOWN) -> str:
     for char in text:
         if width >= limit:
             return "".join(shown) + f"... ({len(text)} characters)"
-        piece = _escape(char) if not char.isprintable() and unicodedata.category(char) in _ESCAPED else char
+        piece = _escape(char) if (not char.isprintable() and char not in keep
+                                  and unicodedata.category(char) in _ESCAPED) else char
         shown.append(piece)
         width += len(piece)
     return "".join(shown)

@@ -18,6 +18,7 @@ from ..metrics.figures import histogram_model, histogram_svg
 from ..metrics.report import TABLE1_COLUMNS, column_title
 from ..outputs import staged_output_dir
 from ..paper import SOURCE
+from ..text import display_text
 from .board import BADGES, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
 from .db import Database, SubmissionRow
 from .intake import CHECKPOINT_CHOICES
@@ -31,12 +32,22 @@ META_LABELS = (("model_size", "model size"), ("base_model", "base model"), ("tra
 HISTOGRAM_BINS = 10
 
 
+def _shown(value):
+    # Every value a page prints: text stored before ids and names were checked (or written by another tool) shows
+    # its bidi overrides, zero-width and control characters as escapes, so that it cannot pass for other text.
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return display_text(value, None, keep="\t\n\r")
+    return value
+
+
 def environment():
     import jinja2
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                               autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
+                              undefined=jinja2.StrictUndefined, finalize=_shown)
 
 
 _ENV = None

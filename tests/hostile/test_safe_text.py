@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.request
 
 import numpy as np
 import pytest
@@ -163,3 +164,15 @@ def test_audit_and_teams_show_stored_hostile_text_escaped(server):
     assert teams.returncode == 0, teams.stderr
     assert "Old\\x1b]0;title\\x07Team" in teams.stdout
     assert_no_raw(log.stdout, teams.stdout)
+
+
+def test_pages_show_stored_bidi_and_zero_width_text_escaped(server):
+    # A method name stored before these checks existed is shown on the team's page as escapes, not as the lie.
+    with sqlite3.connect(server.db) as conn:
+        team_id = conn.execute("SELECT id FROM teams WHERE name = 'honest'").fetchone()[0]
+        conn.execute("INSERT INTO submissions (team_id, split, method, meta, filename, file_sha256, file_bytes, "
+                     "status, attempts, created_at) VALUES (?, 'val', ?, '{}', 'p.json', '', 0, 'failed', 0, 0)",
+                     (team_id, BIDI_METHOD + "\u200b"))
+    page = urllib.request.urlopen(server.url + "/teams/honest", timeout=30).read().decode()
+    assert "LISA-13B \\u202ebaL VD yb\\u200b" in page
+    assert_no_raw(page)
