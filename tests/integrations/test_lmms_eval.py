@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,36 @@ from reasonseg.submission import write_predictions  # noqa: E402
 EXE = str(Path(sys.executable).with_name("reasonseg"))
 METRICS = {"giou": ("overall", "giou"), "ciou": ("overall", "ciou"), "giou_short": ("short", "giou"),
            "ciou_short": ("short", "ciou"), "giou_long": ("long", "giou"), "ciou_long": ("long", "ciou")}
+
+
+class CountingProxy(socketserver.ThreadingTCPServer):
+    """A proxy on 127.0.0.1 that every HTTP client of the runs is pointed at: it counts connections and serves none."""
+
+    daemon_threads = True
+    connections = 0
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+
+    def process_request(self, request, client_address):
+        type(self).connections += 1
+        self.shutdown_request(request)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def proxy():
+    """Every subprocess of this module sends its HTTP(S) through the counting proxy; none may use it."""
+    server = CountingProxy()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            patch.setenv(name, url)
+        patch.delenv("NO_PROXY", raising=False)
+        patch.delenv("no_proxy", raising=False)
+        yield
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +100,7 @@ def run_lmms_eval(out: Path, data: Path, task: str, model: str, model_args: str,
                           capture_output=True, text=True, env=environment(out, data), timeout=600)
     written = sorted(out.rglob("*_results.json"))
     assert len(written) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert CountingProxy.connections == 0     # offline: the run never tried the network (HF_HUB_OFFLINE=1)
     return {name.split(",")[0]: value for name, value in json.loads(written[0].read_text())["results"][task].items()
             if name.endswith(",none") and "stderr" not in name}
 
