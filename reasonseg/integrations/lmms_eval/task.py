@@ -152,7 +152,8 @@ def _log_problems(items: list[dict]) -> None:
 
 def _group_metric(group: str, metric: str):
     def aggregate(items: list[dict]) -> float:
-        return results_document(items)["groups"][group][metric]
+        row = results_document(items)["groups"].get(group)   # no short / long where queries have no kind
+        return row[metric] if row else float("nan")
 
     aggregate.__name__ = f"{metric}_{group}"
     return aggregate
