@@ -239,3 +239,18 @@ def test_a_malformed_xsam_record_is_one_line(tmp_path):
     dump = tmp_path / "xsam.json"
     dump.write_text(json.dumps([{"image_id": "x.jpg", "pred_mask": {"size": [1, 1], "counts": "1"}}]))
     assert_one_line_error(run("score", FIXTURE / "release", dump, "--split", "val"), "sample_id", "X-SAM")
+
+
+def test_publish_layout_errors_are_one_line(tmp_path):
+    release = FIXTURE / "release"
+    assert_one_line_error(run("publish", release, "--out", tmp_path / "a", "--layout", "nope"), "--layout 'nope'",
+                          "seg-zero")
+    assert_one_line_error(run("publish", release, "--out", tmp_path / "b", "--layout", "seg-zero", "--push",
+                              "--repo-id", "me/x"), "--push", "ReasonSeg_<split>/")
+    bare = tmp_path / "bare"
+    shutil.copytree(release, bare)
+    first = sorted((bare / "val").glob("*.json"))[0]
+    first.write_text(json.dumps({**json.loads(first.read_text()), "text": []}))
+    assert_one_line_error(run("publish", bare, "--out", tmp_path / "c", "--layout", "seg-zero"), first.stem,
+                          "first one")
+    assert not any((tmp_path / name).exists() for name in "abc")
