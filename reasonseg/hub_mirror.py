@@ -36,7 +36,7 @@ MIRROR_LOSSES = ("this ground truth is the Hub mirror's (Seg-Zero/VisionReasoner
                  "target")
 PARQUET_FILE = re.compile(r"^test-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$")
 ARROW_FILE = re.compile(r"^data-\d{5}-of-\d{5}\.arrow$")
-MAX_SPLIT_PIXELS = 40_000_000_000   # all masks of one split together; the real test split holds about 1e9
+MAX_SPLIT_PIXELS = 4_000_000_000    # all masks of one split together: the real test split holds about 1e9
 MAX_ID_LENGTH = 200
 
 

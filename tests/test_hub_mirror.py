@@ -254,3 +254,17 @@ def test_publish_layout_errors_are_one_line(tmp_path):
     assert_one_line_error(run("publish", bare, "--out", tmp_path / "c", "--layout", "seg-zero"), first.stem,
                           "first one")
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_a_split_larger_than_any_real_one_is_refused_before_decoding(mirrors, monkeypatch):
+    from reasonseg import hub_mirror
+    from reasonseg.errors import DatasetError
+
+    out, _ = mirrors
+    files = hub_mirror.mirror_files(out / "ReasonSeg_val")
+    monkeypatch.setattr(hub_mirror, "MAX_SPLIT_PIXELS", 1000)
+    decoded = []
+    monkeypatch.setattr(hub_mirror, "_decoded_mask", lambda *args: decoded.append(args))
+    with pytest.raises(DatasetError, match="add up to over 1000 pixels"):
+        hub_mirror.read_mirror(files)
+    assert not decoded
