@@ -90,6 +90,77 @@ def build_fixed_qa(release: Path, out: Path, seed: int) -> None:
                     "--out", str(out), "--seed", str(seed)], check=True)
 
 
+# ---------------------------------------------------------------------------------------------- language stage
+
+def _echo(text: str) -> str:
+    """The query as the answer repeats it, its leading article dropped (so the first word is a cue: colour or kind)."""
+    return text[4:] if text.startswith("the ") else text
+
+
+def language_sequences(release: Path, tokenizer, seed: int) -> list[tuple[list[int], list[int]]]:
+    """The language-only training sequences: per train sample and text, a question of the QA builder's templates
+    about the text, and an answer template whose `[SEG]` is replaced by the text itself (leading article dropped),
+    tokenized as `lisa train` tokenizes (llava_v1, the original's labels: the answer only); no image. So the state
+    that will predict `[SEG]` is first trained to predict the queried object's words."""
+    from reasonseg.builders.qa.templates import seg_answer, short_question
+    from reasonseg.dataset import load_split
+    from reasonseg.lisa.conversation import render, seg_token_id, tokenize
+
+    seg = seg_token_id(tokenizer)
+    rng = np.random.default_rng(seed)
+    out = []
+    for sample in load_split(release, "train"):
+        for text in sample.texts:
+            question, _ = short_question(rng, text)
+            answer, _ = seg_answer(rng)
+            tok = tokenize(tokenizer, render([(question, answer)], True)[0], with_labels=True)
+            at = tok.input_ids.index(seg)
+            echo = tokenizer.encode(_echo(text), add_special_tokens=False)
+            out.append((tok.input_ids[:at] + echo + tok.input_ids[at + 1:],
+                        tok.labels[:at] + echo + tok.labels[at + 1:]))
+    return out
+
+
+def pretrain_language(work: Path, steps: int, lr: float, batch: int, seed: int) -> dict:
+    """Train the start model's LLM alone (next-token loss, AdamW, linear decay) on `language_sequences`, and write
+    the result as the arms' start model; the LLM is all that changes. Returns the first and last losses."""
+    import torch
+    from transformers import CLIPImageProcessor
+
+    from reasonseg.lisa.checkpoint import load_lisa, save_lisa
+    from reasonseg.lisa.conversation import IGNORE_INDEX
+
+    torch.manual_seed(seed)
+    loaded = load_lisa(work / "random-model")
+    llm = loaded.model.llm
+    llm.train()
+    sequences = language_sequences(work / "release", loaded.tokenizer, seed)
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: max(0.0, 1 - k / steps))
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in range(steps):
+        picked = [sequences[int(i)] for i in rng.integers(len(sequences), size=batch)]
+        width = max(len(ids) for ids, _ in picked)
+        ids = torch.full((batch, width), loaded.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for n, (seq, lab) in enumerate(picked):
+            ids[n, :len(seq)], labels[n, :len(lab)], attention[n, :len(seq)] = (
+                torch.tensor(seq), torch.tensor(lab), 1)
+        loss = llm(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    processor = CLIPImageProcessor.from_pretrained(loaded.vision_tower_path)
+    save_lisa(loaded.model, loaded.tokenizer, work / "start-model", image_processor=processor, overwrite=True)
+    return {"steps": steps, "lr": lr, "batch_size": batch, "sequences": len(sequences),
+            "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}
+
+
 def prepare(args) -> None:
     from reasonseg.lisa.checkpoint import init_release
     from reasonseg.sample.grounding import write_grounding_release
@@ -101,7 +172,13 @@ def prepare(args) -> None:
     shuffled_copy(release, work / "release-shuffled", args.seed)
     for arm in ARMS:
         build_fixed_qa(work / ("release" if arm == "real" else "release-shuffled"), work / f"qa-{arm}", args.seed)
-    init_release(work / "start-model", "tiny", "v1", seed=args.seed)
+    if args.language_steps:
+        init_release(work / "random-model", "tiny", "v1", seed=args.seed)
+        language = pretrain_language(work, args.language_steps, args.language_lr, 32, args.seed)
+        (work / "language.json").write_text(json.dumps(language, indent=1) + "\n", encoding="utf-8")
+        print(f"language stage: {language}", flush=True)
+    else:
+        init_release(work / "start-model", "tiny", "v1", seed=args.seed)
     (work / "recipe.json").write_text(json.dumps(recipe(args), indent=1) + "\n", encoding="utf-8")
     print(f"prepared {work}", flush=True)
 
@@ -311,6 +388,9 @@ def main() -> None:
     parser.add_argument("--commit", default=None, help="the code's git commit, recorded in the JSON")
     parser.add_argument("--trainable", nargs="+", default=["reference", "llm"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--language-steps", type=int, default=0,
+                        help="prepare: first train the tiny LLM on language alone for this many steps (0: none)")
+    parser.add_argument("--language-lr", type=float, default=1e-3)
     parser.add_argument("--png", default="lisa_learns_task.png")
     parser.add_argument("--json", default="lisa_learns_task.json")
     parser.add_argument("--machine", default="2-core CPU shared with other jobs, 1 torch thread per arm")
