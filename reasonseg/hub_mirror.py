@@ -35,7 +35,6 @@ MIRROR_LOSSES = ("this ground truth is the Hub mirror's (Seg-Zero/VisionReasoner
                  "text of each image, has no is_sentence (no short/long groups), and folds ignore regions into the "
                  "target")
 PARQUET_FILE = re.compile(r"^test-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$")
-ARROW_FILE = re.compile(r"^data-\d{5}-of-\d{5}\.arrow$")
 MAX_SPLIT_PIXELS = 4_000_000_000    # all masks of one split together: the real test split holds about 1e9
 MAX_ID_LENGTH = 200
 
@@ -66,12 +65,13 @@ def mirror_features():
 def mirror_files(root: Path) -> list[Path]:
     """The files of a mirror's `test` split under `root` (Parquet as on the Hub, or a `save_to_disk` folder of a
     DatasetDict or of one Dataset); empty when `root` holds neither or its columns are not the mirror's."""
+    from .saved_datasets import ONE_DATASET, saved_splits
+
     files = sorted(p for p in (root / "data").glob("test-*.parquet") if PARQUET_FILE.match(p.name) and p.is_file()) \
         if (root / "data").is_dir() else []
     if not files:
-        folder = root / MIRROR_SPLIT if (root / "dataset_dict.json").is_file() else root
-        if (folder / "state.json").is_file():
-            files = sorted(p for p in folder.iterdir() if ARROW_FILE.match(p.name) and p.is_file())
+        saved = saved_splits(root)
+        files = saved.get(MIRROR_SPLIT) or saved.get(ONE_DATASET) or []
     return files if files and _has_mirror_columns(files[0]) else []
 
 
@@ -90,8 +90,9 @@ def _schema(path: Path):
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).schema_arrow
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_stream(source).schema
+        from .saved_datasets import arrow_schema
+
+        return arrow_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"not a readable Parquet or Arrow file: {exc}", path=str(path)) from None
 
@@ -142,15 +143,15 @@ def _file_rows(path: Path, budget: list[int]) -> Iterator[MirrorRow]:
 def _batches(path: Path, budget: list[int]):
     """Record batches of the mirror's columns; a Parquet row group is checked against its sizes before its masks
     are read, an Arrow file (memory-mapped: nothing is decoded until a row is converted) row by row."""
-    pa = _pyarrow()
+    _pyarrow()      # the `hub` extra's error, before anything is opened
     columns = ["image_id", "text", "img_height", "img_width", "mask"]
     if path.suffix != ".parquet":
-        with pa.memory_map(str(path)) as source:
-            reader = pa.ipc.open_stream(source)
-            _check_columns(reader.schema.names, path)
-            for batch in reader:
-                _spend(budget, _sizes(batch, path), path)
-                yield batch.select(columns)
+        from .saved_datasets import arrow_batches, arrow_schema
+
+        _check_columns(arrow_schema(path).names, path)
+        for batch in arrow_batches(path, columns):
+            _spend(budget, _sizes(batch, path), path)
+            yield batch
         return
     import pyarrow.parquet as pq
 

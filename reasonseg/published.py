@@ -24,12 +24,16 @@ from .locations import close_path, hub_id, missing_path_error
 from .schema import canonical_split
 
 PARQUET_FILE = re.compile(r"^(train|validation|val|test)-\d{5}-of-\d{5}\.parquet$")
+SAVED_SPLITS = ("train", "validation", "val", "test")
 EXPLANATORY = "explanatory/train.json"
 EXPORT_VERSION = 1
 
 
 def published_files(root: Path) -> dict[str, list[Path]]:
-    """The Parquet files of a published folder by release split (`validation` -> `val`); empty when none."""
+    """The Parquet files of a published folder by release split (`validation` -> `val`), or the Arrow files of
+    the DatasetDict `datasets` saved from it (`save_to_disk`); empty when none."""
+    from .saved_datasets import saved_splits
+
     folder = root / "data"
     out: dict[str, list[Path]] = {}
     if folder.is_dir():
@@ -37,6 +41,9 @@ def published_files(root: Path) -> dict[str, list[Path]]:
             match = PARQUET_FILE.match(path.name)
             if match and path.is_file():
                 out.setdefault(canonical_split(match.group(1)), []).append(path)
+    if not out:
+        out = {canonical_split(split): files for split, files in saved_splits(root).items()
+               if split in SAVED_SPLITS and files}
     return out
 
 
@@ -128,22 +135,26 @@ def _rows(path: Path):
     pq = _pyarrow_parquet()
     import pyarrow as pa
 
+    from .saved_datasets import arrow_batches, arrow_schema
+
+    columns = ["id", "image", "annotation"]
     try:
-        parquet = pq.ParquetFile(path)
-        names = set(parquet.schema_arrow.names)
-        missing = sorted({"id", "image", "annotation"} - names)
+        parquet = pq.ParquetFile(path) if path.suffix == ".parquet" else None
+        names = set(parquet.schema_arrow.names if parquet else arrow_schema(path).names)
+        missing = sorted(set(columns) - names)
         if missing:
             raise DatasetError(f"column {missing[0]!r} is missing: not a reasonseg publication (or one older than "
                                "the annotation column), so the release cannot be restored byte for byte",
                                path=str(path), field=missing[0], hint="publish the release again")
-        batches = parquet.iter_batches(batch_size=32, columns=["id", "image", "annotation"])
+        batches = parquet.iter_batches(batch_size=32, columns=columns) if parquet else arrow_batches(path, columns)
         for batch in batches:
             for row in batch.to_pylist():
                 yield _checked_row(row, path)
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename:
             raise
-        raise DatasetError(f"not a readable Parquet file: {exc}", path=str(path)) from None
+        raise DatasetError(f"not a readable {'Parquet' if path.suffix == '.parquet' else 'Arrow'} file: {exc}",
+                           path=str(path)) from None
 
 
 def _checked_row(row: dict, path: Path) -> tuple[str, str, bytes, bytes]:

@@ -42,7 +42,6 @@ def mirror_features():
 @pytest.fixture(autouse=True)
 def private_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("REASONSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +68,11 @@ def test_the_layout_loads_with_datasets_into_the_mirrors_features(mirrors, tmp_p
     folder = out / "ReasonSeg_val"
     assert [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*.parquet"))] == [
         "data/test-00000-of-00001.parquet"]
-    ds = datasets.load_dataset(str(folder), split="test")       # as Seg-Zero's evaluation.py loads it
+    cache = str(tmp_path / "hf")    # given: `datasets` reads HF_DATASETS_CACHE only once, at import
+    ds = datasets.load_dataset(str(folder), split="test", cache_dir=cache)     # as Seg-Zero's evaluation.py does
     assert ds.features == mirror_features()
-    flat = datasets.load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train")
+    flat = datasets.load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train",
+                                 cache_dir=cache)
     assert flat.features == mirror_features()
     samples = {s.id: s for s in load_split(FIXTURE / "release", "val")}
     json_names = sorted(p.name for p in (FIXTURE / "release" / "val").glob("*.json"))
@@ -126,7 +127,7 @@ def test_every_form_of_the_mirror_reads_alike(mirrors, tmp_path):
     """The folder `publish` wrote, one mirror folder, `save_to_disk`'s layout and a Hub id in the local cache."""
     out, text0 = mirrors
     saved, single = tmp_path / "saved", tmp_path / "single"
-    loaded = datasets.load_dataset(str(out / "ReasonSeg_val"))
+    loaded = datasets.load_dataset(str(out / "ReasonSeg_val"), cache_dir=str(tmp_path / "hf"))
     loaded.save_to_disk(str(saved))                 # a DatasetDict: dataset_dict.json + test/
     loaded["test"].save_to_disk(str(single))        # one Dataset: state.json + data-*.arrow
     commit = "0123456789abcdef0123456789abcdef01234567"

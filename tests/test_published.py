@@ -15,13 +15,13 @@ import pytest
 from helpers import assert_one_line_error
 
 from reasonseg.builders.publish import parquet_name, publish_release
-from reasonseg.sources import load_split, release_root
 from reasonseg.errors import DatasetError
 from reasonseg.masks import encode_rle, rasterize_shapes
 from reasonseg.metrics.scoring import evaluate
 from reasonseg.published import export_release
 from reasonseg.sample import write_sample_release
 from reasonseg.schema import SPLITS, Prediction
+from reasonseg.sources import load_split, release_root
 from reasonseg.submission import write_predictions
 
 pa = pytest.importorskip("pyarrow")
@@ -241,3 +241,19 @@ def test_a_predictions_file_naming_the_hub_split_scores_as_val(forms, tmp_path):
         assert _numbers(proc) == expected
     wrong = run("score", release, renamed, "--split", "test", "--bootstrap", "0")
     assert wrong.returncode == 2 and "'validation'" in wrong.stderr and "'test'" in wrong.stderr
+
+
+def test_the_datasets_save_to_disk_form_scores_the_same(forms, tmp_path):
+    """`datasets.load_dataset(folder).save_to_disk(...)` (Arrow files, no manifest beside them) reads back as the
+    published form: the same numbers, the same annotations fingerprint."""
+    datasets = pytest.importorskip("datasets")
+    release, hub, predictions = forms
+    # cache_dir given: `datasets` reads HF_DATASETS_CACHE once, at import, and may hand back another folder's build
+    datasets.load_dataset(str(hub), cache_dir=str(tmp_path / "hf")).save_to_disk(str(tmp_path / "saved"))
+    expected = run("score", release, predictions["test"], "--split", "test", "--bootstrap", "0", "--json")
+    saved = run("score", tmp_path / "saved", predictions["test"], "--split", "test", "--bootstrap", "0", "--json")
+    assert saved.returncode == 0, saved.stderr
+    assert _numbers(saved) == _numbers(expected)
+    fingerprints = [json.loads(p.stdout)["dataset"]["annotations_sha256"] for p in (expected, saved)]
+    assert fingerprints[0] == fingerprints[1]
+    assert (export_release(tmp_path / "saved", tmp_path / "back")["splits"]) == COUNTS
