@@ -118,10 +118,13 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.db_url)
     store = GroundTruthStore(settings.data, cache_dir=settings.cache_dir, reread=settings.reread_ground_truth)
     limits = Limits(max_file_bytes=settings.max_upload_bytes)
-    sandbox = Sandbox(SandboxLimits(settings.worker_memory_mib, settings.worker_cpu_s, settings.worker_wall_s),
-                      warm=min(2, max(1, settings.validations)))
+    sandbox_limits = SandboxLimits(settings.worker_memory_mib, settings.worker_cpu_s, settings.worker_wall_s)
+    # Two pools: children kept warm for uploads (a team waits on them), and for scoring (in the background), so
+    # that scoring never takes the child the next upload would have found ready.
+    sandbox = Sandbox(sandbox_limits, warm=2)
     worker = ScoringWorker(db, store, threads=settings.threads, bootstrap=settings.bootstrap,
-                           lease_s=settings.lease_s, poll_s=settings.poll_s, limits=limits, sandbox=sandbox)
+                           lease_s=settings.lease_s, poll_s=settings.poll_s, limits=limits,
+                           sandbox=Sandbox(sandbox_limits, warm=1))
     significance = Significance(loader=db.submission)
     validation_slots = asyncio.Semaphore(max(1, settings.validations))
     team_turns: dict[int, asyncio.Lock] = {}     # one upload of a team read at a time: a team cannot fill the slots
@@ -135,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await run_in_threadpool(worker.stop)
             sandbox.close()
+            worker.sandbox.close()
             store.close()
             db.dispose()
 
