@@ -19,7 +19,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +38,7 @@ MAX_SPLIT_PIXELS = 4_000_000_000    # all masks of one split together: the real 
 MAX_ID_LENGTH = 200
 
 
-@dataclass(frozen=True, repr=False)
-class MirrorRow:
-    id: str
-    height: int
-    width: int
-    text: str
-    target: Intervals
-
-    def __repr__(self) -> str:
-        return f"MirrorRow({self.id!r}, {self.height}x{self.width})"
+MirrorRow = tuple[str, int, int, str, Intervals]   # image_id, img_height, img_width, text, the mask's intervals
 
 
 def mirror_features():
@@ -117,12 +107,13 @@ def read_mirror(files: list[Path]) -> tuple[list[MirrorRow], str]:
     budget = [MAX_SPLIT_PIXELS]
     for path in files:
         for row in _file_rows(path, budget):
-            if row.id in seen:
-                raise DatasetError("two rows of the mirror share this image_id", path=str(path), sample_id=row.id,
+            sample_id, height, width, text, (starts, ends) = row
+            if sample_id in seen:
+                raise DatasetError("two rows of the mirror share this image_id", path=str(path), sample_id=sample_id,
                                    field="image_id")
-            seen.add(row.id)
-            digest.update(json.dumps([row.id, row.height, row.width, row.text]).encode() + b"\n")
-            digest.update(row.target[0].tobytes() + b"|" + row.target[1].tobytes() + b"\n")
+            seen.add(sample_id)
+            digest.update(json.dumps([sample_id, height, width, text]).encode() + b"\n")
+            digest.update(starts.tobytes() + b"|" + ends.tobytes() + b"\n")
             rows.append(row)
     if not rows:
         raise DatasetError("the Hub mirror holds no rows", path=str(files[0].parent) if files else None)
@@ -209,7 +200,7 @@ def _batch_rows(batch, path: Path) -> Iterator[MirrorRow]:
         if not isinstance(text, str):
             raise DatasetError("'text' must be a string", path=str(path), sample_id=sample_id, field="text")
         mask = _decoded_mask(masks.slice(i, 1), height, width, path, sample_id)
-        yield MirrorRow(sample_id, height, width, text, mask_to_intervals(mask))
+        yield sample_id, height, width, text, mask_to_intervals(mask)
 
 
 def _decoded_mask(cell, height: int, width: int, path: Path, sample_id: str) -> np.ndarray:

@@ -151,8 +151,8 @@ def mirror_ground_truth(root: Path, split: str, files: list[Path]) -> GroundTrut
     from ..hub_mirror import MIRROR_FORM, read_mirror
 
     rows, fingerprint = read_mirror(files)
-    masks = {row.id: GroundTruthMask(row.id, split, row.height, row.width, None, (row.text,), row.target,
-                                     EMPTY_INTERVALS, "", None) for row in rows}
+    masks = {sid: GroundTruthMask(sid, split, height, width, None, (text,), target, EMPTY_INTERVALS, "", None)
+             for sid, height, width, text, target in rows}
     return GroundTruth(Path(root), split, masks, fingerprint, None, form=MIRROR_FORM)
 
 
