@@ -269,3 +269,22 @@ def test_a_split_larger_than_any_real_one_is_refused_before_decoding(mirrors, mo
     with pytest.raises(DatasetError, match="add up to over 1000 pixels"):
         hub_mirror.read_mirror(files)
     assert not decoded
+
+
+@pytest.mark.parametrize("rules", ["visionreasoner", "seg-zero"])
+def test_the_mirror_and_the_release_score_alike_under_the_mirrors_rules(mirrors, rules):
+    """Under the rules of the peers that score against the mirror, the release and the mirror reasonseg wrote give
+    the same numbers, and those are the numbers the peers' own code gave (the fixture's expected.json)."""
+    out, text0 = mirrors
+    expected = json.loads((FIXTURE / "expected.json").read_text())["rules"][rules]["predictions.json"]
+    groups = []
+    for data in (FIXTURE / "release", out):
+        proc = run("score", data, text0, "--split", "val", "--bootstrap", "0", "--rules", rules, "--json")
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["rules"] == rules
+        groups.append(doc["groups"]["overall"])
+    assert groups[0] == groups[1]
+    assert groups[1]["giou"] == pytest.approx(expected["giou"], abs=1e-6)
+    if expected["ciou"] is not None:
+        assert groups[1]["ciou"] == pytest.approx(expected["ciou"], abs=1e-6)
