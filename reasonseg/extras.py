@@ -6,6 +6,7 @@ before it writes anything.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from .errors import MissingExtraError
 
@@ -31,3 +32,16 @@ def require_extra(extra: str, what: str, modules: tuple[str, ...] | None = None)
     if missing:
         raise MissingExtraError(f"{what} needs {', '.join(missing)} (the '{extra}' extra): "
                                 f"pip install 'reasonseg[{extra}]'")
+
+
+def name_deepspeed_accelerator() -> None:
+    """DeepSpeed, which transformers and accelerate import when it is installed, logs a warning on stdout when it
+    finds no GPU ("Setting accelerator to CPU ..."). Where torch sees no CUDA device, name the CPU first through
+    DeepSpeed's own DS_ACCELERATOR variable, so a model command prints nothing of it. A DS_ACCELERATOR the user set
+    wins; without DeepSpeed or torch this does nothing (and imports nothing)."""
+    if "DS_ACCELERATOR" in os.environ or missing_modules("deepspeed", "torch"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"

@@ -146,7 +146,11 @@ def offline() -> None:
 
 
 def quiet_transformers() -> None:
-    """The library never prints: no loading bars or advisory logs from transformers (the CLI has its own bar)."""
+    """The library never prints: no loading bars or advisory logs from transformers (the CLI has its own bar), no
+    DeepSpeed accelerator notice on a machine without a GPU."""
+    from ..extras import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()
     from transformers.utils import logging
 
     logging.disable_progress_bar()

@@ -6,10 +6,19 @@ from typing import Literal
 
 import typer
 
-from .common import HELP_OPTION_NAMES, PROTOCOL_HELP, RULES_HELP, Precision, Protocol, RulesName
+from .common import PROTOCOL_HELP, RULES_HELP, Precision, Protocol, RulesName
 
 DEVICE_HELP = "torch device (default: cuda when available, else cpu)"
 PRECISION_HELP = "bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu, as the original)"
+
+
+def needs_model_extra() -> None:
+    """Each lisa command's first step (not the group's: a group's check runs before `-h` is read, and help must
+    work on the scoring-only install)."""
+    from ..extras import name_deepspeed_accelerator, require_extra
+
+    require_extra("model", "reasonseg lisa")
+    name_deepspeed_accelerator()
 
 
 def resolve_device(device: str | None, precision: str | None) -> tuple[str, str]:
@@ -26,14 +35,6 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
                        no_args_is_help=True)
     app.add_typer(lisa, name="lisa")
 
-    @lisa.callback()
-    def needs_model_extra(ctx: typer.Context) -> None:
-        """The LISA reference model: init, chat, predict, train, export, eval."""
-        from ..extras import require_extra
-
-        if set(HELP_OPTION_NAMES) & set(ctx.args):
-            return  # help needs no extra: `lisa init -h` works on the scoring-only install
-        require_extra("model", "reasonseg lisa")
 
     @lisa.command()
     def init(out: Path = typer.Option(..., "--out", help="folder to write (new or empty, or --overwrite)"),
@@ -49,6 +50,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg lisa init --size tiny --llava v1 --out tiny-lisa
         """
+        needs_model_extra()
         from ..errors import ReasonSegError
         from ..lisa.checkpoint import init_release
 
@@ -84,6 +86,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg lisa chat --weights tiny-lisa --image photo.jpg --query "Where can I sit?"
         """
+        needs_model_extra()
         from ..errors import ReasonSegError
         from ..lisa.chat_cli import run_chat
 
@@ -123,6 +126,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Several GPUs: torchrun --nproc_per_node 8 $(which reasonseg) lisa predict ... (same options).
         """
+        needs_model_extra()
         from contextlib import ExitStack
 
         from ..lisa.runner import predict_release
@@ -142,6 +146,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg lisa train --config reasonseg/lisa/configs/tiny.yaml
         """
+        needs_model_extra()
         from ..lisa.train import load_config, train
 
         result = train(load_config(config), resume=not no_resume,
@@ -162,6 +167,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
 
         Example: reasonseg lisa export runs/lisa-tiny --out lisa-tiny-ft
         """
+        needs_model_extra()
         from ..lisa.train import export_run
 
         path = export_run(run, out, checkpoint, max_shard_size, safetensors, overwrite=overwrite)
@@ -196,6 +202,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         refCOCO family (the paper's Table 2: every sentence one query, cIoU and gIoU, the paper's cIoU beside):
         reasonseg lisa eval refcoco --refer-root dataset/refer_seg --split testA --weights LISA-7B-v1
         """
+        needs_model_extra()
         from ..lisa.runner import REFER_EVAL_SPLITS, evaluate_refer, evaluate_release
         from .common import print_table
 

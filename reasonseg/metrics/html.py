@@ -149,7 +149,7 @@ Values ×100.</p>
 <h2>Per-query IoU</h2>{histogram_svg(histogram_model(ious, bins=20))}
 {overlay_legend()}
 {''.join(sections)}
-<p><small>predictions sha256 {html.escape(doc['predictions_sha256'])}
+<p><small>predictions {html.escape(doc.get('predictions_sha256') or 'in memory (no file)')}
 · reasonseg {html.escape(doc['reasonseg_version'])}</small></p>
 </body></html>
 """

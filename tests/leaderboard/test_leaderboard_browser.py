@@ -93,6 +93,12 @@ def test_upload_through_the_form_sort_and_detail_page(lb_release, lb_preds, tmp_
             page.uncheck("#show-reported")
             assert page.locator("#board tr.reported:not([hidden])").count() == 0
             assert page.locator("#board tr.measured").count() == 2
+            # At 1200 px, with paper rows and measured rows (CIs, badges, a long unbroken name), the page does not
+            # scroll sideways.
+            page.check("#show-reported")
+            page.set_viewport_size({"width": 1200, "height": 900})
+            width, view = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width <= view, (width, view)
             shot = tmp_path / "leaderboard.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

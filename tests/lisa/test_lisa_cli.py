@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,23 @@ def test_every_lisa_command_that_takes_a_model_takes_weights_and_defaults_by_dev
     assert "512" in chat_help and "llava_llama_2" in chat_help
     assert resolve_device("cpu", None) == ("cpu", "fp32") and resolve_device("cuda", None) == ("cuda", "bf16")
     assert resolve_device("cuda", "fp16") == ("cuda", "fp16")
+
+
+def test_model_commands_print_no_deepspeed_accelerator_notice():
+    # DeepSpeed (imported by transformers/accelerate when installed) logged "Setting accelerator to CPU ..." on
+    # stdout from every model command on a machine without a GPU.
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("deepspeed") is None or torch.cuda.is_available():
+        return  # nothing to see: the notice only comes from DeepSpeed on a machine without CUDA
+    exe = str(Path(sys.executable).with_name("reasonseg"))
+    out = scratch("ds-notice")
+    for args in (["lisa", "init", "--out", str(out / "m")],
+                 ["predict", "--method", "lisa", "--weights", str(tiny_model("v1")), str(release()), "--split",
+                  "val", "--out", str(out / "p.json")]):
+        done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=600,
+                              env={k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"})
+        assert done.returncode == 0, done.stderr
+        assert "Setting accelerator" not in done.stdout + done.stderr, args

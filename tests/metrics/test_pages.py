@@ -95,6 +95,9 @@ def test_report_shows_the_legend_and_the_size_breakdown(browser, pages):
     groups = page.locator("table tbody tr td:first-child").all_inner_texts()
     assert {"short", "long", "small", "medium", "large"} <= set(groups)
     assert "0.33% of the image" in page.content()
+    # The footer names the predictions file's hash once ("predictions sha256 sha256:..." before).
+    footer = page.locator("body > p small").last.inner_text()
+    assert footer.startswith("predictions sha256:") and footer.count("sha256") == 1, footer
     page.close()
 
 
