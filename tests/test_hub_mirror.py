@@ -288,3 +288,27 @@ def test_the_mirror_and_the_release_score_alike_under_the_mirrors_rules(mirrors,
     assert groups[1]["giou"] == pytest.approx(expected["giou"], abs=1e-6)
     if expected["ciou"] is not None:
         assert groups[1]["ciou"] == pytest.approx(expected["ciou"], abs=1e-6)
+
+
+def test_an_exif_rotated_image_keeps_the_size_pil_reports(tmp_path):
+    """The mirrors took the size from PIL, which does not apply EXIF orientation (LISA's cv2.imread does): the row
+    says so, and its mask is drawn at that size."""
+    from PIL import Image
+
+    release = tmp_path / "release"
+    shutil.copytree(FIXTURE / "release", release)
+    path = next(p for p in sorted((release / "val").glob("*.jpg")) if Image.open(p).size[0] != Image.open(p).size[1])
+    with Image.open(path) as img:
+        exif = Image.Exif()
+        exif[0x0112] = 6                        # rotate 90 degrees on display: width and height swap
+        img.save(path, "JPEG", exif=exif)
+        raw_width, raw_height = img.size
+    sample = next(s for s in load_split(release, "val") if s.id == path.stem)
+    assert (sample.height, sample.width) == (raw_width, raw_height)   # the release reader applies the rotation
+    proc = run("publish", release, "--out", tmp_path / "out", "--layout", "seg-zero")
+    assert proc.returncode == 0, proc.stderr
+    rows = pq.read_table(tmp_path / "out" / "ReasonSeg_val" / "data" / "test-00000-of-00001.parquet").to_pylist()
+    row = next(r for r in rows if r["image_id"] == path.stem)
+    assert (row["img_height"], row["img_width"]) == (raw_height, raw_width)
+    drawn = rasterize_shapes(sample.shapes, raw_height, raw_width) != 0
+    assert np.array_equal(np.array(row["mask"], bool), drawn)
