@@ -32,7 +32,6 @@ from .report import results_document
 from .rules import (
     HUB_MIRROR,
     HUB_MIRROR_LOSSES,
-    MISSING,
     Rules,
     Tally,
     first_items,
@@ -43,13 +42,7 @@ from .rules import (
     wanted_keys,
 )
 
-MISSING_POLICIES = tuple(MISSING)
 DEGENERATE_SHARE = 0.5   # warn when more than this share of queries is predicted as the whole image or nothing
-
-
-def check_options(protocol: str, missing: str) -> None:
-    """Refuse an unknown protocol or missing policy (one line), as every scoring entry point does."""
-    resolve_rules(protocol=protocol, missing=missing)
 
 
 def check_text_index(gt: GroundTruth, sample_id: str, text_index: int, where: str | None) -> None:
@@ -205,6 +198,10 @@ def score_predictions(gt: GroundTruth, preds: PredictionSet, protocol: str | Non
     rules = resolve_rules(rules, protocol=protocol, missing=missing, gt=gt)
     matched = match_predictions(gt, preds, rules=rules)
     return score_tallies(rules, gt, measure_predictions(gt, matched), preds.path)
+
+
+# The start of warn_if_degenerate's message, for `warnings.filterwarnings(message=...)` where it is expected.
+DEGENERATE_WARNING = r"\d+ of \d+ queries are predicted as "
 
 
 def warn_if_degenerate(gt: GroundTruth, areas: Iterable[tuple[str, int]]) -> None:
