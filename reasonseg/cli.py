@@ -443,7 +443,7 @@ def _suggestion(path_text, release_expected: bool = False) -> str:
     import difflib
 
     path = Path(path_text)
-    if os.path.lexists(path) or path not in _typed_input_paths(sys.argv[1:]):  # present (a loop): no typo
+    if (os.path.islink(path) and not path.exists()) or path not in _typed_input_paths(sys.argv[1:]):  # a loop
         return ""  # only a path the user typed as an input: a file missing inside a dataset is no typo
     try:
         base = path
