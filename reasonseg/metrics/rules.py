@@ -131,13 +131,6 @@ PROFILES: dict[str, Rules] = {
                       ciou="none"),
     "mmdet-refseg": Rules("mmdet-refseg", ignore="dropped", empty_union="zero", epsilon="none"),
 }
-PROFILE_SUMMARIES = {
-    "lisa": "LISA's reference scorer (also LENS, Evol-SAM3, READ); the default",
-    "x-sam": "X-SAM's evaluator: every text, images without target left out, missing predictions not counted",
-    "visionreasoner": "VisionReasoner: the Hub mirror's boolean mask, empty union 0, a missing answer I = 0, U = |GT|",
-    "seg-zero": "Seg-Zero: the Hub mirror's boolean mask, empty unions dropped, gIoU only",
-    "mmdet-refseg": "mmdetection's RefSegMetric: ignore as background, empty union 0",
-}
 ALL = "all"   # --rules all: every profile side by side (the drift table)
 
 # The Hub mirrors' form of the ground truth (a boolean mask with ignore folded in, text 0 only, no is_sentence):

@@ -33,9 +33,14 @@ def env(tmp_path_factory):
     return {**os.environ, "REASONSEG_CACHE": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1"}
 
 
-def test_the_fixture_covers_every_profile_and_file():
+def test_the_fixture_and_the_command_line_cover_every_profile():
+    from typing import get_args
+
+    from reasonseg.commands.common import RulesChoice, RulesName
+
     assert set(EXPECTED["rules"]) == set(PROFILES)
     assert all(set(EXPECTED["rules"][name]) == set(FILES) for name in PROFILES)
+    assert get_args(RulesName) == tuple(PROFILES) and get_args(RulesChoice) == (*PROFILES, "all")
 
 
 def assert_numbers(got: dict, want: dict) -> None:
