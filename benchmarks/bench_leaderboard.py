@@ -14,7 +14,15 @@ ratios cached / re-read and hostile / cached (the target: honest p95 and peak me
 once each, so the rule of one scoring per team does not serialise them; each server scores with its default 2
 threads and 1000 bootstrap resamples.
 
-Usage: python benchmarks/bench_leaderboard.py [--work DIR] [--uploads 20] [--images 779]
+--sandbox-cost measures the sandboxed worker instead (what the default limits are sized from, docs/leaderboard.md):
+  reader:  one check of the honest upload (read against the split, matched to its queries) in this process, in a
+           warm sandboxed child (started ahead, as the server keeps two), and in a child started for it; with the
+           child's peak memory over its start and its CPU time, for the JSON RLE upload and for the same masks as a
+           PNG zip, and for scoring the upload (1000 resamples)
+  server:  honest upload latency (POST -> 201, one at a time) on a server reading uploads in sandboxed children
+           (as shipped) and on one reading them in its own process (Settings.worker_trusted, the old way)
+
+Usage: python benchmarks/bench_leaderboard.py [--work DIR] [--uploads 20] [--images 779] [--sandbox-cost]
 """
 from __future__ import annotations
 
@@ -128,35 +136,45 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bool,
-               hostile: list[tuple[str, bytes]] = ()) -> dict:
-    name = "reread" if reread else "hostile" if hostile else "cached"
+def start_server(work: Path, release: Path, name: str, teams: int, reread: bool = False, trusted: bool = False
+                 ) -> tuple[subprocess.Popen, str, list[str]]:
+    """A fresh database with `teams` teams and a server process on it: (process, URL, tokens). `trusted` serves
+    with Settings.worker_trusted (uploads read in the server's own process: the sandbox's baseline)."""
     db = work / f"{name}.db"
     for path in work.glob(f"{name}.db*"):
         path.unlink()
     cmd = [sys.executable, "-m", "reasonseg.cli"]
     env = {**os.environ, "REASONSEG_CACHE": str(work / "gt-cache")}
     tokens = [subprocess.run([*cmd, "leaderboard", "add-team", f"team {i}", "--db", str(db)], capture_output=True,
-                             text=True, check=True, env=env).stdout.strip() for i in range(uploads + len(hostile))]
-    honest_tokens, hostile_tokens = tokens[:uploads], tokens[uploads:]
+                             text=True, check=True, env=env).stdout.strip() for i in range(teams)]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     args = [*cmd, "leaderboard", "serve", "--data", str(release), "--db", str(db), "--port", str(port)]
+    if trusted:
+        args = [sys.executable, "-c", "import sys; from reasonseg.leaderboard.app import Settings, serve; "
+                f"serve(Settings(data={str(release)!r}, db_url={str(db)!r}, worker_trusted=True), port={port})"]
     log = work / f"{name}.log"
     with open(log, "w") as out:
         server = subprocess.Popen(args + (["--reread-ground-truth"] if reread else []), env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                _get(url + "/api/health")
-                break
-            except (OSError, urllib.error.URLError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            _get(url + "/api/health")
+            return server, url, tokens
+        except (OSError, urllib.error.URLError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.1)
 
+
+def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bool,
+               hostile: list[tuple[str, bytes]] = ()) -> dict:
+    name = "reread" if reread else "hostile" if hostile else "cached"
+    server, url, tokens = start_server(work, release, name, uploads + len(hostile), reread)
+    honest_tokens, hostile_tokens = tokens[:uploads], tokens[uploads:]
+    try:
         def one(token: str) -> float:
             start = time.perf_counter()
             code, body = _post(url, token, preds)
@@ -193,17 +211,87 @@ def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bo
             "refused": len(refused), "slowest_refusal": max((t for _, t in refused), default=0.0)}
 
 
+def _timed(call, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)
+
+
+def _median_cost(costs: list) -> str:
+    return (f"peak {statistics.median(c.memory_mib for c in costs):6.1f} MiB over the child's start, CPU "
+            f"{statistics.median(c.cpu_s for c in costs):5.2f} s")
+
+
+def sandbox_cost(work: Path, release: Path, preds: bytes, rounds: int) -> None:
+    import cv2
+
+    from reasonseg.leaderboard.worker import GroundTruthStore
+    from reasonseg.masks import intervals_to_mask
+    from reasonseg.sandbox import JOBS, Sandbox
+    from reasonseg.submission import Limits, png_name
+
+    store = GroundTruthStore(release, splits=("test",), cache_dir=work / "gt-cache")
+    gt = store.kept["test"]
+    pngs = _zip({png_name(m.id, 0): cv2.imencode(".png", intervals_to_mask(m.target, m.height, m.width))[1].tobytes()
+                 for m in gt.masks.values()})
+    check = {"where": "preds", "limits": Limits(), "gt": store.sandbox_source("test")}
+    score = {**check, "protocol": "lisa", "bootstrap": 1000, "method": "m"}
+    print(f"reader: one {len(gt.masks)}-query upload, median of {rounds} ({os.cpu_count()} CPUs)")
+    with Sandbox(warm=1) as warm, Sandbox(warm=0) as cold:
+        for label, job, args, data in (("check JSON RLE", "check_upload", check, preds),
+                                       ("check PNG zip", "check_upload", check, pngs),
+                                       ("score JSON RLE", "score_upload", score, preds)):
+            inline = _timed(lambda: JOBS[job](data, **args), rounds)   # noqa: B023 (called at once)
+            costs = []
+            warm_times = []
+            for _ in range(rounds):
+                time.sleep(1.0)                            # the next warm child has started, as between uploads
+                start = time.perf_counter()
+                costs.append(warm.run_costed(job, args, data)[1])
+                warm_times.append(time.perf_counter() - start)
+            spawned = _timed(lambda: cold.run(job, args, data), rounds)   # noqa: B023
+            print(f"  {label:15s} in process {statistics.median(inline):6.3f} s   warm child "
+                  f"{statistics.median(warm_times):6.3f} s   new child {statistics.median(spawned):6.3f} s   "
+                  f"({_median_cost(costs)}; {len(data) / 1e6:.1f} MB)")
+    store.close()
+    for trusted in (False, True):
+        server, url, tokens = start_server(work, release, "trusted" if trusted else "sandboxed", 1, trusted=trusted)
+        try:
+            latencies = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                code, body = _post(url, tokens[0], preds)
+                latencies.append(time.perf_counter() - start)
+                if code != 201:
+                    raise RuntimeError(f"an honest upload was refused: {code} {body}")
+                time.sleep(0.5)
+        finally:
+            server.terminate()
+            server.wait(60)
+        latencies.sort()
+        print(f"  server, uploads read {'in its own process' if trusted else 'in sandboxed children'}: "
+              f"POST -> 201 p50 {statistics.median(latencies):6.3f} s, max {latencies[-1]:6.3f} s ({rounds} uploads)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="keep inputs here (default: a temp folder)")
     parser.add_argument("--uploads", type=int, default=20)
     parser.add_argument("--images", type=int, default=779)
+    parser.add_argument("--sandbox-cost", action="store_true", help="measure the sandboxed worker instead")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions of each --sandbox-cost measurement")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="reasonseg-bench-lb-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         release, preds_path = build_inputs(work, args.images)
         preds = preds_path.read_bytes()
+        if args.sandbox_cost:
+            sandbox_cost(work, release, preds, args.rounds)
+            return
         hostile = hostile_uploads(release)
         print(f"{args.uploads} concurrent uploads of a {args.images}-query RLE submission "
               f"({len(preds) / 1e6:.1f} MB), 2 scoring threads, {os.cpu_count()} CPUs; hostile mix: {len(hostile)} "

@@ -60,6 +60,7 @@ class Settings:
     worker_memory_mib: int = DEFAULT_MEMORY_MIB   # what reading one upload may add, in its sandboxed child
     worker_cpu_s: int = DEFAULT_CPU_S             # CPU seconds one upload's child may use (reading, or scoring)
     worker_wall_s: float = DEFAULT_WALL_S         # wall-clock seconds before the child is killed
+    worker_trusted: bool = False     # the benchmark's baseline only: uploads read in this process, without limits
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     threads: int = 2
     lease_s: float = 60.0
@@ -118,7 +119,8 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.db_url)
     store = GroundTruthStore(settings.data, cache_dir=settings.cache_dir, reread=settings.reread_ground_truth)
     limits = Limits(max_file_bytes=settings.max_upload_bytes)
-    sandbox_limits = SandboxLimits(settings.worker_memory_mib, settings.worker_cpu_s, settings.worker_wall_s)
+    sandbox_limits = SandboxLimits(settings.worker_memory_mib, settings.worker_cpu_s, settings.worker_wall_s,
+                                   trusted=settings.worker_trusted)
     # Two pools: children kept warm for uploads (a team waits on them), and for scoring (in the background), so
     # that scoring never takes the child the next upload would have found ready.
     sandbox = Sandbox(sandbox_limits, warm=2)
