@@ -22,6 +22,8 @@ _EXPORTS = {
     "load_ground_truth": "reasonseg.metrics.groundtruth",
     "evaluate": "reasonseg.metrics.scoring",
     "evaluate_predictions": "reasonseg.metrics.scoring",
+    "evaluate_drift": "reasonseg.metrics.drift",
+    "Rules": "reasonseg.metrics.rules",
     "read_results": "reasonseg.metrics.report",
     "write_results": "reasonseg.metrics.report",
     "paired_comparison": "reasonseg.metrics.stats",
