@@ -7,11 +7,11 @@ format characters in them are shown as escapes (`reasonseg.text`).
 from __future__ import annotations
 
 import inspect
-import sys
 from typing import Literal
 
 from typer.core import TyperArgument, TyperOption
 
+from .console import console
 from .progress import progress
 
 __all__ = ["HELP_OPTION_NAMES", "EmptyUnion", "Missing", "Precision", "Protocol", "RulesChoice", "RulesName",
@@ -30,15 +30,6 @@ PROTOCOL_HELP = "lisa (text[0] per image, the paper) or all-texts"
 RULES_HELP = ("whose scoring rules: lisa (the reference, default), x-sam, visionreasoner, seg-zero, mmdet-refseg "
               "(docs/protocol.md); --protocol, --empty-union and --missing override their axes")
 SPLIT_HELP = "val, test, train, or joined such as train_val"
-
-
-def console(stderr: bool = False):
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # Piped output (logs, CI, files) is not wrapped at 80 columns: tables stay one line per row.
-    width = None if stream.isatty() else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, markup=False, emoji=False)
 
 
 def print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:

@@ -115,7 +115,7 @@ def progress(description: str, total: int | None, unit: str = "items") -> Iterat
         TransferSpeedColumn,
     )
 
-    from .common import console
+    from .console import console
 
     count = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     speed = TransferSpeedColumn() if unit == "bytes" else TextColumn("{task.fields[rate]}", markup=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import ResultsError
 from ..masks import Coverage, Intervals, intervals_area
 
 IOU_EPS = 1e-5      # added to each query's union
@@ -96,6 +97,17 @@ class QueryScore:
 
     def iou(self, empty_union: str = "one", epsilon: str = "lisa") -> float | None:
         return query_iou(self.intersection, self.union, empty_union, epsilon, self.penalty)
+
+
+def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
+    """The per-query scores a results document records (its `queries`), as `QueryScore`s."""
+    try:
+        return [QueryScore(q["id"], int(q["text_index"]), None if q["is_sentence"] is None else bool(q["is_sentence"]),
+                           int(q["intersection"]), int(q["union"]), q.get("source"), q.get("size"),
+                           bool(q.get("missing", False)))
+                for q in doc["queries"]]
+    except (KeyError, TypeError, ValueError):
+        raise ResultsError("results 'queries' are malformed", path=where, field="queries") from None
 
 
 def measure(target: Intervals, ignore: Intervals, prediction: Intervals) -> tuple[int, int, int]:

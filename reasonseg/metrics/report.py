@@ -10,6 +10,7 @@ from ..dataset import atomic_write_text
 from ..errors import ResultsError
 from ..inputs import check_input
 from .iou import EMPTY_UNION_POLICIES, SIZE_CLASSES, QueryScore
+from .iou import scores_from_results as scores_from_results  # where callers found it before
 from .rules import Rules, resolve_rules
 from .stats import bootstrap_ci, image_sums
 
@@ -110,16 +111,6 @@ def check_same_data(document: dict, fingerprint: str, where: str, allow: bool = 
         return False
     raise ResultsError(message, path=where, hint="score the predictions on this release again, or pass "
                                                  "--allow-different-data")
-
-
-def scores_from_results(doc: dict, where: str = "results") -> list[QueryScore]:
-    try:
-        return [QueryScore(q["id"], int(q["text_index"]), None if q["is_sentence"] is None else bool(q["is_sentence"]),
-                           int(q["intersection"]), int(q["union"]), q.get("source"), q.get("size"),
-                           bool(q.get("missing", False)))
-                for q in doc["queries"]]
-    except (KeyError, TypeError, ValueError):
-        raise ResultsError("results 'queries' are malformed", path=where, field="queries") from None
 
 
 # ------------------------------------------------------------------------------------------------------ tables

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ResultsError
-from .iou import CIOU_EPS, COUNT_EPS, QueryScore
+from .iou import CIOU_EPS, COUNT_EPS, QueryScore, scores_from_results
 
 _CHUNK = 256  # resamples per vectorised batch: bounds memory at _CHUNK x n_images
 # What a paired comparison's p-value tests (`compare` prints it under its table, `report` above its own).
@@ -119,8 +119,6 @@ def as_image_sums(scored, empty_union: str | None = None) -> ImageSums:
     document = scored if isinstance(scored, dict) else getattr(scored, "document", None)
     policy = empty_union or (document or {}).get("empty_union") or "one"
     if isinstance(scored, dict):
-        from .report import scores_from_results
-
         return image_sums(scores_from_results(scored), policy)
     return image_sums(getattr(scored, "scores", scored), policy)
 
