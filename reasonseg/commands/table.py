@@ -43,5 +43,7 @@ def register(app: typer.Typer, build_app: typer.Typer) -> None:
         if out:
             atomic_write_text(out, text)
             typer.echo(f"wrote {out}")
-        else:
-            typer.echo(text, nl=False)
+        else:   # method names come from results files: a terminal gets their control characters as escapes
+            from ..text import display_text
+
+            typer.echo(display_text(text, None, keep="\t\n\r"), nl=False)

@@ -81,6 +81,22 @@ def test_invisible_and_c1_characters_in_ids_are_refused(tmp_path, release, sampl
     assert_no_raw(line)
 
 
+def test_method_names_from_results_files_print_escaped_in_table_and_compare(tmp_path, release, samples):
+    results = tmp_path / "r.json"
+    proc = cli("score", str(release), str(write_doc(tmp_path / "p.json", honest_entries(samples))), "--split", "val",
+               "--bootstrap", "0", "--out", str(results))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(results.read_text())
+    doc["method"] = ESC_ID      # written by another tool, or edited by hand
+    results.write_text(json.dumps(doc))
+    table = cli("table", str(results))
+    compare = cli("compare", str(release), str(results), str(results), "--split", "val", "--bootstrap", "20")
+    for proc in (table, compare):
+        assert proc.returncode == 0, proc.stderr
+        assert ESC_SHOWN[:20] in proc.stdout
+        assert_no_raw(proc.stdout, proc.stderr)
+
+
 # ------------------------------------------------------------------------------------------------ leaderboard
 
 @pytest.fixture(scope="module")
