@@ -33,10 +33,10 @@ from pathlib import Path
 from .errors import ReadLimitError, ReasonSegError, SubmissionError
 
 MIB = 1024 * 1024
-# Sized from the largest honest upload of a test-size split (benchmarks/bench_leaderboard.py --honest-cost, in
-# docs/leaderboard.md): a JSON RLE of 779 masks at 1024x768 took about 30 MiB over the child's start and 0.4 s to
-# read and check, a PNG zip of the same masks about 40 MiB and 1.5 s, scoring it with 1000 bootstrap resamples
-# about 2 s. The defaults leave more than a factor of ten on each, for bigger images and slower machines.
+# Sized from honest uploads of a test-size split (benchmarks/bench_leaderboard.py --sandbox-cost, 779 queries at
+# 640x480; docs/leaderboard.md): checking the JSON RLE took 6 MiB over the child's start and 0.07 s of CPU, the same
+# masks as a PNG zip 29 MiB and 1.4 s, scoring the JSON with 1000 resamples 18 MiB and 0.15 s. The defaults leave
+# more than a factor of ten on the largest, for bigger images and slower machines.
 DEFAULT_MEMORY_MIB = 512
 DEFAULT_CPU_S = 30
 DEFAULT_WALL_S = 60.0

@@ -1,8 +1,9 @@
 """What a submission must hold before it is stored: its form fields, its metadata and a predictions file that the
 Foundation's validator accepts and that matches the split's queries (ids, sizes, split name).
 
-These are pure checks on values the server already has in memory; each problem is one `IntakeError` line that the
-API returns as `{"error": ...}` with status 400.
+These are pure checks; each problem is one `IntakeError` line that the API returns as `{"error": ...}` with status
+400. The form's fields are checked in the server; `read_upload` and `check_against`, which parse the uploaded bytes,
+run only in a sandboxed child process (`reasonseg.sandbox`), and `precheck_upload` is a cheap early refusal.
 """
 from __future__ import annotations
 
