@@ -130,10 +130,6 @@ def main() -> None:
     def grab_model(model, groups):
         held["model"] = model
         names = set_trainable(model, groups)
-        if args.freeze_llm:
-            for name, param in model.named_parameters():
-                if name.startswith("llm."):
-                    param.requires_grad_(False)
         line = probe(model, 0)
         log.write(json.dumps(line) + "\n")
         print(json.dumps(line), flush=True)
@@ -155,6 +151,9 @@ def main() -> None:
         log.write(json.dumps(line) + "\n")
         log.flush()
 
+    if args.freeze_llm:
+        task.freeze_llm_in_training()
+    set_trainable = train_module.set_trainable
     train_module.set_trainable, torch.nn.utils.clip_grad_norm_ = grab_model, read_grads
     train_module.train(config, resume=False, on_step=on_step)
 

@@ -180,10 +180,30 @@ def prepare(args) -> None:
     else:
         init_release(work / "start-model", "tiny", "v1", seed=args.seed)
     (work / "recipe.json").write_text(json.dumps(recipe(args), indent=1) + "\n", encoding="utf-8")
+    (work / "experiment.json").write_text(json.dumps({"llm": args.llm, "language_steps": args.language_steps,
+                                                      "language_lr": args.language_lr}) + "\n", encoding="utf-8")
     print(f"prepared {work}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- train
+
+def freeze_llm_in_training() -> None:
+    """Make this process's `lisa train` runs keep every LLM weight frozen (LoRA, embeddings and lm_head included), so
+    only `text_hidden_fcs` and the mask decoder learn. The product has no such setting (its `reference` set always
+    trains the LLM's LoRA, embeddings and lm_head); the experiment wraps the one function that decides."""
+    import reasonseg.lisa.train as train_module
+
+    chosen = train_module.set_trainable
+
+    def without_llm(model, groups=("reference",)) -> list[str]:
+        names = chosen(model, groups)
+        for name, param in model.named_parameters():
+            if name.startswith("llm."):
+                param.requires_grad_(False)
+        return [n for n in names if not n.startswith("llm.")]
+
+    train_module.set_trainable = without_llm
+
 
 def train_arm(args) -> None:
     import torch
@@ -192,6 +212,8 @@ def train_arm(args) -> None:
 
     torch.set_num_threads(1)
     work = Path(args.work)
+    if json.loads((work / "experiment.json").read_text(encoding="utf-8"))["llm"] == "frozen":
+        freeze_llm_in_training()
     doc = json.loads((work / "recipe.json").read_text(encoding="utf-8"))
     if args.data == "fixed":
         train_data = {"qa": str(work / f"qa-{args.arm}")}
@@ -326,6 +348,9 @@ def report(args) -> dict:
         "targets": TARGETS, "steps": {arm: s["steps"] for arm, s in summaries.items()},
         "train_wall_minutes": {arm: round(s["train_wall_s"] / 60, 1) for arm, s in summaries.items()},
         "recipe": json.loads((work / "recipe.json").read_text()), "data_path": args.data,
+        "experiment": json.loads((work / "experiment.json").read_text()),
+        "language_stage": (json.loads((work / "language.json").read_text())
+                           if (work / "language.json").exists() else None),
         "data": {"train_scenes": len(scenes["train"]), "val_scenes": len(scenes["val"]), "objects_per_scene": 3},
         "machine": args.machine, "commit": args.commit,
     }
@@ -375,20 +400,23 @@ def main() -> None:
     parser.add_argument("--data", choices=("fixed", "fresh"), default="fixed",
                         help="train: a fixed QA set built once by `reasonseg build qa` (default), or fresh draws of "
                              "texts and templates every time a sample is seen (the reference's way; see docs/lisa.md)")
-    parser.add_argument("--train-scenes", type=int, default=1000)
+    parser.add_argument("--train-scenes", type=int, default=400)
     parser.add_argument("--val-scenes", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps (the LR schedule spans them)")
-    parser.add_argument("--val-every", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (the LR schedule spans them)")
+    parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--ce", type=float, default=0.0,
                         help="weight of the text loss (the reference: 1.0; see docs/lisa.md for why 0 here)")
-    parser.add_argument("--minutes", type=float, default=27.0, help="training wall-clock budget per arm")
+    parser.add_argument("--minutes", type=float, default=12.5, help="training wall-clock budget per arm")
     parser.add_argument("--commit", default=None, help="the code's git commit, recorded in the JSON")
     parser.add_argument("--trainable", nargs="+", default=["reference", "llm"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--language-steps", type=int, default=0,
+    parser.add_argument("--llm", choices=("frozen", "trained"), default="frozen",
+                        help="prepare: the arms keep the (language-trained) LLM frozen and train text_hidden_fcs and "
+                             "the mask decoder (default; see docs/lisa.md for why), or also train --trainable")
+    parser.add_argument("--language-steps", type=int, default=800,
                         help="prepare: first train the tiny LLM on language alone for this many steps (0: none)")
     parser.add_argument("--language-lr", type=float, default=1e-3)
     parser.add_argument("--png", default="lisa_learns_task.png")
