@@ -21,11 +21,18 @@ epoch; the control arm's set is built from the shuffled release); `fresh` reads 
 texts and templates are drawn anew every time a sample is seen (the reference's way; with it this tiny random model's
 prompt stays the same for every query, see docs/lisa.md).
 
+The start model (`prepare`): `lisa init --size tiny`, then a language-only stage (`--language-steps`, default 800):
+its LLM alone learns, with next-token loss, to answer the QA builder's questions about each train text by repeating
+the text where the answer has `[SEG]` (`language_sequences`): a random tiny LLM's state hardly depends on the query
+(LISA starts from a pretrained LLaVA instead). The arms then keep that LLM frozen (`--llm frozen`, default) and train `text_hidden_fcs`
+and the mask decoder: trained with the mask loss, the tiny LLM makes its `[SEG]` state the same for every query
+within the first 50 steps (`lisa_collapse_probe.py`; docs/lisa.md has the measurements). `--llm trained` trains
+`--trainable` too.
+
 Usage (the work folder must be outside the repository; the arms run as two processes, one torch thread each):
 
-    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --train-scenes 400 --steps 2600 \\
-        --val-every 400 --minutes 12.5 --png docs/img/lisa_learns_task.png \\
-        --json benchmarks/results/lisa_learns_task.json
+    python benchmarks/lisa_learns_task.py all --work /tmp/lisa-learns --seed 0 \\
+        --png docs/img/lisa_learns_task.png --json benchmarks/results/lisa_learns_task.json
 
 Subcommands: `prepare` (data + start model), `train --arm real|control`, `report` (curves PNG + JSON); `all` runs
 them in order with both arms in parallel.
