@@ -24,10 +24,11 @@ prompt stays the same for every query, see docs/lisa.md).
 The start model (`prepare`): `lisa init --size tiny`, then a language-only stage (`--language-steps`, default 800):
 its LLM alone learns, with next-token loss, to answer the QA builder's questions about each train text by repeating
 the text where the answer has `[SEG]` (`language_sequences`): a random tiny LLM's state hardly depends on the query
-(LISA starts from a pretrained LLaVA instead). The arms then keep that LLM frozen (`--llm frozen`, default) and train `text_hidden_fcs`
-and the mask decoder: trained with the mask loss, the tiny LLM makes its `[SEG]` state the same for every query
-within the first 50 steps (`lisa_collapse_probe.py`; docs/lisa.md has the measurements). `--llm trained` trains
-`--trainable` too.
+(LISA starts from a pretrained LLaVA instead). The arms then keep that LLM frozen (`--llm frozen`, default) and
+train `text_hidden_fcs` and the mask decoder: trained with the mask loss, the tiny LLM makes its `[SEG]` state the
+same for every query within the first 50 steps (`lisa_collapse_probe.py`; docs/lisa.md has the measurements).
+`--llm trained` trains `--trainable` too. `--recipe reference` trains with the product's reference settings instead
+(fresh draws, lr 3e-4, warmup 100, text loss 1.0, the reference's trainable set with LoRA, the LLM trained).
 
 Usage (the work folder must be outside the repository; the arms run as two processes, one torch thread each):
 
@@ -354,7 +355,7 @@ def report(args) -> dict:
         "same_image_prediction_iou": {arm: s["same_image_prediction_iou"] for arm, s in summaries.items()},
         "targets": TARGETS, "steps": {arm: s["steps"] for arm, s in summaries.items()},
         "train_wall_minutes": {arm: round(s["train_wall_s"] / 60, 1) for arm, s in summaries.items()},
-        "recipe": json.loads((work / "recipe.json").read_text()), "data_path": args.data,
+        "recipe": json.loads((work / "recipe.json").read_text()), "data_path": args.data, "recipe_name": args.recipe,
         "experiment": json.loads((work / "experiment.json").read_text()),
         "language_stage": (json.loads((work / "language.json").read_text())
                            if (work / "language.json").exists() else None),
@@ -390,13 +391,24 @@ def report(args) -> dict:
 
 def run_all(args) -> None:
     prepare(args)
-    script = [sys.executable, __file__, "train", "--work", args.work, "--data", args.data]
+    script = [sys.executable, __file__, "train", "--work", args.work, "--data", args.data, "--recipe", args.recipe]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([*script, "--arm", arm], env=env) for arm in ARMS]
     codes = [p.wait() for p in procs]
     if any(codes):
         sys.exit(f"an arm failed: exit codes {codes}")
     report(args)
+
+
+def reference_recipe(args) -> None:
+    """`--recipe reference`: after the language stage, the product's reference settings where they are not about
+    scale (fresh draws through `data.reasonseg`, its lr, warmup and text-loss weight, the reference's trainable set
+    with LoRA, the LLM trained); the data size, steps, batch and budget stay the script's."""
+    from reasonseg.lisa.train import TrainConfig
+
+    product = TrainConfig()
+    args.lr, args.warmup, args.ce = product.lr, product.warmup_steps, product.loss["ce"]
+    args.trainable, args.llm, args.data = list(product.trainable), "trained", "fresh"
 
 
 def main() -> None:
@@ -429,7 +441,12 @@ def main() -> None:
     parser.add_argument("--png", default="lisa_learns_task.png")
     parser.add_argument("--json", default="lisa_learns_task.json")
     parser.add_argument("--machine", default="2-core CPU shared with other jobs, 1 torch thread per arm")
+    parser.add_argument("--recipe", choices=("experiment", "reference"), default="experiment",
+                        help="reference: the product's reference settings after the language stage (see "
+                             "reference_recipe); overrides --lr, --warmup, --ce, --trainable, --llm and --data")
     args = parser.parse_args()
+    if args.recipe == "reference":
+        reference_recipe(args)
     {"prepare": prepare, "train": train_arm, "report": report, "all": run_all}[args.command](args)
 
 
