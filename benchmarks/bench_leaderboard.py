@@ -211,15 +211,6 @@ def run_server(work: Path, release: Path, preds: bytes, uploads: int, reread: bo
             "refused": len(refused), "slowest_refusal": max((t for _, t in refused), default=0.0)}
 
 
-def _timed(call, rounds: int) -> list[float]:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return sorted(times)
-
-
 def _median_cost(costs: list) -> str:
     return (f"peak {statistics.median(c.memory_mib for c in costs):6.1f} MiB over the child's start, CPU "
             f"{statistics.median(c.cpu_s for c in costs):5.2f} s")
@@ -244,18 +235,17 @@ def sandbox_cost(work: Path, release: Path, preds: bytes, rounds: int) -> None:
         for label, job, args, data in (("check JSON RLE", "check_upload", check, preds),
                                        ("check PNG zip", "check_upload", check, pngs),
                                        ("score JSON RLE", "score_upload", score, preds)):
-            inline = _timed(lambda: JOBS[job](data, **args), rounds)   # noqa: B023 (called at once)
-            costs = []
-            warm_times = []
-            for _ in range(rounds):
+            costs, times = [], {"in process": [], "warm child": [], "new child": []}
+            for _ in range(rounds):                        # the three ways take turns: load drift weighs on all
                 time.sleep(1.0)                            # the next warm child has started, as between uploads
-                start = time.perf_counter()
-                costs.append(warm.run_costed(job, args, data)[1])
-                warm_times.append(time.perf_counter() - start)
-            spawned = _timed(lambda: cold.run(job, args, data), rounds)   # noqa: B023
-            print(f"  {label:15s} in process {statistics.median(inline):6.3f} s   warm child "
-                  f"{statistics.median(warm_times):6.3f} s   new child {statistics.median(spawned):6.3f} s   "
-                  f"({_median_cost(costs)}; {len(data) / 1e6:.1f} MB)")
+                for way, call in (("in process", lambda: JOBS[job](data, **args)),       # noqa: B023
+                                  ("warm child", lambda: costs.append(warm.run_costed(job, args, data)[1])),  # noqa
+                                  ("new child", lambda: cold.run(job, args, data))):     # noqa: B023
+                    start = time.perf_counter()
+                    call()
+                    times[way].append(time.perf_counter() - start)
+            shown = "   ".join(f"{way} {statistics.median(t):6.3f} s" for way, t in times.items())
+            print(f"  {label:15s} {shown}   ({_median_cost(costs)}; {len(data) / 1e6:.1f} MB)")
     store.close()
     # Both servers run at once and take turns, so that the machine's load weighs on both alike.
     servers = {trusted: start_server(work, release, "trusted" if trusted else "sandboxed", rounds,

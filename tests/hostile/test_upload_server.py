@@ -27,10 +27,10 @@ from upload_helpers import (
     peak_rss_bytes,
     predictions_doc,
     reset_peak_rss,
+    team,
     zero_png,
 )
 
-from reasonseg.dataset import load_split
 from reasonseg.leaderboard.db import Database
 from reasonseg.masks import encode_rle
 from reasonseg.sample import write_sample_release
@@ -39,16 +39,6 @@ from reasonseg.submission import png_name
 MIB = 1024 * 1024
 SECONDS = 30            # every hostile upload is answered well within this (the review measured 20-40 s)
 MEMORY = 300 * MIB      # peak server memory growth allowed for one hostile upload (the review measured 1.2-1.6 GB)
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return write_sample_release(tmp_path_factory.mktemp("hostile-lb") / "release")
-
-
-@pytest.fixture(scope="module")
-def samples(release):
-    return {split: load_split(release, split) for split in ("val", "test")}
 
 
 def honest(samples, split: str, full: str | None = None) -> bytes:
@@ -73,12 +63,6 @@ def server(release, tmp_path_factory):
     srv.db, srv.work = db, work
     yield srv
     srv.stop()
-
-
-def team(db: str, name: str) -> str:
-    result = cli("leaderboard", "add-team", name, "--db", db)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def refused(code: int, body: dict, *needles: str, status: int = 400) -> str:
