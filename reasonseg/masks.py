@@ -57,17 +57,16 @@ def _clip_box(pts: np.ndarray, height: int, width: int) -> tuple[int, int, int, 
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def _drawn_area(pts: np.ndarray, box: tuple[int, int, int, int] | None, height: int, width: int) -> int:
-    """Pixels the shape sets when drawn alone on the H x W canvas, counted on its bounding box clipped to the
-    canvas (`_clip_box`): a polygon draws nothing outside that box.
-    """
+def _drawn_alone(pts: np.ndarray, box: tuple[int, int, int, int] | None, height: int, width: int
+                 ) -> np.ndarray | None:
+    """The shape drawn alone (1 where set) on its bounding box clipped to the H x W canvas (`_clip_box`): a
+    polygon draws nothing outside that box. None when the box is empty."""
     if box is None:
-        return 0
+        return None
     x0, y0, x1, y1 = box
-    canvas = scratch("canvas", (y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0)
-    canvas[:] = 0
-    draw_polygon(canvas, pts, 1, height, width, x0, y0)
-    return int(np.count_nonzero(canvas))
+    layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    draw_polygon(layer, pts, 1, height, width, x0, y0)
+    return layer
 
 
 def _order_free(boxes: list[tuple[int, int, int, int] | None], values: list[int], most: int = 64) -> bool:
@@ -94,20 +93,25 @@ def rasterize_shapes_cropped(shapes: Sequence[Shape], height: int, width: int
     if not boxes:
         return 0, 0, np.zeros((0, 0), np.uint8)
     values = [IGNORE if shape.is_ignore else TARGET for shape, _ in drawable]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
     if len(boxes) == 1 or _order_free(shape_boxes, values):
         # Shapes draw only inside their clipped boxes, and a pixel drawn by shapes of one value only ends with that
         # value whatever their order: when shapes of different values have disjoint boxes, any order gives the
         # reference's mask and the areas that decide the order need not be drawn.
-        order = range(len(drawable))
-    else:
-        areas = [_drawn_area(pts, box, height, width) for (_, pts), box in zip(drawable, shape_boxes, strict=True)]
-        # Exactly the reference's order: argsort ascending then reversed (ties follow numpy's sort).
-        order = list(np.argsort(areas)[::-1])
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for i in order:
-        draw_polygon(crop, drawable[i][1], values[i], height, width, x0, y0)
+        for (_, pts), value in zip(drawable, values, strict=True):
+            draw_polygon(crop, pts, value, height, width, x0, y0)
+        return x0, y0, crop
+    # Each shape drawn alone gives its area; the mask is those drawings laid down in the reference's order
+    # (argsort ascending then reversed; ties follow numpy's sort), each over the ones before it.
+    layers = [_drawn_alone(pts, box, height, width) for (_, pts), box in zip(drawable, shape_boxes, strict=True)]
+    areas = [0 if layer is None else int(np.count_nonzero(layer)) for layer in layers]
+    for i in np.argsort(areas)[::-1]:
+        if layers[i] is not None:
+            bx0, by0, bx1, by1 = shape_boxes[i]
+            region = crop[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0]
+            np.copyto(region, values[i], where=layers[i].view(bool))
     return x0, y0, crop
 
 

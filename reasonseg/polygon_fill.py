@@ -41,20 +41,24 @@ def draw_polygon(canvas: np.ndarray, points: np.ndarray, value: int, height: int
     pts = np.asarray(points, np.int32).reshape(-1, 2).astype(np.int64)
     if len(pts) == 0 or height <= 0 or width <= 0:
         return
-    if not canvas.flags.c_contiguous:
-        raise ValueError("draw_polygon needs a C-contiguous canvas (it writes through a flat view)")
+    if canvas.dtype != np.uint8 or not canvas.flags.c_contiguous:
+        raise ValueError("draw_polygon needs a C-contiguous uint8 canvas (it writes bytes through a flat view)")
     flat = canvas.reshape(-1)
     win_h, win_w = canvas.shape
-    start = np.roll(pts, 1, axis=0)        # edge i runs from point i-1 to point i
-    x_a, y_a, x_b, y_b = start[:, 0], start[:, 1], pts[:, 0], pts[:, 1]
-    outside = _outside(x_a, y_a, width, height) | _outside(x_b, y_b, width, height)
+    x_b, y_b = pts[:, 0], pts[:, 1]
+    x_a, y_a = np.concatenate((x_b[-1:], x_b[:-1])), np.concatenate((y_b[-1:], y_b[:-1]))  # edge i: point i-1 to i
+    off = _outside(x_b, y_b, width, height)
+    outside = off | np.concatenate((off[-1:], off[:-1]))
     clipped = _clip_segments(x_a[outside], y_a[outside], x_b[outside], y_b[outside], width, height)
     rows, left, right = _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height, width, y0, y0 + win_h)
     lo, hi = np.maximum(left, x0), np.minimum(right + 1, x0 + win_w)
-    starts = (rows - y0) * win_w + (lo - x0)
-    # One slice assignment per run: a memset each, cheaper than any per-pixel index for the long runs of a fill.
-    for a, b in zip(starts[lo < hi].tolist(), (starts + hi - lo)[lo < hi].tolist(), strict=True):
-        flat[a:b] = value
+    runs = lo < hi
+    starts = (rows[runs] - y0) * win_w + (lo[runs] - x0)
+    # One byte-slice copy per run, through memoryviews: a memset each, cheaper than any per-pixel index for the
+    # long runs of a fill, and cheaper per run than numpy's slice assignment.
+    view, ink = memoryview(flat), memoryview(bytes((value,)) * win_w)
+    for a, n in zip(starts.tolist(), (hi - lo)[runs].tolist(), strict=True):
+        view[a:a + n] = ink[:n]
     xs, ys = _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped)
     keep = (xs >= x0) & (xs < x0 + win_w) & (ys >= y0) & (ys < y0 + win_h)
     flat[(ys[keep] - y0) * win_w + (xs[keep] - x0)] = value
@@ -68,14 +72,6 @@ def _ranges(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _outside(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
     return (x < 0) | (x >= width) | (y < 0) | (y >= height)
-
-
-def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """C's int64 a / b (quotient truncated toward zero); b == 0 gives 0 (those lanes are never used)."""
-    b = np.where(b == 0, 1, b)
-    with np.errstate(over="ignore"):
-        q = a // b
-    return q + ((q * b != a) & ((a < 0) != (b < 0)))
 
 
 def _moved(d: np.ndarray, span: np.ndarray, over: np.ndarray) -> np.ndarray:
@@ -153,28 +149,44 @@ def _outline_pixels(x_a, y_a, x_b, y_b, outside, clipped) -> tuple[np.ndarray, n
     return xs, ys
 
 
+def _sorted_crossings(rows: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crossings (row >= 0, x) sorted by row, then x: as one int64 key (row, x - min x) when both fit, which
+    sorts about ten times faster than a lexsort of the two."""
+    x_min = int(xs.min())
+    x_bits = (int(xs.max()) - x_min).bit_length()
+    if x_bits + int(rows.max()).bit_length() > 62:
+        order = np.lexsort((xs, rows))
+        return rows[order], xs[order]
+    key = np.sort((rows << x_bits) | (xs - x_min))
+    return key >> x_bits, (key & ((1 << x_bits) - 1)) + x_min
+
+
 def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, row_lo: int, row_hi: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, first column, last column) of every run fillPoly fills in rows [row_lo, row_hi), clipped to the
     image's columns; a run may be empty (first > last)."""
     none = (np.zeros(0, np.int64),) * 3
-    fixed = np.stack([x_a << _XY_SHIFT, y_a, x_b << _XY_SHIFT, y_b], 1)
-    ends = fixed.copy()
-    ends[:, 0] += _HALF
-    ends[:, 2] += _HALF
-    cx1, cy1, cx2, cy2, _ = clipped
-    slanted = cy1 != cy2                     # the clipped segment is not horizontal: its ends place the edge
-    from_clip = np.stack([cx1 << _XY_SHIFT, cy1, cx2 << _XY_SHIFT, cy2], 1)
-    ends[outside] = np.where(slanted[:, None], from_clip, fixed[outside])
+    ex_a, ex_b = (x_a << _XY_SHIFT) + _HALF, (x_b << _XY_SHIFT) + _HALF
+    ey_a, ey_b = y_a, y_b
+    if len(clipped[0]):
+        cx1, cy1, cx2, cy2, _ = clipped
+        slanted = cy1 != cy2                 # the clipped segment is not horizontal: its ends place the edge
+        ex_a[outside] = np.where(slanted, cx1, x_a[outside]) << _XY_SHIFT
+        ex_b[outside] = np.where(slanted, cx2, x_b[outside]) << _XY_SHIFT
+        ey_a, ey_b = y_a.copy(), y_b.copy()
+        ey_a[outside] = np.where(slanted, cy1, y_a[outside])
+        ey_b[outside] = np.where(slanted, cy2, y_b[outside])
     keep = y_a != y_b
     if np.count_nonzero(keep) < 2:
         return none
-    ya, yb, ends = y_a[keep], y_b[keep], ends[keep]
+    ya, yb, ex_a, ey_a, ex_b, ey_b = y_a[keep], y_b[keep], ex_a[keep], ey_a[keep], ex_b[keep], ey_b[keep]
     with np.errstate(over="ignore"):
-        slope = _trunc_div(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1])
+        # Truncated toward zero; exact in double: |dx| < 2**49, so the quotient's rounding error stays below the
+        # 1/|dy| that separates a non-integer quotient from the nearest integer.
+        slope = ((ex_b - ex_a) / (ey_b - ey_a)).astype(np.int64)
         down = ya < yb
         top, bottom = np.minimum(ya, yb), np.maximum(ya, yb)
-        ref_x, ref_y = np.where(down, ends[:, 0], ends[:, 2]), np.where(down, ends[:, 1], ends[:, 3])
+        ref_x, ref_y = np.where(down, ex_a, ex_b), np.where(down, ey_a, ey_b)
         x_top = ref_x + (top - ref_y) * slope
         x_bottom = x_top + (bottom - top) * slope
         # OpenCV returns early when every edge lies off the image (this also skips its int32 wrap-arounds).
@@ -188,8 +200,8 @@ def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, r
         owner, offset = _ranges(np.maximum(np.minimum(bottom, last) - start, 0))
         rows = start[owner] + offset
         xs = x_top[owner] + (rows - top[owner]) * slope[owner]
-        order = np.lexsort((xs, rows))
-        rows, xs = rows[order], xs[order]
+        rows, xs = _sorted_crossings(rows - first, xs)
+        rows += first
         # A closed polygon crosses every row an even number of times: consecutive crossings pair up.
         left = (xs[0::2] >> _XY_SHIFT).astype(np.int32)
         right = (xs[1::2] >> _XY_SHIFT).astype(np.int32)
