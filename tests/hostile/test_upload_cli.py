@@ -143,3 +143,20 @@ def test_an_uncompressed_rle_of_one_pixel_runs_is_not_too_long(tmp_path, release
     result, _, _ = score(release, write(tmp_path, "runs.json", predictions_doc(predictions)), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["groups"]["overall"]["n"] == len(val)
+
+
+def test_score_reads_in_the_sandbox_and_trusted_lifts_its_limits(tmp_path, release, val):
+    """A valid file led by 12 MiB of zero-length runs needs ~700 MiB to read: over the default 512 MiB of the
+    sandboxed reader (one line, the CLI process itself stays small), read and scored with --trusted."""
+    from upload_helpers import zero_run_rle
+
+    entries = [{"id": s.id, "text_index": 0, "mask": encode_rle(np.zeros((s.height, s.width), np.uint8))}
+               for s in val]
+    entries[0]["mask"] = zero_run_rle(entries[0]["mask"], 12 * MIB)
+    path = write(tmp_path, "runs.json", predictions_doc(entries))
+    result, seconds, peak = score(release, path)
+    assert_one_line_error(result, "runs.json", "needs more than 512 MiB to read", "--trusted")
+    assert seconds < SECONDS and peak < 300 * MIB
+    trusted, _, trusted_peak = score(release, path, "--trusted", "--json")
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["groups"]["overall"]["n"] == len(val) and trusted_peak > 512 * MIB
