@@ -17,10 +17,10 @@ unpickler that accepts only the classes a reply can hold.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import pickle
-import resource
 import signal
 import struct
 import subprocess
@@ -37,6 +37,7 @@ MIB = 1024 * 1024
 # 640x480; docs/leaderboard.md): checking the JSON RLE took 6 MiB over the child's start and 0.07 s of CPU, the same
 # masks as a PNG zip 29 MiB and 1.4 s, scoring the JSON with 1000 resamples 18 MiB and 0.15 s. The defaults leave
 # more than a factor of ten on the largest, for bigger images and slower machines.
+LOG = logging.getLogger("reasonseg.sandbox")
 DEFAULT_MEMORY_MIB = 512
 DEFAULT_CPU_S = 30
 DEFAULT_WALL_S = 60.0
@@ -206,6 +207,9 @@ class Sandbox:
             raise self._breach(where, f"more than {self.limits.wall_s:g} s (wall clock)", honest) from None
         except (BrokenPipeError, ValueError):    # the child died before it read the job (e.g. it was killed)
             out, err = proc.communicate()
+        finally:
+            # The replacement starts once this job is over: its imports would compete with the job for the CPU.
+            self._fill()
         return self._answer(proc.returncode, out, err, where, honest)
 
     # ---------------------------------------------------------------------------------------------- internals
@@ -216,7 +220,7 @@ class Sandbox:
         except (pickle.UnpicklingError, ValueError, TypeError) as exc:   # a reader bug, or a compromised child
             raise SubmissionError(f"the sandboxed reader's reply was refused ({exc})", path=where) from None
         if reply is None:
-            if returncode == -signal.SIGXCPU:
+            if returncode == -getattr(signal, "SIGXCPU", 24):
                 raise self._breach(where, f"more than {self.limits.cpu_s} s of CPU", honest)
             # Killed (the kernel's OOM killer, or an allocation that failed inside a C library): memory, in
             # practice; the child's last line says more in the server log.
@@ -232,7 +236,10 @@ class Sandbox:
             raise self._breach(where, f"more than {self.limits.memory_mib} MiB", honest)
         if kind == "error":
             raise _rebuilt_error(*payload)
-        raise SubmissionError(f"the file could not be read ({payload})", path=where)
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
+        LOG.warning("the sandboxed reader failed on %s: %s", where, " ".join(last)[:500] or payload)
+        raise SubmissionError(f"the file could not be read ({payload}); the maintainers have the details in the "
+                              "log", path=where)
 
     def _breach(self, where: str, needs: str, honest) -> ReadLimitError:
         about = ""
@@ -255,7 +262,6 @@ class Sandbox:
             while self._idle and proc is None:
                 candidate = self._idle.pop(0)
                 proc = candidate if candidate.poll() is None else _end(candidate)
-        self._fill()
         return proc or self._spawn()
 
     def _fill(self) -> None:
@@ -307,20 +313,27 @@ def _rebuilt_error(module: str, name: str, fields: dict) -> ReasonSegError:
 # ------------------------------------------------------------------------------------------------ the child
 
 def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+    """A field of /proc/self/status in KiB; 0 where there is no /proc (the memory limit then needs Linux)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(key + ":")), 0)
 
 
 def _cpu_s() -> float:
+    import resource
+
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def _apply_limits(memory_mib: int, cpu_s: int) -> None:
-    if memory_mib:
-        size = _status_kib("VmSize") * 1024 + memory_mib * MIB
+    import resource  # POSIX only: the sandbox's child, never the CLI's import
+
+    start = _status_kib("VmSize")
+    if memory_mib and start:
+        size = start * 1024 + memory_mib * MIB
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
     if cpu_s:
         soft = math.ceil(_cpu_s()) + cpu_s
