@@ -287,9 +287,14 @@ def refuse_missing(rules: Rules, absent: list[tuple[str, int]], n_wanted: int, w
                               path=where, field="predictions", hint=_missing_hint(rules, where))
 
 
+def option_for(where: str | None, cli: str, python: str) -> str:
+    """How a hint names an option: without a file (`ReasonSegMetric`, predictions in memory, `where` None or
+    `<in memory>`) the caller is Python, not the command line."""
+    return python if where is None or where.startswith("<") else cli
+
+
 def _missing_hint(rules: Rules, where: str | None) -> str:
-    # No file (`ReasonSegMetric`, predictions in memory): the caller is Python, not the command line.
-    option = 'missing="empty"' if where is None or where.startswith("<") else "--missing empty"
+    option = option_for(where, "--missing empty", 'missing="empty"')
     advice = f"predict every query, or pass {option} to score them as empty masks"
     if rules.name == "lisa":
         return advice

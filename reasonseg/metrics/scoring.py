@@ -36,6 +36,7 @@ from .rules import (
     Tally,
     first_items,
     ground_truth_form,
+    option_for,
     refuse_missing,
     resolve_rules,
     score_tallies,
@@ -140,14 +141,16 @@ def check_known(gt: GroundTruth, keys: Iterable[tuple[str, int]], where: str | N
         check_text_index(gt, sid, k, where)
 
 
-def warn_unscored(rules: Rules, given: Iterable[tuple[str, int]], wanted: Iterable[tuple[str, int]]) -> None:
+def warn_unscored(rules: Rules, given: Iterable[tuple[str, int]], wanted: Iterable[tuple[str, int]],
+                  where: str | None = None) -> None:
     """Under text-0 rules, predictions for other texts of a known image are accepted and left unscored: say so."""
     if rules.texts != "first":
         return
     unscored = len(set(given) - set(wanted))
     if unscored:
+        option = option_for(where, "--protocol all-texts", 'protocol="all-texts"')
         warnings.warn(f"{unscored} prediction(s) for text_index > 0 are not scored: rules {rules.label!r} score "
-                      "text 0 of each image (pass --protocol all-texts to score every text)", stacklevel=3)
+                      f"text 0 of each image (pass {option} to score every text)", stacklevel=3)
 
 
 def wanted_queries(gt: GroundTruth, given: Iterable[tuple[str, int]], protocol: str | None = None,
@@ -159,7 +162,7 @@ def wanted_queries(gt: GroundTruth, given: Iterable[tuple[str, int]], protocol: 
     wanted = wanted_keys(rules, gt)
     if rules.missing == "error":
         refuse_missing(rules, [key for key in wanted if key not in given], len(wanted), where)
-    warn_unscored(rules, given, wanted)
+    warn_unscored(rules, given, wanted, where)
     return wanted
 
 

@@ -1,5 +1,5 @@
-"""What `ReasonSegMetric` tells a Python user: hints in the library's terms (`missing="empty"`, not the command
-line's `--missing empty`), no threshold warning about queries that were never updated, and `method=` in the
+"""What `ReasonSegMetric` tells a Python user: hints in the library's terms (`missing="empty"`,
+`protocol="all-texts"`, not the command line's `--missing empty`), no threshold warning about queries that were never updated, and `method=` in the
 document (the command line keeps its own hints)."""
 import warnings
 
@@ -29,6 +29,12 @@ def test_missing_queries_get_the_library_hint(release):
         reasonseg.evaluate_predictions(gt, [reasonseg.prediction_from_mask(first.id, 0, np.zeros(
             (first.height, first.width), bool))], bootstrap=0)
     assert 'missing="empty"' in str(caught.value) and "--missing" not in str(caught.value)
+    # A text the lisa rules do not score: the warning names protocol="all-texts".
+    many = next(s for s in reasonseg.load_split(release, "val") if len(s.texts) > 1)
+    extra = reasonseg.ReasonSegMetric(release, split="val", missing="empty", bootstrap=0, cache_dir=None)
+    extra.update(many.id, 1, np.zeros((many.height, many.width), bool))
+    with pytest.warns(UserWarning, match='pass protocol="all-texts"'):
+        extra.compute()
 
 
 def test_missing_empty_does_not_blame_the_threshold_for_queries_never_updated(release):
