@@ -293,7 +293,7 @@ def test_soak_hostile_uploads_do_not_slow_honest_teams(release, samples, tmp_pat
 
     phases = {"start": time.monotonic()}
     try:
-        alone = [send_honest(n) for n in range(10)]
+        alone = [send_honest(n) for n in range(20)]
         phases["alone"] = time.monotonic()
         pid = server.proc.pid
         start_rss = _rss_bytes(pid)
