@@ -73,3 +73,8 @@ def test_a_reply_may_hold_only_what_replies_hold():
         _load_reply(pickle.dumps(("ok", os.system, [], (0, 0, 0))))
     reply = ("ok", {"masks": 3}, [], (1.0, 0.1, 0.2))
     assert _load_reply(pickle.dumps(reply)) == reply
+
+
+def test_cpu_over_the_limit_ends_the_child(gt):
+    with pytest.raises(ReadLimitError, match=r"needs more than 1 s of CPU to read"):
+        read(SandboxLimits(memory_mib=2048, cpu_s=1, wall_s=120), upload(gt, head=nested_lists_value(16 * MIB)), gt)
