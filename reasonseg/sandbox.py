@@ -223,10 +223,10 @@ class Sandbox:
             if returncode == -getattr(signal, "SIGXCPU", 24):
                 raise self._breach(where, f"more than {self.limits.cpu_s} s of CPU", honest)
             # Killed (the kernel's OOM killer, or an allocation that failed inside a C library): memory, in
-            # practice; the child's last line says more in the server log.
-            last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
+            # practice; the child's last line says more.
+            last = _last_line(err)
             raise self._breach(where, f"more than {self.limits.memory_mib} MiB (the reader stopped with code "
-                               f"{returncode}{': ' + last[0][:200] if last else ''})", honest)
+                               f"{returncode}{': ' + last[:200] if last else ''})", honest)
         kind, payload, caught, cost = reply
         for message, category in caught:
             warnings.warn(message, category, stacklevel=4)
@@ -236,8 +236,7 @@ class Sandbox:
             raise self._breach(where, f"more than {self.limits.memory_mib} MiB", honest)
         if kind == "error":
             raise _rebuilt_error(*payload)
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
-        LOG.warning("the sandboxed reader failed on %s: %s", where, " ".join(last)[:500] or payload)
+        LOG.warning("the sandboxed reader failed on %s: %s", where, _last_line(err)[:500] or payload)
         raise SubmissionError(f"the file could not be read ({payload}); the maintainers have the details in the "
                               "log", path=where)
 
@@ -268,6 +267,11 @@ class Sandbox:
         with self._lock:
             while not self._closed and len(self._idle) < self.warm:
                 self._idle.append(self._spawn())
+
+
+def _last_line(err: bytes) -> str:
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _end(proc: subprocess.Popen) -> None:
