@@ -43,8 +43,8 @@ def print_table(header: list[str], rows: list[list[str]], title: str | None = No
     table = Table(title=Text(display_line(title)) if title is not None else None, show_lines=False)
     for i, name in enumerate(header):
         table.add_column(Text(display_text(name)), justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(Text(display_text(cell)) for cell in row))
+    for row in rows:   # a cell's own line breaks (a CI under its value) stay breaks; each line is escaped
+        table.add_row(*(Text("\n".join(display_text(line) for line in cell.split("\n"))) for cell in row))
     console().print(table)
 
 
