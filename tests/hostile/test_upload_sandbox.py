@@ -239,12 +239,12 @@ def test_token_team_state_and_length_are_checked_before_the_body(release, sample
                                   predictions_doc(honest_entries(samples, "val"), "val"))
         assert code == 201
         assert cli("leaderboard", "revoke-team", "revoked", "--db", db).returncode == 0
-        hundred = 100 * MIB
-        assert answer_to_headers(server.url, tokens["refused"], hundred) == 429
-        assert answer_to_headers(server.url, tokens["daily"], hundred, "?split=val") == 429
-        assert answer_to_headers(server.url, tokens["revoked"], hundred) == 401
-        assert answer_to_headers(server.url, "rsl_nobody_x", hundred) == 401
-        assert answer_to_headers(server.url, tokens["fine"], hundred) == 413
+        within, over = 4 * MIB, 100 * MIB          # the upload limit is 8 MiB
+        assert answer_to_headers(server.url, tokens["refused"], within) == 429
+        assert answer_to_headers(server.url, tokens["daily"], within, "?split=val") == 429
+        assert answer_to_headers(server.url, tokens["revoked"], within) == 401
+        assert answer_to_headers(server.url, "rsl_nobody_x", within) == 401
+        assert answer_to_headers(server.url, tokens["fine"], over) == 413
         # the split named in the address must be the form's
         body, content_type = multipart({"split": "test", "method": "m"}, "t.json",
                                        predictions_doc(honest_entries(samples, "test"), "test"))
