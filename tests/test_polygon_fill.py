@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -124,3 +126,45 @@ def test_larger_images_and_many_shapes_match_live_opencv48(opencv48):
             raw.append((str(rng.choice(["target", "ignore"])), pts.tolist()))
         mine = rasterize_shapes([Shape(label, tuple(map(tuple, pts))) for label, pts in raw], height, width)
         assert np.array_equal(mine, reference_mask(raw, height, width))
+
+
+def test_tall_images_with_int32_extremes_match_live_opencv48(opencv48):
+    # 65,536 rows and x at the int32 limits: crossings whose (row, x) no longer fit one sortable int64 key.
+    height, width = 1 << 16, 3
+    rng = np.random.default_rng(7)
+    cases = [[[-(2**31), 0], [2**31 - 1, height - 1], [1, height // 2]],
+             [[2**31 - 1, 5], [-(2**31), height - 3], [0, height - 1], [2, 7]]]
+    cases += [[[int(rng.choice([-(2**31), 2**31 - 1])), int(rng.integers(0, height))] for _ in range(4)]
+              + [[int(rng.integers(0, width)), int(rng.integers(0, height))]] for _ in range(6)]
+    for pts in cases:
+        pts = np.array(pts, np.int32)
+        assert np.array_equal(drawn(height, width, pts), opencv48.draw(height, width, pts)), pts.tolist()
+
+
+def test_ground_truth_is_drawn_without_opencv(tmp_path):
+    # The golden cases, rasterized in a process where importing cv2 fails: whatever OpenCV is installed (or none),
+    # the ground truth is the same.
+    script = tmp_path / "no_cv2.py"
+    script.write_text(
+        "import gzip, hashlib, json, sys\n"
+        "sys.modules['cv2'] = None  # any `import cv2` now raises ImportError\n"
+        "from reasonseg.masks import rasterize_shapes\n"
+        "from reasonseg.schema import Shape\n"
+        f"doc = json.loads(gzip.decompress(open({str(FIXTURES / 'golden.json.gz')!r}, 'rb').read()))\n"
+        "wrong = 0\n"
+        "for case in doc['cases']:\n"
+        "    shapes = [Shape(s['label'], tuple(map(tuple, s['points']))) for s in case['shapes']]\n"
+        "    mask = rasterize_shapes(shapes, case['height'], case['width'])\n"
+        "    wrong += hashlib.sha256(mask.tobytes()).hexdigest() != case['sha256']\n"
+        "print(len(doc['cases']), wrong)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["400", "0"]
+
+
+def test_a_canvas_that_cannot_be_written_flat_is_refused():
+    pts = np.array([[1, 1], [8, 2], [4, 7]], np.int32)
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        draw_polygon(np.zeros((10, 20), np.uint8)[:, ::2], pts, 1, 10, 10)
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        draw_polygon(np.zeros((10, 10), np.int32), pts, 1, 10, 10)
