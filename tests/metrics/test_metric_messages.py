@@ -1,6 +1,6 @@
 """What `ReasonSegMetric` tells a Python user: hints in the library's terms (`missing="empty"`,
-`protocol="all-texts"`, not the command line's `--missing empty`), no threshold warning about queries that were never updated, and `method=` in the
-document (the command line keeps its own hints)."""
+`protocol="all-texts"`, not the command line's `--missing empty`), no threshold warning about queries that were
+never updated, and `method=` in the document (the command line keeps its own hints)."""
 import warnings
 
 import numpy as np
