@@ -113,6 +113,11 @@ def test_demo_runs_end_to_end_and_is_rerunnable(tmp_path, cache_env):
     # that it found no GPU (printed on stdout by the model stages).
     assert "warning" not in proc.stderr.lower() and "predicted as" not in proc.stderr, proc.stderr
     assert "Setting accelerator" not in proc.stdout + proc.stderr
+    # README shows what `make demo` prints: its table is this run's, row for row.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("`make demo` runs the whole chain", 1)[1].split("```", 2)[1]
+    assert [line for line in shown.splitlines() if line.startswith("│")] == \
+        [line for line in proc.stdout.splitlines() if line.startswith("│")]
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
     assert "center-prior" in proc.stdout and "test overall" in proc.stdout
     page = (tmp_path / "demo" / "index.html").read_text()
