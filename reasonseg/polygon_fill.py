@@ -188,8 +188,11 @@ def _fill_spans(x_a, y_a, x_b, y_b, outside, clipped, height: int, width: int, r
         top, bottom = np.minimum(ya, yb), np.maximum(ya, yb)
         ref_x, ref_y = np.where(down, ex_a, ex_b), np.where(down, ey_a, ey_b)
         x_top = ref_x + (top - ref_y) * slope
-        x_bottom = x_top + (bottom - top) * slope
-        # OpenCV returns early when every edge lies off the image (this also skips its int32 wrap-arounds).
+        # OpenCV's x at an edge's far end takes its row count `y1 - y0` in int (both ends are int), so a span of
+        # 2**31 rows or more wraps negative, and that x lands far off the image.
+        x_bottom = x_top + (bottom - top).astype(np.int32) * slope
+        # OpenCV returns early when every edge lies off the image by those end x's (the wrapped ones included):
+        # then nothing is filled, even where an edge crosses the image. This also skips its int32 wrap-arounds.
         x_lo, x_hi = min(x_top.min(), x_bottom.min()), max(x_top.max(), x_bottom.max())
         if bottom.max() < 0 or top.min() >= height or x_hi < 0 or x_lo >= (width << _XY_SHIFT):
             return none
