@@ -1,7 +1,7 @@
 """Typed errors. The library raises these; the CLI turns them into one line and exit code 2."""
 from __future__ import annotations
 
-from .text import MAX_PATH, display_line, display_text, quoted
+from .text import MAX_PATH, display_line, display_text, plain_text_problem, quoted
 
 
 class ReasonSegError(Exception):
@@ -67,3 +67,14 @@ class MissingExtraError(ReasonSegError):
 
 class OutputError(ReasonSegError):
     """An output folder cannot be written: not empty without --overwrite, or not a folder."""
+
+
+def check_plain_text(value: str, what: str, *, path: str | None = None, field: str | None = None,
+                     error: type[ReasonSegError] | None = None) -> str:
+    """`value` when it holds no control or format character and no lone surrogate (`text.plain_text_problem`);
+    else `error` (a ReasonSegError class, SubmissionError by default) naming the first one."""
+    problem = plain_text_problem(value, what)
+    if problem is None:
+        return value
+    raise (error or SubmissionError)(problem, path=path, field=field,
+                                     hint="write it as plain text, without control, format or invisible characters")

@@ -23,11 +23,10 @@ from typing import BinaryIO
 import numpy as np
 
 from .dataset import atomic_write_text
-from .errors import MaskError, SubmissionError
+from .errors import MaskError, SubmissionError, check_plain_text
 from .inputs import check_input
 from .masks import Intervals, encode_rle, mask_to_intervals, rle_to_intervals
 from .schema import Prediction
-from .text import check_plain_text
 from .xsam_dump import is_xsam_record, xsam_as_coco
 
 FORMAT, VERSION = "reasonseg-predictions", 1

@@ -4,7 +4,7 @@ Ids, method and team names, file names and the error lines that quote them reach
 bodies. A terminal obeys escape sequences (ESC, OSC, C1) and a page obeys bidi overrides, so shown text has every
 control and format character written as an escape (`\\x1b`, `\\u202e`, a lone surrogate as `\\udxxx`), and is cut,
 with its full length said, so that an 8 MiB value is never echoed whole. Ids and method names are refused outright
-when they hold such characters: `check_plain_text`.
+when they hold such characters: `plain_text_problem` says why, `errors.check_plain_text` raises it.
 """
 from __future__ import annotations
 
@@ -67,24 +67,19 @@ def unsafe_char(value: str) -> tuple[int, str] | None:
     return None
 
 
-def check_plain_text(value: str, what: str, *, path: str | None = None, field: str | None = None,
-                     error: type | None = None) -> str:
-    """`value` when it holds no control or format character (categories Cc, Cf: ESC, C1, bidi overrides and
-    isolates, zero-width characters, BOM) and no lone surrogate; else `error` (a ReasonSegError class,
-    SubmissionError by default) naming the first one."""
-    from .errors import SubmissionError  # errors.py shows its values through this module
-
+def plain_text_problem(value: str, what: str) -> str | None:
+    """Why `value` (an id, a method or team name: `what`) cannot be taken as plain text: the first control or format
+    character (categories Cc, Cf: ESC, C1, bidi overrides and isolates, zero-width characters, BOM) or lone
+    surrogate it holds, named with its position; None when it holds none. `errors.check_plain_text` raises it."""
     found = unsafe_char(value)
     if found is None:
-        return value
+        return None
     n, char = found
     name = unicodedata.name(char, "")
     kind = _REFUSED[unicodedata.category(char)]
-    error = error or SubmissionError
-    raise error(f"{what} {quoted(value)} holds {kind}, U+{ord(char):04X}{f' {name}' if name else ''}, at character "
-                f"{n + 1}", path=path, field=field,
-                hint="write it as plain text, without control, format or invisible characters")
+    return (f"{what} {quoted(value)} holds {kind}, U+{ord(char):04X}{f' {name}' if name else ''}, at character "
+            f"{n + 1}")
 
 
-__all__ = ["MAX_LINE", "MAX_PATH", "MAX_SHOWN", "check_plain_text", "display_line", "display_text", "quoted",
+__all__ = ["MAX_LINE", "MAX_PATH", "MAX_SHOWN", "display_line", "display_text", "plain_text_problem", "quoted",
            "unsafe_char"]

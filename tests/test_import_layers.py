@@ -8,7 +8,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reasonseg"
 
 # Cycles still to untangle, each as the sorted modules of one strongly connected component.
 KNOWN_CYCLES = [
-    ["reasonseg.errors", "reasonseg.text"],
     ["reasonseg.leaderboard.intake", "reasonseg.metrics.drift", "reasonseg.metrics.scoring", "reasonseg.sandbox",
      "reasonseg.submission"],
     ["reasonseg.metrics.comparison", "reasonseg.metrics.tables"],

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reasonseg.errors import SubmissionError
-from reasonseg.text import MAX_SHOWN, check_plain_text, display_text, unsafe_char
+from reasonseg.errors import SubmissionError, check_plain_text
+from reasonseg.text import MAX_SHOWN, display_text, unsafe_char
 
 HIDDEN = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 

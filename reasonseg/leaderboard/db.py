@@ -48,10 +48,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..errors import LeaderboardError  # defined with the other typed errors: the client needs no SQLAlchemy
+# LeaderboardError is defined with the other typed errors: the client needs no SQLAlchemy
+from ..errors import LeaderboardError, check_plain_text
 from ..inputs import check_input
 from ..processes import pid_alive
-from ..text import check_plain_text
 
 STATUSES = ("pending", "scoring", "done", "failed")
 TOKEN_PREFIX = "rsl"

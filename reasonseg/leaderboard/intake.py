@@ -11,11 +11,10 @@ import os
 import re
 from typing import BinaryIO
 
-from ..errors import ReasonSegError
+from ..errors import ReasonSegError, check_plain_text
 from ..metrics.groundtruth import GroundTruth
 from ..metrics.scoring import match_predictions
 from ..submission import Limits, PredictionSet, SplitIndex, parse_predictions_bytes, precheck_stream
-from ..text import check_plain_text
 
 CHECKPOINT_CHOICES = ("val", "test", "last", "other")
 _TEXT_LIMITS = {"model_size": 40, "base_model": 200, "training_data": 1000, "prompt_mode": 200, "notes": 1000}
