@@ -18,6 +18,7 @@ Launch: `reasonseg lisa train --config FILE` (one process) or `deepspeed -m reas
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -385,12 +386,6 @@ def _distributed(config: TrainConfig) -> tuple[int, int, str]:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
     if config.engine == "deepspeed" or world > 1:
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        if "MASTER_PORT" not in os.environ:  # one process without a launcher: any free port will do
-            os.environ["MASTER_PORT"] = str(_free_port())
         if not torch.distributed.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
             if config.engine == "deepspeed":
@@ -428,8 +423,33 @@ def _deepspeed_config(config: TrainConfig) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _launcher_variables(config: TrainConfig):
+    """One process without a launcher (DeepSpeed needs its variables): fill them in for this call only, any free port.
+
+    Left behind, they told every later child of the caller (lmms-eval's Accelerator, a torchrun-aware tool) that it
+    was rank 0 of a launched job on a port this process still holds: EADDRINUSE. So on the way out the variables set
+    here are removed. The process group stays (DeepSpeed keeps its groups for the process's next run)."""
+    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": None}
+    filled = {name: value for name, value in defaults.items() if name not in os.environ}
+    if config.engine != "deepspeed" or not filled:
+        yield
+        return
+    os.environ.update({name: value or str(_free_port()) for name, value in filled.items()})
+    try:
+        yield
+    finally:
+        for name in filled:
+            os.environ.pop(name, None)
+
+
 def train(config: TrainConfig, resume: bool = True, on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Run (or continue) a training run into `config.out`; returns the losses and val scores of this call."""
+    with _launcher_variables(config):
+        return _train(config, resume, on_step)
+
+
+def _train(config: TrainConfig, resume: bool, on_step: Callable[[dict], None] | None) -> RunResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.monotonic()

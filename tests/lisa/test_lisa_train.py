@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,8 +96,13 @@ def test_deepspeed_zero2_steps_and_resume_on_cpu():
     pytest.importorskip("deepspeed")
     run = scratch("ds") / "run"
     config = train_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1, max_steps=2)
+    launcher = {name: os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                        "MASTER_PORT")}
     result = train(config)
     assert result.step == 2 and all(np.isfinite(result.losses))
+    # One process without a launcher: the variables DeepSpeed needed were this call's only (left behind, a later
+    # child process took itself for rank 0 of a launched job on the port this one holds: EADDRINUSE).
+    assert {name: os.environ.get(name) for name in launcher} == launcher
     tag = run / "checkpoints" / "step_000002"
     assert (tag / "trainable.pt").exists() and any(tag.glob("*optim_states.pt"))
     resumed = train(train_config(run, engine="deepspeed", epochs=3, steps_per_epoch=1))
