@@ -118,6 +118,9 @@ def sample_release(tmp_path_factory) -> Path:
 PAGES_TO_RUN = [path for path in PAGES if any(b.not_run is None for b in page_blocks(path))]
 
 
+LAUNCHER_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+
+
 @pytest.mark.parametrize("path", PAGES_TO_RUN, ids=_id)
 def test_page_blocks_run_as_written(path, tmp_path, sample_release):
     blocks = [b for b in page_blocks(path) if b.not_run is None]
@@ -126,7 +129,10 @@ def test_page_blocks_run_as_written(path, tmp_path, sample_release):
     (work / "reasonseg").symlink_to(ROOT / "reasonseg")      # paths such as reasonseg/lisa/configs/tiny.yaml
     plan = tmp_path / "blocks.json"
     plan.write_text(json.dumps([b.__dict__ for b in blocks]), encoding="utf-8")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "REASONSEG_CACHE": str(tmp_path / "cache"),
+    # A reader's fresh shell: no launcher variables (RANK, MASTER_PORT, ...) from whatever ran pytest, or a block
+    # that starts torch.distributed (lmms-eval's Accelerator) would join a job that is not there, on a taken port.
+    inherited = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    env = {**inherited, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "REASONSEG_CACHE": str(tmp_path / "cache"),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
     done = subprocess.run([sys.executable, "-c", DRIVER, str(plan)], cwd=work, env=env, capture_output=True,
                           text=True, timeout=900)
