@@ -10,7 +10,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reasonseg"
 KNOWN_CYCLES = [
     ["reasonseg.leaderboard.intake", "reasonseg.metrics.drift", "reasonseg.metrics.scoring", "reasonseg.sandbox",
      "reasonseg.submission"],
-    ["reasonseg.metrics.comparison", "reasonseg.metrics.tables"],
 ]
 
 

@@ -91,13 +91,18 @@ def _display(entry: Entry) -> str:
     return f"{entry.label} [oracle]" if entry.oracle else entry.label
 
 
-def measured_table(entries: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
-    from .tables import rules_marked
+def results_by_row(entries: Sequence[Entry]) -> dict[str, dict[str, dict]]:
+    """Table 1's input: a row label (oracles and rules other than lisa marked) -> split -> results document."""
+    from .rules import rules_marked
 
     results: dict[str, dict[str, dict]] = {}
     for e in entries:
         results.setdefault(rules_marked(_display(e), e.document), {})[e.split] = e.document
-    return table1(results)
+    return results
+
+
+def measured_table(entries: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
+    return table1(results_by_row(entries))
 
 
 def reported_rows(header: Sequence[str]) -> list[list[str]]:

@@ -216,6 +216,12 @@ def document_rules_label(document: Mapping) -> str:
     return compared_label(rules_of_document(document))
 
 
+def rules_marked(label: str, document: Mapping) -> str:
+    """A table row's label, with its rules where they are not the default (`lisa`, first text, empty union one)."""
+    rules = document_rules_label(document)
+    return label if rules == "lisa" else f"{label} [rules {rules}]"
+
+
 def check_one_rules(labels: Mapping[str, str], *, wanted: str | None = None, beside_paper: bool = False,
                     hint: str | None = None) -> None:
     """Refuse results (file → `compared_label`) under different rules, under other rules than `wanted`, or, shown

@@ -39,7 +39,7 @@ def _cells(groups_by_split: dict[str, dict], columns, with_ci: bool) -> list[str
 
 
 def table1_data(results: dict[str, dict[str, dict]], with_ci: bool = False, reported: bool = False) -> Table:
-    """`results` maps a method label to split → results document (see `comparison.load_entries`)."""
+    """`results` maps a method label to split → results document (see `comparison.results_by_row`)."""
     if not results:
         raise ResultsError("no results to tabulate")
     columns = table1_columns(results)
@@ -125,7 +125,7 @@ def results_table(paths: Sequence, fmt: str = "markdown", with_ci: bool = False,
     Rows scored under other rules than `lisa` are marked with their rules; results under different rules (or
     under other rules than the paper's rows, with `reported`) are refused unless `allow_mixed`.
     """
-    from .comparison import load_entries
+    from .comparison import load_entries, results_by_row
     from .drift import is_drift
 
     documents = [_peek(path) for path in paths]
@@ -136,13 +136,9 @@ def results_table(paths: Sequence, fmt: str = "markdown", with_ci: bool = False,
                                path=str(next(p for p, d in zip(paths, documents, strict=True) if not is_drift(d))),
                                hint="tabulate them separately")
         return drift_tables(drifts, fmt)
-    results: dict[str, dict[str, dict]] = {}
     entries = load_entries(paths)
     check_rules(entries, reported, allow_mixed)
-    for e in entries:
-        results.setdefault(rules_marked(f"{e.label} [oracle]" if e.oracle else e.label, e.document), {})[e.split] = \
-            e.document
-    return render_table(table1_data(results, with_ci, reported), fmt)
+    return render_table(table1_data(results_by_row(entries), with_ci, reported), fmt)
 
 
 def _peek(path) -> dict | None:
@@ -156,14 +152,6 @@ def _peek(path) -> dict | None:
             return json.load(fh)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-
-
-def rules_marked(label: str, document: dict) -> str:
-    """A row's label, with its rules where they are not the default (`lisa`, first text, empty union one)."""
-    from .rules import document_rules_label
-
-    rules = document_rules_label(document)
-    return label if rules == "lisa" else f"{label} [rules {rules}]"
 
 
 def check_rules(entries, reported: bool, allow_mixed: bool) -> None:
