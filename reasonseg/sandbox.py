@@ -59,6 +59,11 @@ class SandboxLimits:
     def describe(self) -> str:
         return f"{self.memory_mib} MiB / {self.cpu_s} s"
 
+    def read(self, job: str, path, limits, index=None):
+        """`submission.ReadsElsewhere`: what `read_predictions` and `named_split` call when `Limits.sandbox` is
+        this, so that the reader runs in a child under these limits without importing this module."""
+        return read_sandboxed(job, path, limits, index)
+
 
 LIMITED = SandboxLimits()                  # the defaults: what an upload gets on the server, and the CLI by default
 TRUSTED = SandboxLimits(trusted=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -87,7 +87,15 @@ class Limits:
     max_png_decoded_bytes: int = MAX_PNG_DECODED_BYTES
     # A `sandbox.SandboxLimits`: `read_predictions` and `named_split` then read in a child process under those OS
     # limits (what the CLI does by default); None reads in this process.
-    sandbox: object | None = None
+    sandbox: ReadsElsewhere | None = None
+
+
+class ReadsElsewhere(Protocol):
+    """What `Limits.sandbox` holds: it runs `read_predictions` or `named_split` (`job` "read" or "named_split") on a
+    local file somewhere else, e.g. `sandbox.SandboxLimits` in a child process. The caller that builds the Limits
+    picks it, so this reader never imports the sandbox (which runs this reader)."""
+
+    def read(self, job: str, path: str | os.PathLike, limits: Limits, index: SplitIndex | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -116,9 +124,7 @@ def read_predictions(path: str | os.PathLike, limits: Limits = Limits(),
                      index: SplitIndex | None = None) -> PredictionSet:
     """Read and validate a predictions file, folder of PNGs, or zip of PNGs (against a split's `index` if given)."""
     if limits.sandbox is not None:
-        from .sandbox import read_sandboxed
-
-        return read_sandboxed("read", path, limits, index)
+        return limits.sandbox.read("read", path, limits, index)
     path = Path(path)
     if path.is_dir():
         return _read_png_folder(path, limits, index)
@@ -143,9 +149,7 @@ def named_split(path: str | os.PathLike, limits: Limits = Limits()) -> str | Non
     """The split a predictions JSON names in its header, read without keeping any prediction (so that the file can
     then be read against that split's bounds); None for PNGs, COCO results lists and files that name none."""
     if limits.sandbox is not None:
-        from .sandbox import read_sandboxed
-
-        return read_sandboxed("named_split", path, limits)
+        return limits.sandbox.read("named_split", path, limits)
     path = Path(path)
     if path.is_dir():
         return None
