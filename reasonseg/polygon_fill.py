@@ -19,7 +19,10 @@ no sub-pixel shift), on int32 points of a height x width image:
   otherwise. Its per-row step is the fixed-point x difference over the y difference, truncated toward zero, and its
   x on its top row is extrapolated from its first end with that step. On each row the crossings, sorted by x, pair
   up (even-odd), and a pair fills columns floor(left) .. floor(right), clipped to the image. A polygon with fewer
-  than two such edges fills nothing. (OpenCV 5.1 adds no half pixel and fills from ceil(left).)
+  than two such edges fills nothing, and neither does one whose edges' x at their ends all lie left of the image
+  (or all right of it): OpenCV takes an edge's far-end x with its row count in int, so an edge of 2**31 rows or
+  more wraps there and can make a polygon that crosses the image look wholly off it. (OpenCV 5.1 adds no half
+  pixel and fills from ceil(left).)
 Rows above and below the window drawn are never visited, so a vertex at y = -1e9 costs nothing. int64 overflow
 wraps as it does in OpenCV's C++.
 """
