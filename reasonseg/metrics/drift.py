@@ -3,48 +3,20 @@
 The document (`reasonseg-drift`, version 1) holds one row per profile of `rules.PROFILES`:
 {"rules", "giou", "ciou" (null where that scorer computes none), "n_queries_counted", "giou_minus_lisa",
 "ciou_minus_lisa"} as fractions like a results file, or {"rules", "error"} where those rules refuse the file (a
-missing prediction under rules that have no rule for one). The predictions are measured once; every profile
-derives its numbers from the same per-query tallies.
+missing prediction under rules that have no rule for one). The rows are `scoring.drift_rows` (the scorer builds them
+too, for a results document's "drift"); this module gives them their document, reads it back and prints it.
 """
 from __future__ import annotations
 
 import os
-import warnings
 
-from ..errors import ReasonSegError, SubmissionError
+from ..errors import ReasonSegError
 from ..submission import PredictionSet
 from .groundtruth import GroundTruth
-from .rules import PROFILES, Rules, score_tallies, summary
-from .scoring import check_known, check_split, dataset_of, match_predictions, measure_predictions, read_inputs
+from .scoring import DRIFT_REFERENCE, dataset_of, drift_rows, read_inputs
 
 FORMAT, VERSION = "reasonseg-drift", 1
-REFERENCE = "lisa"
-
-
-def drift_rows(gt: GroundTruth, preds: PredictionSet, profiles: dict[str, Rules] = PROFILES) -> list[dict]:
-    """Every profile's gIoU, cIoU and count on these predictions, and its difference from `lisa`."""
-    check_split(gt, preds.split, preds.path)
-    check_known(gt, preds.masks, preds.path)
-    # One pass: the widest query set any profile wants (every text if one scores all), each mask measured once.
-    widest = Rules("lisa", texts="all" if any(r.texts == "all" for r in profiles.values()) else "first",
-                   missing="skip")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # text-0 rules leave other texts unscored: expected here
-        tallies = measure_predictions(gt, match_predictions(gt, preds, rules=widest))
-    rows = []
-    for name, rules in profiles.items():
-        try:
-            rows.append({"rules": name, **summary(rules, score_tallies(rules, gt, tallies, preds.path))})
-        except SubmissionError as exc:
-            rows.append({"rules": name, "error": exc.message})
-    reference = next((r for r in rows if r["rules"] == REFERENCE and "error" not in r), None)
-    for row in rows:
-        if "error" in row:
-            continue
-        for metric in ("giou", "ciou"):
-            ok = reference is not None and row[metric] is not None and reference[metric] is not None
-            row[f"{metric}_minus_{REFERENCE}"] = row[metric] - reference[metric] if ok else None
-    return rows
+REFERENCE = DRIFT_REFERENCE
 
 
 def drift_document(gt: GroundTruth, preds: PredictionSet, method: str | None = None) -> dict:

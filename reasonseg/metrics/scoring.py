@@ -30,8 +30,10 @@ from .groundtruth import GroundTruth, GroundTruthMask, load_ground_truth
 from .iou import QueryScore, measure
 from .report import results_document
 from .rules import (
+    DEFAULT,
     HUB_MIRROR,
     HUB_MIRROR_LOSSES,
+    PROFILES,
     Rules,
     Tally,
     first_items,
@@ -40,9 +42,11 @@ from .rules import (
     refuse_missing,
     resolve_rules,
     score_tallies,
+    summary,
     wanted_keys,
 )
 
+DRIFT_REFERENCE = DEFAULT.name     # the rules (lisa) every other profile's drift row is compared with
 DEGENERATE_SHARE = 0.5   # warn when more than this share of queries is predicted as the whole image or nothing
 
 
@@ -292,10 +296,34 @@ def evaluate_predictions(gt: GroundTruth, preds: PredictionSet | Iterable[Predic
     document = evaluation_document(gt, scores, rules, preds.sha256, method or preds.method, bootstrap=bootstrap,
                                    seed=seed, confidence=confidence)
     if drift:
-        from .drift import drift_rows
-
         document["drift"] = drift_rows(gt, preds)
     return Evaluation(gt, preds, scores, document)
+
+
+def drift_rows(gt: GroundTruth, preds: PredictionSet, profiles: dict[str, Rules] = PROFILES) -> list[dict]:
+    """Every profile's gIoU, cIoU and count on these predictions, and its difference from `lisa`."""
+    check_split(gt, preds.split, preds.path)
+    check_known(gt, preds.masks, preds.path)
+    # One pass: the widest query set any profile wants (every text if one scores all), each mask measured once.
+    widest = Rules("lisa", texts="all" if any(r.texts == "all" for r in profiles.values()) else "first",
+                   missing="skip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # text-0 rules leave other texts unscored: expected here
+        tallies = measure_predictions(gt, match_predictions(gt, preds, rules=widest))
+    rows = []
+    for name, rules in profiles.items():
+        try:
+            rows.append({"rules": name, **summary(rules, score_tallies(rules, gt, tallies, preds.path))})
+        except SubmissionError as exc:
+            rows.append({"rules": name, "error": exc.message})
+    reference = next((r for r in rows if r["rules"] == DRIFT_REFERENCE and "error" not in r), None)
+    for row in rows:
+        if "error" in row:
+            continue
+        for metric in ("giou", "ciou"):
+            ok = reference is not None and row[metric] is not None and reference[metric] is not None
+            row[f"{metric}_minus_{DRIFT_REFERENCE}"] = row[metric] - reference[metric] if ok else None
+    return rows
 
 
 def read_inputs(data_root: str | os.PathLike, predictions: str | os.PathLike, split: str | None, *,
