@@ -6,6 +6,7 @@ int32 points. OpenCV 4.8 needs numpy < 2, so it lives in a scratch environment o
 
   python tests/opencv48.py serve                  draw requests from stdin, masks to stdout (what `OpenCV48` runs)
   python tests/opencv48.py corpus OUT.npz SEED... write the stored corpus (tests/fixtures/opencv48/corpus.npz)
+  python tests/opencv48.py regressions OUT.npz    write REGRESSIONS (tests/fixtures/opencv48/regressions.npz)
 
 Only numpy is imported at the top: `random_polygon` generates the same cases in both environments.
 """
@@ -21,8 +22,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-KINDS = ("random", "star", "tiny", "degenerate", "far", "huge", "outside", "many")
+KINDS = ("random", "star", "tiny", "degenerate", "far", "huge", "outside", "many", "straddle")
 _HEADER = struct.Struct("<3q")
+
+# Polygons on which reasonseg once drew another mask than OpenCV 4.8: (kind, seed, height, width, points); seed -1
+# for a case found by a wider search than random_polygon. All three: edges spanning 2**31 rows or more, whose
+# far-end x OpenCV computes with a wrapped int row count, so that it sees every edge off the image and fills
+# nothing. Stored with OpenCV 4.8's masks in fixtures/opencv48/regressions.npz (`python tests/opencv48.py
+# regressions OUT.npz`).
+REGRESSIONS = (
+    ("huge", 597035347150377, 39, 72, ((-4, -10), (INT32_MAX - 1, INT32_MAX), (-6, -8))),
+    ("straddle", -1, 79, 37, ((2147483620, 2147483614), (-18, -32786), (-2147483602, -39))),
+    ("straddle", -1, 13, 17, ((-2147483609, 2147483641), (33, -52781), (1830027516, -26))),
+)
 
 
 def scratch_python() -> Path | None:
@@ -82,6 +94,16 @@ def random_polygon(rng: np.random.Generator, kind: str, far_above: bool = False)
             theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
             radius = size.max() * (0.4 + 0.1 * np.sin(rng.integers(3, 40) * theta)) + rng.normal(0, 1, n)
             pts = size / 2 + radius[:, None] * np.stack([np.cos(theta), np.sin(theta)], 1)
+    elif kind == "straddle":    # edges from just above the image to just below INT32_MAX: 2**31 rows or more
+        n = int(rng.integers(3, 7))
+        above = -rng.integers(0, 41, n) * np.where(rng.random(n) < 0.5, 2500, 1)
+        below = INT32_MAX - rng.integers(0, 41, n) * np.where(rng.random(n) < 0.5, 2500, 1)
+        rows = np.select([rng.random(n) < 0.35, rng.random(n) < 0.55], [above, below], rng.integers(-2, height + 2, n))
+        cols = rng.integers(-width, 2 * width + 1, n).astype(np.float64)
+        extreme = rng.random(n)
+        cols = np.where(extreme < 0.2, rng.uniform(INT32_MIN, INT32_MAX, n), cols)
+        cols = np.where(extreme > 0.7, rng.choice([INT32_MIN, INT32_MAX], n) - rng.integers(-40, 41, n), cols)
+        pts = np.stack([cols, rows], 1)
     else:
         raise ValueError(kind)
     return height, width, np.clip(np.asarray(pts, np.float64), INT32_MIN, INT32_MAX).astype(np.int32)
@@ -109,25 +131,27 @@ def _serve() -> None:
 
 def _corpus(out: str, seeds: list[int], per_kind: int = 100, far_above: int = 2) -> None:
     """per_kind cases of every kind for each seed, and far_above more "huge" ones reaching 2**31 rows above the
-    image: points, sizes and OpenCV 4.8's masks (bits packed)."""
-    import cv2
-
-    sizes, counts, points, masks, kinds, case_seeds = [], [], [], [], [], []
+    image."""
+    cases = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         plan = [(kind, False) for kind in KINDS for _ in range(per_kind)] + [("huge", True)] * far_above
-        for kind, far in plan:
-            height, width, pts = random_polygon(rng, kind, far_above=far)
-            sizes.append((height, width))
-            counts.append(len(pts))
-            points.append(pts)
-            masks.append(np.packbits(_draw(cv2, height, width, pts).reshape(-1)))
-            kinds.append(KINDS.index(kind))
-            case_seeds.append(seed)
-    np.savez_compressed(out, opencv=np.array(cv2.__version__), sizes=np.array(sizes, np.int64),
-                        counts=np.array(counts, np.int64), points=np.concatenate(points),
+        cases += [(kind, seed, *random_polygon(rng, kind, far_above=far)) for kind, far in plan]
+    _store(out, cases)
+
+
+def _store(out: str, cases: list[tuple[str, int, int, int, np.ndarray]]) -> None:
+    """(kind, seed, height, width, points) cases with OpenCV 4.8's masks (bits packed), as `load_corpus` reads."""
+    import cv2
+
+    masks = [np.packbits(_draw(cv2, height, width, pts).reshape(-1)) for _, _, height, width, pts in cases]
+    np.savez_compressed(out, opencv=np.array(cv2.__version__),
+                        sizes=np.array([(c[2], c[3]) for c in cases], np.int64).reshape(-1, 2),
+                        counts=np.array([len(c[4]) for c in cases], np.int64),
+                        points=np.concatenate([np.asarray(c[4], np.int32).reshape(-1, 2) for c in cases]),
                         mask_bytes=np.array([len(m) for m in masks], np.int64), masks=np.concatenate(masks),
-                        kinds=np.array(kinds, np.int8), seeds=np.array(case_seeds, np.int64))
+                        kinds=np.array([KINDS.index(c[0]) for c in cases], np.int8),
+                        seeds=np.array([c[1] for c in cases], np.int64))
 
 
 # ----------------------------------------------------------------------------------------- the tests' side
@@ -172,5 +196,7 @@ if __name__ == "__main__":
         _serve()
     elif sys.argv[1:2] == ["corpus"] and len(sys.argv) > 3:
         _corpus(sys.argv[2], [int(s) for s in sys.argv[3:]])
+    elif sys.argv[1:2] == ["regressions"] and len(sys.argv) == 3:
+        _store(sys.argv[2], [(kind, seed, h, w, np.array(pts, np.int32)) for kind, seed, h, w, pts in REGRESSIONS])
     else:
         sys.exit(__doc__)

@@ -4,6 +4,7 @@ Pinned against real OpenCV 4.8 (opencv-python-headless 4.8.0.74, the version LIS
 - the 400 LISA-rule cases of fixtures/opencv48/golden.json.gz (1-3 labelled shapes each, drawn in area order);
 - a stored corpus of single polygons from seeds 0-4, 100 of every kind in opencv48.KINDS per seed plus 2 reaching
   2**31 rows above the image (fixtures/opencv48/corpus.npz, written by `python tests/opencv48.py corpus`);
+- the polygons on which we once drew another mask (opencv48.REGRESSIONS, fixtures/opencv48/regressions.npz);
 - live: new seeds of every kind against OpenCV 4.8 in the scratch environment `make test` builds (.venv-cv48).
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from opencv48 import KINDS, OpenCV48, load_corpus, random_polygon, scratch_python
+from opencv48 import KINDS, REGRESSIONS, OpenCV48, load_corpus, random_polygon, scratch_python
 from reference import reference_mask
 
 from reasonseg.masks import rasterize_shapes
@@ -78,6 +79,16 @@ def test_stored_corpus_is_identical_to_opencv48(corpus, seed):
     assert +wrong == Counter()
 
 
+def test_every_past_mismatch_is_identical_to_opencv48():
+    cases = load_corpus(FIXTURES / "regressions.npz")
+    assert [(kind, seed, h, w, pts.tolist()) for kind, seed, h, w, pts, _ in cases] == \
+        [(kind, seed, h, w, [list(p) for p in pts]) for kind, seed, h, w, pts in REGRESSIONS]
+    for kind, seed, height, width, pts, expected in cases:
+        shape = Shape("target", tuple(map(tuple, pts.astype(np.float64).tolist())))
+        assert np.array_equal(drawn(height, width, pts), expected), (kind, seed)
+        assert np.array_equal(rasterize_shapes([shape], height, width), expected), (kind, seed)
+
+
 def test_the_corpus_exercises_what_it_claims(corpus):
     assert len(corpus) == 5 * (100 * len(KINDS) + 2)
     by_kind = {k: [c for c in corpus if c[0] == k] for k in KINDS}
@@ -89,6 +100,8 @@ def test_the_corpus_exercises_what_it_claims(corpus):
     assert min(len(c[4]) for c in by_kind["many"]) >= 100
     assert max(np.abs(c[4]).max() for c in by_kind["huge"]) >= 2**31 - 1
     assert min(c[4][:, 1].min() for c in by_kind["huge"]) <= -(2**31) + 1
+    # About half the "straddle" polygons reach from above the image to 2**31 rows below its top.
+    assert sum(int(np.ptp(c[4][:, 1].astype(np.int64)) >= 2**31) for c in by_kind["straddle"]) >= 200
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,6 +118,7 @@ def test_any_window_draws_the_pixels_of_the_whole_image(kind, seed, data):
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(KINDS), st.integers(0, 2**63))
+@example("huge", 597035347150377)   # REGRESSIONS[0], found by this test
 def test_new_seeds_match_live_opencv48(opencv48, kind, seed):
     height, width, pts = random_polygon(np.random.default_rng(seed), kind)
     assert np.array_equal(drawn(height, width, pts), opencv48.draw(height, width, pts)), (height, width, pts.tolist())
