@@ -142,3 +142,56 @@ def staged_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequence
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sibling_with_links(out: Path, outputs: Sequence[str]) -> Path | None:
+    """A new folder beside `out` holding hard links to every entry of `out` that this command does not own (the
+    user's files, recreated without a byte copied); None where that cannot be done (`out` is the current folder or
+    a mount point, a file system without hard links, no room)."""
+    if out.resolve() == Path.cwd().resolve() or os.path.ismount(out):
+        return None
+    tmp = out.absolute().parent / f"{TEMP_PREFIX}{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        tmp.mkdir()
+        shutil.copymode(out, tmp)
+        for entry in out.iterdir():
+            if _owned(entry.name, outputs):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=os.link)
+            elif entry.is_symlink():
+                os.symlink(os.readlink(entry), tmp / entry.name)
+            else:
+                os.link(entry, tmp / entry.name)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    return tmp
+
+
+@contextmanager
+def staged_whole_output_dir(out: str | os.PathLike, overwrite: bool, outputs: Sequence[str],
+                            option: str = "--out", error: type[ReasonSegError] = OutputError) -> Iterator[Path]:
+    """Like `staged_output_dir`, but a finished run replaces an existing `out` whole, in one exchange of two
+    folders: a reader (or a kill) sees the old folder or the new one, never a mix of their entries. The user's
+    entries are hard-linked into the new folder first, so they stay as they are. Where the system cannot link or
+    exchange, the entries are swapped one by one (`place`)."""
+    out = check_output_dir(out, overwrite, option, error)
+    tmp = _sibling_with_links(out, outputs) if out.is_dir() else None
+    if tmp is None:
+        with staged_output_dir(out, overwrite, outputs, option, error) as folder:
+            yield folder
+        return
+    try:
+        yield tmp
+        if not _exchange(tmp, out):
+            for entry in list(tmp.iterdir()):
+                if not _owned(entry.name, outputs):
+                    _remove(entry)      # the links to the user's files: `out` keeps the originals
+            place(tmp, out, outputs)
+            return
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp)      # the old folder, now at tmp's path (the user's files live on through their links)
+

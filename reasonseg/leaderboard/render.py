@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from ..metrics.figures import histogram_model, histogram_svg
 from ..metrics.report import TABLE1_COLUMNS, column_title
-from ..outputs import staged_output_dir
+from ..outputs import staged_whole_output_dir
 from ..paper import SOURCE
 from ..text import display_text
 from .board import BADGES, METRICS, RANKING_RULE, Entry, Significance, build_entries, split_rows
@@ -216,11 +216,12 @@ def export_static(db: Database, out: str | os.PathLike, overwrite: bool = False)
     leaderboard.json.
 
     A non-empty `out` needs `overwrite`, which replaces only those four entries (a .git or other files stay). Built
-    in a temporary folder beside them, then each entry is swapped with its old version in one rename, index.html
-    last: a failed or killed export leaves index.html in place, and every page whole (`outputs.place`). Only scored
-    submissions appear, with the same aggregates the server shows (no per-query test results).
+    in a new folder beside `out` that holds links to the user's files, then the two folders are exchanged in one
+    step: a failed or killed export leaves the old site or the new one, never a mix
+    (`outputs.staged_whole_output_dir`). Only scored submissions appear, with the same aggregates the server shows
+    (no per-query test results).
     """
-    with staged_output_dir(out, overwrite, STATIC_OUTPUTS) as tmp:
+    with staged_whole_output_dir(out, overwrite, STATIC_OUTPUTS) as tmp:
         (tmp / "submissions").mkdir()
         scored = {split: db.latest_scored(split) for split in SERVED_SPLITS}
         entries = build_entries(scored, Significance(loader=db.submission))

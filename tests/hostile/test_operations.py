@@ -131,7 +131,7 @@ main()
 USER_FILES = {".git/HEAD": "ref: refs/heads/main\n", "CNAME": "board.example.org\n"}   # the site's own, not ours
 
 
-def test_export_killed_between_any_two_renames_leaves_a_whole_site(tmp_path):
+def test_export_killed_at_any_step_leaves_the_whole_old_site_or_the_whole_new_one(tmp_path):
     db, site = tmp_path / "lb.db", tmp_path / "site"
     assert run("leaderboard", "add-team", "a", "--db", db).returncode == 0
     for name, text in USER_FILES.items():
@@ -139,27 +139,35 @@ def test_export_killed_between_any_two_renames_leaves_a_whole_site(tmp_path):
         (site / name).write_text(text)
     export = ["leaderboard", "export", "--db", str(db), "--out", str(site), "--overwrite"]
     assert run(*export).returncode == 0
-    old_index = (site / "index.html").read_text() + "<!-- old -->\n"    # the old site, told apart from a new one
+    # The old site, told apart from a new one in its table and in an entry swapped before the table.
+    old_index = (site / "index.html").read_text() + "<!-- old -->\n"
+    old_json = (site / "leaderboard.json").read_text().rstrip() + " \n"
     killed = 0
     for n in range(1, 30):
         (site / "index.html").write_text(old_index)
+        (site / "leaderboard.json").write_text(old_json)
         proc = subprocess.run([sys.executable, "-c", KILL_EXPORT, str(n), *export], capture_output=True, text=True,
                               timeout=HANG_S, cwd=REPO)
         index = (site / "index.html").read_text() if (site / "index.html").is_file() else None
         assert index is not None, f"killed at rename {n}: no index.html"
-        assert index == old_index or (index.rstrip().endswith("</html>") and "<!-- old -->" not in index), n
+        table_old, json_old = index == old_index, (site / "leaderboard.json").read_text() == old_json
+        assert table_old == json_old, f"killed at step {n}: a mix of the old and the new site"
+        assert table_old or (index.rstrip().endswith("</html>") and "<!-- old -->" not in index), n
         assert {name: (site / name).read_text() for name in USER_FILES} == USER_FILES
         assert (site / "submissions").is_dir() and (site / "teams").is_dir()
         if proc.returncode == -signal.SIGKILL:
+            assert table_old
             killed += 1
             continue
         assert proc.returncode == 0, proc.stderr
+        assert not table_old
         break
-    assert killed >= 2      # the swap has several steps, and a kill at each left a whole site
-    # The next export clears what a killed one left behind; the user's files stay.
+    assert killed >= 1      # killed before the exchange: the old site whole
+    # The next export goes through; the user's files stay, and nothing else is left in the site.
     assert run(*export).returncode == 0
     assert sorted(p.name for p in site.iterdir()) == [".git", "CNAME", "index.html", "leaderboard.json",
                                                        "submissions", "teams"]
+    assert {name: (site / name).read_text() for name in USER_FILES} == USER_FILES
 
 
 # ---------------------------------------------------------------------------------------- special input files
