@@ -81,8 +81,7 @@ def write_drift_report(out_dir: str | os.PathLike, gt, preds, drift: dict, *, me
     from .rules import PROFILES
     from .scoring import evaluate_predictions
 
-    name = next(row["rules"] for row in drift["rows"] if "error" not in row) if any(
-        "error" not in row for row in drift["rows"]) else "lisa"
+    name = next((row["rules"] for row in drift["rows"] if "error" not in row), "lisa")
     evaluation = evaluate_predictions(gt, preds, rules=PROFILES[name], method=method, **options)
     return write_report(out_dir, evaluation, drift=drift)
 
