@@ -47,13 +47,6 @@ def published_files(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def published_release(path: str | os.PathLike) -> Path | None:
-    """The release folder behind a published folder or a cached Hub dataset (written once into the cache);
-    None when `path` is neither."""
-    root = published_root(path)
-    return None if root is None else materialized(root)
-
-
 def published_root(path: str | os.PathLike) -> Path | None:
     """`path` itself when it is a published folder; the snapshot folder of a Hub dataset id; None for another
     folder or file. A path that does not exist is an error (with a "did you mean"), never a Hub id."""
