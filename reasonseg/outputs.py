@@ -117,6 +117,11 @@ def place(tmp: Path, out: Path, outputs: Sequence[str]) -> None:
     shutil.rmtree(tmp)
 
 
+def _sibling_name(out: Path) -> Path:
+    """A fresh temporary folder name beside `out` (not created)."""
+    return out.absolute().parent / f"{TEMP_PREFIX}{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def temp_dir_for(out: Path) -> Path:
     """A new empty temporary folder for building `out`: beside it when `out` does not exist (so `place` is one
     rename), else inside it (so `--out .` works and entries move within one file system)."""
@@ -124,7 +129,7 @@ def temp_dir_for(out: Path) -> Path:
         tmp = out / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     else:
         out.absolute().parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.absolute().parent / f"{TEMP_PREFIX}{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = _sibling_name(out)
     tmp.mkdir()
     return tmp
 
@@ -150,7 +155,7 @@ def _sibling_with_links(out: Path, outputs: Sequence[str]) -> Path | None:
     a mount point, a file system without hard links, no room)."""
     if out.resolve() == Path.cwd().resolve() or os.path.ismount(out):
         return None
-    tmp = out.absolute().parent / f"{TEMP_PREFIX}{out.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = _sibling_name(out)
     try:
         tmp.mkdir()
         shutil.copymode(out, tmp)
