@@ -18,6 +18,7 @@ import numpy as np
 
 from ..dataset import atomic_write_text
 from ..errors import ResultsError
+from .groundtruth import query_kind
 from .html import LEGEND_CSS, overlay_legend
 from .report import read_results, scores_from_results, table1
 from .stats import P_VALUE_NOTE, image_sums, paired_comparison
@@ -226,7 +227,7 @@ def _gallery(out_dir: Path, data_root: Path, a: Entry, b: Entry, n: int) -> str:
                           f'{html.escape(sid)}"><figcaption>{html.escape(entry.label)}: IoU {value:.3f}'
                           f"{html.escape(note)}</figcaption></figure>")
         text = mask.texts[k] if k < len(mask.texts) else ""
-        figures.append(f'<div class="pair"><p><b>{html.escape(sid)}</b>#{k} ({"long" if mask.is_sentence else "short"})'
+        figures.append(f'<div class="pair"><p><b>{html.escape(sid)}</b>#{k} ({query_kind(mask.is_sentence)})'
                        f" Δ {iou_b - iou_a:+.3f}: {html.escape(text)}</p>{''.join(panels)}</div>")
     return "".join(figures)
 

@@ -44,10 +44,10 @@ class GroundTruthMask:
 
     def __repr__(self) -> str:
         return (f"GroundTruthMask({self.id!r}, {self.height}x{self.width}, "
-                f"{_kind(self.is_sentence)}, {len(self.texts)} text(s))")
+                f"{query_kind(self.is_sentence)}, {len(self.texts)} text(s))")
 
 
-def _kind(is_sentence: bool | None) -> str:
+def query_kind(is_sentence: bool | None) -> str:
     return "kind unknown" if is_sentence is None else "long" if is_sentence else "short"
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from ..dataset import atomic_write_text
 from ..masks import intervals_to_mask
 from .figures import histogram_model, histogram_svg
+from .groundtruth import query_kind
 from .iou import SIZE_CLASSES
 from .report import split_table
 from .rules import rules_of_document
@@ -116,7 +117,7 @@ def write_report(out_dir: str | os.PathLike, evaluation: Evaluation, n_examples:
             name = f"{s.id}__{s.text_index}.png"
             cv2.imwrite(str(out_dir / "overlays" / name), overlay)
             text = mask.texts[s.text_index] if s.text_index < len(mask.texts) else ""
-            kind = "long" if s.is_sentence else "short"
+            kind = query_kind(s.is_sentence)
             figures.append(
                 f'<figure><img src="overlays/{html.escape(name)}" alt="overlay of {html.escape(s.id)}">'
                 f"<figcaption><b>{html.escape(s.id)}</b> ({kind}) IoU {rules.iou(s):.3f}<br>"
